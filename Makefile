@@ -1,0 +1,38 @@
+# The whole workflow. `make demo` runs the example end to end; `make test` runs everything.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: venv demo test test-python test-rust lint fmt bench clean
+
+venv: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+demo: venv
+	$(BIN)/python scripts/demo.py
+
+test: venv test-rust test-python
+
+test-rust:
+	cargo test --workspace --quiet
+
+test-python: venv
+	$(BIN)/pytest
+
+lint: venv
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	$(BIN)/ruff check python tests integration scripts
+	$(BIN)/mypy python/ardiq
+
+fmt:
+	cargo fmt --all
+	$(BIN)/ruff format python tests integration scripts
+
+clean:
+	rm -rf $(VENV) target .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+//! ArdiQ engine (placeholder while the protocol lands).

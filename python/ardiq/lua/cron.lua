@@ -1,0 +1,18 @@
+-- cron: enqueue one occurrence of a cron job, at most once across all workers. The
+-- occurrence time comes from the spec, so workers whose clocks disagree still name the
+-- same occurrence; the last occurrence fired is kept per cron and never goes back.
+-- KEYS          cron hash, stream of the lane, job hash, result key
+-- ARGV          cron name, occurrence ms, task id, fn, payload, lane
+-- Returns       1 enqueued, 0 this occurrence (or a later one) already fired
+local crons, stream, job, result = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local name, occ = ARGV[1], tonumber(ARGV[2])
+local last = tonumber(redis.call('HGET', crons, name))
+if last and last >= occ then return 0 end
+redis.call('HSET', crons, name, occ)
+if redis.call('EXISTS', job) == 1 then return 0 end
+local now = now_ms()
+redis.call('DEL', result)
+local eid = add_entry(stream, ARGV[3], ARGV[4], ARGV[5], 0, now, 0, 0)
+redis.call('HSET', job, 'fn', ARGV[4], 'l', ARGV[6], 's', 'q', 't', 0, 'enq', now,
+  'x', 0, 'e', eid)
+return 1

@@ -1,0 +1,52 @@
+-- reclaim: take over entries whose worker stopped renewing them (found by the caller
+-- with XAUTOCLAIM, which made this consumer their owner). Each is re-queued as a fresh
+-- entry with its reclaim count raised, so the stale worker's later ack finds nothing;
+-- once an attempt has been delivered `cap` times it goes to the dead letters as
+-- "worker lost". A task whose abort was requested is finalized as aborted.
+-- KEYS[1]        dead-letter index
+-- KEYS[2+5i..]   per entry i: stream, job hash, wait key, result key, dead-letter hash
+-- ARGV[1..6]     key prefix, group, consumer, result ttl ms, delivery cap, n
+-- ARGV[7+3i..]   per entry: entry id, task id (or "entry:<entry id>" when unreadable),
+--                lane
+-- Returns        {re-queued, dead-lettered, aborted}
+local dead_index = KEYS[1]
+local prefix, group, consumer = ARGV[1], ARGV[2], ARGV[3]
+local ttl, cap, n = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local now = now_ms()
+local requeued, buried, aborted = 0, 0, 0
+for i = 0, n - 1 do
+  local k = 2 + 5 * i
+  local stream, job, wait, result, dead_key = KEYS[k], KEYS[k + 1], KEYS[k + 2],
+    KEYS[k + 3], KEYS[k + 4]
+  local a = 7 + 3 * i
+  local eid, id, lane = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  if is_pending(stream, group, eid, consumer) then
+    local f = read_entry(stream, eid)
+    redis.call('XACK', stream, group, eid)
+    redis.call('XDEL', stream, eid)
+    if f and f['id'] and f['fn'] and f['p'] then
+      local tries = tonumber(f['t']) or 0
+      local deliveries = (tonumber(f['r']) or 0) + 1
+      if redis.call('HGET', job, 'a') == '1' then
+        finalize(prefix, job, wait, result, id,
+          result_blob(false, 'aborted', tries, f['enq'], 0, now, true), ttl)
+        aborted = aborted + 1
+      elseif deliveries >= cap then
+        local err = 'worker lost (delivered ' .. deliveries .. ' times)'
+        bury(dead_index, dead_key, id, f, lane, err, tries + 1, now)
+        finalize(prefix, job, wait, result, id,
+          result_blob(false, err, tries + 1, f['enq'], 0, now, false), ttl)
+        buried = buried + 1
+      else
+        local new = add_entry(stream, f['id'], f['fn'], f['p'], tries, f['enq'] or now,
+          f['x'] or 0, deliveries)
+        if redis.call('HGET', job, 'e') == eid then redis.call('HSET', job, 'e', new) end
+        requeued = requeued + 1
+      end
+    elseif f then
+      bury(dead_index, dead_key, id, f, lane, 'malformed entry (needs id, fn and p)', 0, now)
+      buried = buried + 1
+    end
+  end
+end
+return {requeued, buried, aborted}

@@ -3,7 +3,8 @@
 -- KEYS[2+3i..]  per task i (0-based): stream of its lane, job hash, result key
 -- ARGV[1]       number of tasks n
 -- ARGV[2+7i..]  per task: id, fn, payload, lane, due_ms (absolute; 0 = now),
---               delay_ms (relative, used when due_ms is 0), expire_ms (0 = never)
+--               delay_ms (relative, used when due_ms is 0), expire_ms (relative to now:
+--               drop the task if it has not started that long after enqueue; 0 = never)
 -- Returns       per task 1 when added, 0 when a live task already holds the id.
 local delayed = KEYS[1]
 local n = tonumber(ARGV[1])
@@ -13,8 +14,9 @@ for i = 0, n - 1 do
   local stream, job, result = KEYS[2 + 3 * i], KEYS[3 + 3 * i], KEYS[4 + 3 * i]
   local a = 2 + 7 * i
   local id, fn, payload, lane = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  local due, delay, expire = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), ARGV[a + 6]
+  local due, delay, expire = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6])
   if due == 0 and delay > 0 then due = now + delay end
+  if expire > 0 then expire = now + expire end
   if redis.call('EXISTS', job) == 1 then
     out[i + 1] = 0
   else

@@ -1,0 +1,34 @@
+"""ArdiQ: a fast, light Redis Streams task queue that never loses a task.
+
+Define tasks on an :class:`Ardiq` app, enqueue them from anywhere, and run workers with
+the ``ardiq`` executable or ``await app.run()``.
+"""
+
+from .app import Ardiq, CronJob
+from .context import EnqueueContext, ErrorContext, TaskContext, current_task
+from .errors import ArdiqError, BrokerError, Retry
+from .jobs import DeadLetter, Job, Status, TaskInfo, TaskResult
+from .task import BoundTask, PreparedTask, Task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Ardiq",
+    "ArdiqError",
+    "BoundTask",
+    "BrokerError",
+    "CronJob",
+    "DeadLetter",
+    "EnqueueContext",
+    "ErrorContext",
+    "Job",
+    "PreparedTask",
+    "Retry",
+    "Status",
+    "Task",
+    "TaskContext",
+    "TaskInfo",
+    "TaskResult",
+    "__version__",
+    "current_task",
+]

@@ -1,0 +1,634 @@
+"""The ArdiQ app: settings, task registration, the producer API and the in-code worker."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
+
+from .context import EnqueueContext, ErrorContext, TaskContext
+from .cron import Schedule, parse_schedule
+from .errors import ArdiqError
+from .jobs import DeadLetter, Job, Status, TaskInfo, TaskResult, decode_result
+from .protocol import Keys
+from .serializers import Deserializer, Serializer, msgpack_dumps, msgpack_loads
+from .settings import (
+    check_int,
+    check_lane,
+    check_lanes,
+    check_positive_int,
+    check_redis_url,
+    default_redis_url,
+)
+from .task import PreparedTask, Task
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .client import EncodedTask, RedisClient
+    from .syncrunner import SyncRunner
+    from .worker import Worker
+
+__all__ = ["Ardiq", "CronJob"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+Middleware = Callable[[TaskContext, Callable[[], Awaitable[Any]]], Awaitable[Any]]
+ErrorHook = Callable[[ErrorContext], Any]
+EnqueueHook = Callable[[EnqueueContext], Any]
+Lifespan = Callable[["Ardiq"], AsyncIterator[Mapping[str, Any] | None]]
+
+_SETTINGS = (
+    "default_priority",
+    "serializer",
+    "deserializer",
+    "cron_poll_s",
+    "concurrency",
+    "prefetch",
+    "idle_timeout_ms",
+    "poll_block_ms",
+    "result_ttl_ms",
+    "burst",
+    "max_deliveries",
+    "max_payload_bytes",
+    "shutdown_timeout_s",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CronJob:
+    """A task fired on a schedule, once per occurrence across all workers."""
+
+    name: str
+    schedule: Schedule
+    task: Task[[], Any]
+
+
+class _TaskDecorator(Protocol):
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+class _State:
+    """Attributes yielded by ``@app.lifespan``; a missing one says where they come from."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(
+            f"app.state has no attribute {name!r}: state is set by the mapping an "
+            "@app.lifespan function yields"
+        )
+
+
+class Ardiq:
+    """A task queue on Redis: define tasks, enqueue them, run workers.
+
+    Constructing an app never connects to Redis. See the README for every setting.
+    """
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        queue_name: str = "default",
+        priorities: Iterable[str] | None = None,
+        worker_id: str | None = None,
+        **settings: Any,
+    ) -> None:
+        unknown = [k for k in settings if k not in _SETTINGS]
+        if unknown:
+            import difflib
+
+            name = unknown[0]
+            close = difflib.get_close_matches(name, _SETTINGS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TypeError(f"Ardiq() got an unexpected keyword argument {name!r}{hint}")
+        self._redis_url = check_redis_url(default_redis_url() if redis_url is None else redis_url)
+        if not isinstance(queue_name, str) or not queue_name or "}" in queue_name:
+            raise ValueError(
+                f"queue_name must be a non-empty string without '}}', got {queue_name!r}"
+            )
+        self._queue_name = queue_name
+        self._priorities = check_lanes(priorities)
+        default_priority = settings.get("default_priority")
+        self._default_priority = (
+            check_lane(default_priority, self._priorities, "default_priority")
+            if default_priority is not None
+            else self._priorities[len(self._priorities) // 2]
+        )
+        if worker_id is not None and (not isinstance(worker_id, str) or not worker_id):
+            raise ValueError("worker_id must be a non-empty string")
+        self._worker_id = worker_id or f"w-{uuid.uuid4().hex[:12]}"
+        self._serializer: Serializer = settings.get("serializer") or msgpack_dumps
+        self._deserializer: Deserializer = settings.get("deserializer") or msgpack_loads
+        for name in ("serializer", "deserializer"):
+            if not callable(getattr(self, f"_{name}")):
+                raise TypeError(f"{name} must be callable")
+        cron_poll_s = settings.get("cron_poll_s", 1.0)
+        if (
+            isinstance(cron_poll_s, bool)
+            or not isinstance(cron_poll_s, int | float)
+            or cron_poll_s <= 0
+        ):
+            raise ValueError(f"cron_poll_s must be a positive number, got {cron_poll_s!r}")
+        self._cron_poll_s = float(cron_poll_s)
+        self._concurrency = check_positive_int("concurrency", settings.get("concurrency", 16))
+        prefetch = settings.get("prefetch")
+        self._prefetch = (
+            2 * self._concurrency if prefetch is None else check_positive_int("prefetch", prefetch)
+        )
+        if self._prefetch < self._concurrency:
+            raise ValueError(
+                f"prefetch ({self._prefetch}) must be at least concurrency ({self._concurrency})"
+            )
+        self._idle_timeout_ms = check_positive_int(
+            "idle_timeout_ms", settings.get("idle_timeout_ms", 60000)
+        )
+        self._poll_block_ms = check_positive_int(
+            "poll_block_ms", settings.get("poll_block_ms", 500)
+        )
+        self._result_ttl_ms = check_int("result_ttl_ms", settings.get("result_ttl_ms", 300000))
+        self._max_deliveries = check_positive_int(
+            "max_deliveries", settings.get("max_deliveries", 5)
+        )
+        self._max_payload_bytes = check_positive_int(
+            "max_payload_bytes", settings.get("max_payload_bytes", 16 * 1024 * 1024)
+        )
+        shutdown_timeout = settings.get("shutdown_timeout_s")
+        if shutdown_timeout is not None and (
+            isinstance(shutdown_timeout, bool)
+            or not isinstance(shutdown_timeout, int | float)
+            or shutdown_timeout <= 0
+        ):
+            raise ValueError(f"shutdown_timeout_s must be positive, got {shutdown_timeout!r}")
+        self._shutdown_timeout_s: float | None = shutdown_timeout
+        self.burst: bool = bool(settings.get("burst", False))
+
+        self.keys = Keys(queue_name)
+        self._tasks: dict[str, Task[Any, Any]] = {}
+        self._crons: dict[str, CronJob] = {}
+        self._middleware: list[Middleware] = []
+        self._error_hooks: list[ErrorHook] = []
+        self._enqueue_hooks: list[EnqueueHook] = []
+        self._lifespan: Lifespan | None = None
+        self._state = _State()
+        self._clients: dict[int, tuple[asyncio.AbstractEventLoop, RedisClient]] = {}
+        self._inline: Any = None  # set by ardiq.testing.inline
+        self._worker: Worker | None = None
+        self._sync: SyncRunner | None = None
+
+    # ----------------------------------------------------------------- settings
+    @property
+    def redis_url(self) -> str:
+        return self._redis_url
+
+    @property
+    def queue_name(self) -> str:
+        return self._queue_name
+
+    @property
+    def priorities(self) -> list[str]:
+        """Lane names, lowest first."""
+        return list(self._priorities)
+
+    @property
+    def default_priority(self) -> str:
+        return self._default_priority
+
+    @property
+    def worker_id(self) -> str:
+        return self._worker_id
+
+    @property
+    def serializer(self) -> Serializer:
+        return self._serializer
+
+    @property
+    def deserializer(self) -> Deserializer:
+        return self._deserializer
+
+    @property
+    def cron_poll_s(self) -> float:
+        return self._cron_poll_s
+
+    @property
+    def concurrency(self) -> int:
+        return self._concurrency
+
+    @property
+    def prefetch(self) -> int:
+        return self._prefetch
+
+    @property
+    def idle_timeout_ms(self) -> int:
+        return self._idle_timeout_ms
+
+    @property
+    def poll_block_ms(self) -> int:
+        return self._poll_block_ms
+
+    @property
+    def result_ttl_ms(self) -> int:
+        return self._result_ttl_ms
+
+    @property
+    def max_deliveries(self) -> int:
+        """How many times one attempt may be delivered to workers that died before it goes
+        to the dead letters as "worker lost"."""
+        return self._max_deliveries
+
+    @property
+    def max_payload_bytes(self) -> int:
+        return self._max_payload_bytes
+
+    @property
+    def shutdown_timeout_s(self) -> float | None:
+        """Drain deadline after a graceful stop; None waits for running tasks."""
+        return self._shutdown_timeout_s
+
+    @property
+    def tasks(self) -> list[str]:
+        """Registered task names (crons included), in registration order."""
+        return list(self._tasks)
+
+    @property
+    def crons(self) -> list[CronJob]:
+        return list(self._crons.values())
+
+    @property
+    def state(self) -> Any:
+        """What the ``@app.lifespan`` function yielded, as attributes."""
+        return self._state
+
+    @property
+    def sync(self) -> SyncRunner:
+        """The private loop behind the blocking ``*_sync`` twins."""
+        if self._sync is None:
+            from .syncrunner import SyncRunner
+
+            self._sync = SyncRunner(self._queue_name)
+        return self._sync
+
+    def __repr__(self) -> str:
+        return f"Ardiq(queue_name={self._queue_name!r}, tasks={len(self._tasks)})"
+
+    # ------------------------------------------------------------- registration
+    @overload
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        max_retries: int = 3,
+        backoff_ms: int = 0,
+        timeout: float | None = None,
+        priority: str | None = None,
+        unique: bool = False,
+    ) -> _TaskDecorator: ...
+
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        max_retries: int = 3,
+        backoff_ms: int = 0,
+        timeout: float | None = None,
+        priority: str | None = None,
+        unique: bool = False,
+    ) -> Any:
+        """Register a task (``async def`` or plain ``def``): ``@app.task`` or
+        ``@app.task(name=..., max_retries=3, backoff_ms=0, timeout=None, priority=None,
+        unique=False)``."""
+
+        def register(func: Callable[..., Any]) -> Task[Any, Any]:
+            return self._register(
+                func,
+                name,
+                max_retries=max_retries,
+                backoff_ms=backoff_ms,
+                timeout=timeout,
+                priority=priority,
+                unique=unique,
+            )
+
+        return register if fn is None else register(fn)
+
+    def _register(self, fn: Callable[..., Any], name: str | None, **options: Any) -> Task[Any, Any]:
+        if not callable(fn):
+            raise TypeError(f"@app.task needs a function, got {type(fn).__name__}")
+        if name is None:
+            name = getattr(fn, "__name__", None)
+            if not isinstance(name, str):
+                raise TypeError(f"{fn!r} has no __name__: pass @app.task(name=...)")
+        if not isinstance(name, str) or not name:
+            raise ValueError("a task name must be a non-empty string")
+        if name in self._tasks:
+            owner = getattr(self._tasks[name].fn, "__module__", None) or "<unknown module>"
+            raise ValueError(f"task name {name!r} is already taken by a function in {owner}")
+        task: Task[Any, Any] = Task(self, fn, name, **options)
+        self._tasks[name] = task
+        return task
+
+    def cron(
+        self,
+        spec: str | None = None,
+        *,
+        every: float | timedelta | None = None,
+        name: str | None = None,
+        max_retries: int = 3,
+        backoff_ms: int = 0,
+        timeout: float | None = None,
+        priority: str | None = None,
+    ) -> Callable[[Callable[[], Any]], Task[[], Any]]:
+        """Run a function with no arguments on a 5-field UTC cron ``spec`` or ``every=``
+        seconds (or a timedelta), once per occurrence across all workers."""
+        schedule = parse_schedule(spec, every)
+
+        def register(fn: Callable[[], Any]) -> Task[[], Any]:
+            task = self._register(
+                fn,
+                name,
+                max_retries=max_retries,
+                backoff_ms=backoff_ms,
+                timeout=timeout,
+                priority=priority,
+                unique=False,
+            )
+            self._crons[task.name] = CronJob(task.name, schedule, task)
+            return task
+
+        return register
+
+    def middleware(self, fn: Middleware) -> Middleware:
+        """Wrap every task: ``async def mw(ctx, call_next): return await call_next()``.
+        The first registered is the outermost."""
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError("middleware must be an async function (ctx, call_next)")
+        self._middleware.append(fn)
+        return fn
+
+    def on_error(self, fn: ErrorHook) -> ErrorHook:
+        """Call `fn(ErrorContext)` (sync or async) on every failed attempt."""
+        self._error_hooks.append(fn)
+        return fn
+
+    def on_enqueue(self, fn: EnqueueHook) -> EnqueueHook:
+        """Call `fn(EnqueueContext)` (sync or async) before each task is sent; it may set
+        ``ctx.headers``, which travel with the task."""
+        self._enqueue_hooks.append(fn)
+        return fn
+
+    def lifespan(self, fn: Lifespan) -> Lifespan:
+        """Wrap the whole worker in an async generator with one ``yield``; a mapping it
+        yields is copied onto ``app.state``."""
+        if not inspect.isasyncgenfunction(fn):
+            raise TypeError("@app.lifespan needs an async generator function with one yield")
+        self._lifespan = fn
+        return fn
+
+    def ref(
+        self, name: str, *, priority: str | None = None, unique: bool = False
+    ) -> Task[..., Any]:
+        """A handle on a task by name, for producers that do not import its module."""
+        if not isinstance(name, str) or not name:
+            raise ValueError("a task name must be a non-empty string")
+        return Task(self, None, name, priority=priority, unique=unique)
+
+    # ------------------------------------------------------------------ clients
+    def _client(self) -> RedisClient:
+        """The Redis client of the running loop (one per loop, made on first use)."""
+        from .broker import Broker  # redis-py is imported on first use: `import ardiq` stays lean
+        from .client import RedisClient
+
+        loop = _running_loop()
+        entry = self._clients.get(id(loop))
+        if entry is None or entry[0] is not loop:
+            for key, (other, _) in list(self._clients.items()):
+                if other.is_closed():
+                    del self._clients[key]
+            broker = Broker(self._redis_url, self.keys, self._priorities)
+            entry = (loop, RedisClient(broker, self._deserializer, self._result_ttl_ms))
+            self._clients[id(loop)] = entry
+        return entry[1]
+
+    async def aclose(self) -> None:
+        """Close this loop's Redis connections (they reopen on next use)."""
+        entry = self._clients.pop(id(_running_loop()), None)
+        if entry is not None:
+            await entry[1].broker.close()
+
+    # ----------------------------------------------------------------- enqueue
+    async def send(self, name: str, /, *args: Any, **kwargs: Any) -> Job[Any]:
+        """Enqueue a task by name, without importing its module."""
+        task = self._tasks.get(name) or self.ref(name)
+        (job,) = await self.enqueue_many([task.prepare(*args, **kwargs)])
+        return job
+
+    async def enqueue_many(self, prepared: Iterable[PreparedTask]) -> list[Job[Any]]:
+        """Enqueue many prepared calls in one round trip per large chunk. Everything is
+        validated first: one bad item and nothing is sent. Jobs come back in input order."""
+        items = list(prepared)
+        if not items:
+            return []
+        encoded = [await self._encode(p) for p in items]
+        if self._inline is not None:
+            return await self._inline.enqueue(encoded)
+        await self._client().enqueue(encoded)
+        return [Job(self, t.task_id) for t in encoded]
+
+    async def _encode(self, p: PreparedTask) -> EncodedTask:
+        from .client import EncodedTask
+
+        if not isinstance(p, PreparedTask):
+            raise TypeError(
+                f"enqueue_many takes PreparedTask items (from task.prepare()), "
+                f"got {type(p).__name__}"
+            )
+        check_lane(p.priority, self._priorities)
+        task_id = p.task_id
+        if task_id is None:
+            task_id = self._unique_id(p) if p.unique else uuid.uuid4().hex
+        headers: dict[str, str] = {}
+        if self._enqueue_hooks:
+            ctx = EnqueueContext(p.name, task_id, p.args, p.kwargs, headers)
+            for hook in self._enqueue_hooks:
+                result = hook(ctx)
+                if inspect.isawaitable(result):
+                    await result
+            headers = ctx.headers
+        try:
+            payload = self._serializer([list(p.args), p.kwargs, headers or None])
+        except Exception as exc:
+            raise TypeError(f"arguments of task {p.name!r} cannot be serialized: {exc}") from exc
+        if len(payload) > self._max_payload_bytes:
+            raise ArdiqError(
+                f"payload of task {p.name!r} is {len(payload)} bytes, over the limit of "
+                f"{self._max_payload_bytes} (max_payload_bytes)"
+            )
+        return EncodedTask(
+            task_id, p.name, payload, p.priority, p.schedule_ms, p.delay_ms, p.expire_ms
+        )
+
+    def _unique_id(self, p: PreparedTask) -> str:
+        """The id of a unique task: the same call (however its arguments were spelled,
+        when the function is known) gives the same id."""
+        args: Any = list(p.args)
+        kwargs: Any = sorted(p.kwargs.items())
+        if p.task is not None and p.task.fn is not None:
+            bound = p.task.bind(p.args, p.kwargs)
+            if bound is not None:
+                bound.apply_defaults()
+                args, kwargs = [], sorted(bound.arguments.items())
+        try:
+            material = self._serializer([p.name, args, kwargs])
+        except Exception as exc:
+            raise TypeError(f"arguments of task {p.name!r} cannot be serialized: {exc}") from exc
+        return "u:" + hashlib.blake2b(material, digest_size=16).hexdigest()
+
+    # ---------------------------------------------------------- jobs & results
+    def job(self, task_id: str) -> Job[Any]:
+        """A handle on the task with this id."""
+        return Job(self, task_id)
+
+    async def result(self, task_id: str, timeout: float | None = None) -> TaskResult[Any] | None:
+        """The task's result: None if there is none yet; with `timeout` (seconds) wait for
+        it, woken by Redis, and raise TimeoutError if it does not come."""
+        if self._inline is not None:
+            return self._inline.result(task_id)
+        blob = await self._client().result_raw(task_id, timeout)
+        return None if blob is None else decode_result(blob, self._deserializer)
+
+    async def status(self, task_id: str) -> Status:
+        """queued, scheduled, running, complete or not_found."""
+        if self._inline is not None:
+            return self._inline.status(task_id)
+        return await self._client().status(task_id)
+
+    async def info(self, task_id: str) -> TaskInfo | None:
+        """What a live task is; None once it finished or if it is unknown."""
+        if self._inline is not None:
+            return None
+        return await self._client().info(task_id)
+
+    async def abort(self, task_id: str) -> bool:
+        """Abort a task in any state; False if it already finished or does not exist."""
+        if self._inline is not None:
+            return False
+        return await self._client().abort(task_id)
+
+    async def queue_size(self) -> int:
+        """Tasks waiting to run (queued + scheduled)."""
+        if self._inline is not None:
+            return 0
+        return await self._client().queue_size()
+
+    # ------------------------------------------------------------ dead letters
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Tasks that failed for good, newest first."""
+        if self._inline is not None:
+            return self._inline.dead_letters(limit)
+        return await self._client().dead_letters(limit)
+
+    async def dead_count(self) -> int:
+        if self._inline is not None:
+            return len(self._inline.dead_letters(1 << 30))
+        return await self._client().dead_count()
+
+    async def replay(self, task_id: str) -> Job[Any] | None:
+        """Queue a dead letter again under its id with a fresh retry budget; None if there
+        is no such dead letter."""
+        if self._inline is not None:
+            return await self._inline.replay(task_id)
+        code = await self._client().replay(task_id)
+        if code == -2:
+            raise ArdiqError(f"dead letter {task_id!r} belongs to a lane this app does not have")
+        return Job(self, task_id) if code == 1 else None
+
+    async def delete_dead(self, task_id: str) -> bool:
+        if self._inline is not None:
+            return self._inline.delete_dead(task_id)
+        return await self._client().delete_dead(task_id)
+
+    # ---------------------------------------------------------- blocking twins
+    def send_sync(self, name: str, /, *args: Any, **kwargs: Any) -> Job[Any]:
+        """Blocking twin of :meth:`send`."""
+        return self.sync.run(self.send(name, *args, **kwargs))
+
+    def enqueue_many_sync(self, prepared: Iterable[PreparedTask]) -> list[Job[Any]]:
+        """Blocking twin of :meth:`enqueue_many`."""
+        return self.sync.run(self.enqueue_many(list(prepared)))
+
+    def result_sync(self, task_id: str, timeout: float | None = None) -> TaskResult[Any] | None:
+        """Blocking twin of :meth:`result`."""
+        return self.sync.run(self.result(task_id, timeout))
+
+    def status_sync(self, task_id: str) -> Status:
+        """Blocking twin of :meth:`status`."""
+        return self.sync.run(self.status(task_id))
+
+    def info_sync(self, task_id: str) -> TaskInfo | None:
+        """Blocking twin of :meth:`info`."""
+        return self.sync.run(self.info(task_id))
+
+    def abort_sync(self, task_id: str) -> bool:
+        """Blocking twin of :meth:`abort`."""
+        return self.sync.run(self.abort(task_id))
+
+    def queue_size_sync(self) -> int:
+        """Blocking twin of :meth:`queue_size`."""
+        return self.sync.run(self.queue_size())
+
+    def dead_letters_sync(self, limit: int = 100) -> list[DeadLetter]:
+        """Blocking twin of :meth:`dead_letters`."""
+        return self.sync.run(self.dead_letters(limit))
+
+    def dead_count_sync(self) -> int:
+        """Blocking twin of :meth:`dead_count`."""
+        return self.sync.run(self.dead_count())
+
+    def replay_sync(self, task_id: str) -> Job[Any] | None:
+        """Blocking twin of :meth:`replay`."""
+        return self.sync.run(self.replay(task_id))
+
+    def delete_dead_sync(self, task_id: str) -> bool:
+        """Blocking twin of :meth:`delete_dead`."""
+        return self.sync.run(self.delete_dead(task_id))
+
+    # ------------------------------------------------------------------ worker
+    async def run(self) -> None:
+        """Run a worker in this event loop until :meth:`stop` (or, with ``burst``, until
+        the queue is drained). May be called again after it returns."""
+        from .worker import Worker
+
+        if self._worker is not None:
+            raise RuntimeError("this app's worker is already running")
+        self._worker = Worker(self)
+        try:
+            await self._worker.run()
+        finally:
+            self._worker = None
+
+    def stop(self) -> None:
+        """Stop the running worker: the first call drains (running tasks finish), a second
+        call exits at once. Safe to call from a signal handler or another thread."""
+        worker = self._worker
+        if worker is not None:
+            worker.request_stop()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop:
+    # asyncio is imported here, not at the top: `import ardiq` must stay fast for producers
+    # and for the worker's start-up.
+    import asyncio
+
+    return asyncio.get_running_loop()

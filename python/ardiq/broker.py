@@ -1,0 +1,98 @@
+"""Redis access for one app on one event loop: clients, scripts, error translation.
+
+redis-py's asyncio clients belong to the loop they were made on, and users call an app
+from several loops (their web server's, a test's, the blocking twins' private loop), so
+each loop gets its own :class:`Broker`. Making one never connects; the first command does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis import exceptions as rexc
+from redis.commands.core import AsyncScript
+
+from .errors import ArdiqError, BrokerError
+from .protocol import SCRIPT_NAMES, Keys, script_source
+from .settings import mask_url
+
+EncodableArg = str | bytes | int | float
+
+
+@contextmanager
+def translate_errors(url: str) -> Iterator[None]:
+    """Turn redis-py's exceptions into ArdiqError/BrokerError that say where and what."""
+    try:
+        yield
+    except (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, OSError) as exc:
+        raise BrokerError(f"Redis at {mask_url(url)} unreachable: {exc}") from exc
+    except rexc.ResponseError as exc:
+        text = str(exc)
+        if text.startswith("OOM") or "OOM command not allowed" in text:
+            raise BrokerError(f"Redis at {mask_url(url)} refused the write: out of memory") from exc
+        if text.startswith("NOPERM") or "NOPERM" in text:
+            raise BrokerError(f"Redis user lacks a permission: {text}") from exc
+        raise ArdiqError(f"Redis error: {text}") from exc
+    except rexc.RedisError as exc:
+        raise BrokerError(f"Redis at {mask_url(url)} error: {exc}") from exc
+
+
+def make_client(url: str, *, socket_timeout: float | None) -> aioredis.Redis:
+    """A client for `url` that returns bytes and never connects before its first command."""
+    return aioredis.Redis.from_url(
+        url,
+        decode_responses=False,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=5.0,
+        health_check_interval=30,
+    )
+
+
+class Broker:
+    """The Redis client and scripts of one app on one event loop."""
+
+    # Commands other than the blocking read answer fast; a slower answer means a sick
+    # or unreachable Redis, and the caller should hear about it.
+    COMMAND_TIMEOUT_S = 10.0
+
+    def __init__(self, url: str, keys: Keys, lanes: Sequence[str]) -> None:
+        self.url = url
+        self.keys = keys
+        self.lanes = list(lanes)
+        self.client = make_client(url, socket_timeout=self.COMMAND_TIMEOUT_S)
+        self.scripts: dict[str, AsyncScript] = {
+            name: self.client.register_script(script_source(name)) for name in SCRIPT_NAMES
+        }
+        self.loop = asyncio.get_running_loop()
+        self._waiter: Any = None
+
+    async def script(self, name: str, keys: Sequence[str], args: Sequence[EncodableArg]) -> Any:
+        """Run one protocol script, translating Redis errors."""
+        with translate_errors(self.url):
+            return await self.scripts[name](keys=list(keys), args=list(args))
+
+    async def command(self, *args: EncodableArg) -> Any:
+        """Run one plain command, translating Redis errors."""
+        with translate_errors(self.url):
+            return await self.client.execute_command(*args)
+
+    def lane_streams(self) -> list[str]:
+        return [self.keys.stream(lane) for lane in self.lanes]
+
+    @property
+    def waiter(self) -> Any:
+        """The process-wide (per loop) result waiter, made on first use."""
+        if self._waiter is None:
+            from .results import ResultWaiter
+
+            self._waiter = ResultWaiter(self)
+        return self._waiter
+
+    async def close(self) -> None:
+        if self._waiter is not None:
+            await self._waiter.close()
+        await self.client.aclose()

@@ -1,0 +1,183 @@
+"""Producer-side operations on Redis: enqueue, results, status, abort, dead letters.
+
+Every state change goes through a protocol script (PROTOCOL.md); this module only builds
+their KEYS and ARGV and decodes their replies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .broker import translate_errors
+from .jobs import DeadLetter, Status, TaskInfo, decode_payload
+from .serializers import Deserializer
+
+if TYPE_CHECKING:
+    from .broker import Broker
+
+# Tasks per enqueue script call: large enough that bulk enqueue is one round trip per
+# chunk, small enough that one call does not stall Redis for long.
+ENQUEUE_CHUNK = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedTask:
+    """A validated, serialized call, ready for the enqueue script."""
+
+    task_id: str
+    name: str
+    payload: bytes
+    lane: str
+    schedule_ms: int = 0
+    delay_ms: int = 0
+    expire_ms: int = 0
+
+
+class RedisClient:
+    """The producer operations of one app on one event loop."""
+
+    def __init__(self, broker: Broker, deserialize: Deserializer, result_ttl_ms: int) -> None:
+        self.broker = broker
+        self.keys = broker.keys
+        self.deserialize = deserialize
+        self.result_ttl_ms = result_ttl_ms
+
+    def _lane_args(self) -> tuple[list[str], list[str | int]]:
+        """Stream keys and ARGV tail (count, names) naming every lane of the app."""
+        return self.broker.lane_streams(), [len(self.broker.lanes), *self.broker.lanes]
+
+    async def enqueue(self, tasks: Sequence[EncodedTask]) -> list[bool]:
+        """Send tasks, one script call per chunk; per task True if new, False if the id was
+        already live."""
+        added: list[bool] = []
+        for start in range(0, len(tasks), ENQUEUE_CHUNK):
+            chunk = tasks[start : start + ENQUEUE_CHUNK]
+            keys: list[str] = [self.keys.delayed]
+            args: list[str | bytes | int] = [len(chunk)]
+            for t in chunk:
+                keys += [
+                    self.keys.stream(t.lane),
+                    self.keys.job(t.task_id),
+                    self.keys.result(t.task_id),
+                ]
+                args += [
+                    t.task_id,
+                    t.name,
+                    t.payload,
+                    t.lane,
+                    t.schedule_ms,
+                    t.delay_ms,
+                    t.expire_ms,
+                ]
+            reply = await self.broker.script("enqueue", keys, args)
+            added.extend(bool(x) for x in reply)
+        return added
+
+    async def result_raw(self, task_id: str, timeout: float | None) -> bytes | None:
+        if timeout is None:
+            raw = await self.broker.command("GET", self.keys.result(task_id))
+            return None if raw is None else bytes(raw)
+        waiter = self.broker.waiter
+        blob: bytes = await waiter.wait_raw(task_id, timeout)
+        return blob
+
+    async def inspect(self, task_id: str) -> list[Any]:
+        streams, lane_args = self._lane_args()
+        return list(
+            await self.broker.script(
+                "inspect",
+                [self.keys.job(task_id), self.keys.result(task_id), *streams],
+                ["ardiq", *lane_args],
+            )
+        )
+
+    async def status(self, task_id: str) -> Status:
+        reply = await self.inspect(task_id)
+        return Status(reply[0].decode())
+
+    async def info(self, task_id: str) -> TaskInfo | None:
+        reply = await self.inspect(task_id)
+        status = Status(reply[0].decode())
+        if status in (Status.COMPLETE, Status.NOT_FOUND):
+            return None
+        _, fn, payload, enq, tries, at, _lane = reply
+        args, kwargs = decode_payload(bytes(payload), self.deserialize)
+        return TaskInfo(
+            task_id=task_id,
+            fn_name=fn.decode(),
+            args=args,
+            kwargs=kwargs,
+            enqueue_time=int(enq),
+            tries=int(tries),
+            status=status,
+            scheduled_at=int(at) or None,
+        )
+
+    async def abort(self, task_id: str) -> bool:
+        streams, lane_args = self._lane_args()
+        k = self.keys
+        reply = await self.broker.script(
+            "abort",
+            [k.delayed, k.job(task_id), k.wait(task_id), k.result(task_id), *streams],
+            [k.prefix, "ardiq", self.result_ttl_ms, task_id, *lane_args],
+        )
+        return int(reply) > 0
+
+    async def queue_size(self) -> int:
+        return int(
+            await self.broker.script(
+                "queue_size", [self.keys.delayed, *self.broker.lane_streams()], ["ardiq"]
+            )
+        )
+
+    async def dead_letters(self, limit: int) -> list[DeadLetter]:
+        if limit <= 0:
+            return []
+        ids = await self.broker.command("ZREVRANGE", self.keys.dead, 0, limit - 1)
+        if not ids:
+            return []
+        pipe = self.broker.client.pipeline(transaction=False)
+        for raw_id in ids:
+            pipe.hgetall(self.keys.dead_letter(raw_id.decode()))
+        with translate_errors(self.broker.url):
+            records = await pipe.execute()
+        letters = []
+        for raw_id, rec in zip(ids, records, strict=True):
+            if not rec:
+                continue  # deleted between the two reads
+            args, kwargs = decode_payload(rec.get(b"p", b""), self.deserialize)
+            letters.append(
+                DeadLetter(
+                    task_id=raw_id.decode(),
+                    fn_name=rec.get(b"fn", b"").decode(),
+                    args=args,
+                    kwargs=kwargs,
+                    priority=rec.get(b"l", b"").decode(),
+                    error=rec.get(b"err", b"").decode("utf-8", "replace"),
+                    tries=int(rec.get(b"t", 0)),
+                    enqueue_time=int(rec.get(b"enq", 0)),
+                    failed_at=int(rec.get(b"fail", 0)),
+                )
+            )
+        return letters
+
+    async def dead_count(self) -> int:
+        return int(await self.broker.command("ZCARD", self.keys.dead))
+
+    async def replay(self, task_id: str) -> int:
+        streams, lane_args = self._lane_args()
+        k = self.keys
+        return int(
+            await self.broker.script(
+                "replay",
+                [k.dead, k.dead_letter(task_id), k.job(task_id), k.result(task_id), *streams],
+                [task_id, *lane_args],
+            )
+        )
+
+    async def delete_dead(self, task_id: str) -> bool:
+        k = self.keys
+        reply = await self.broker.script("delete_dead", [k.dead, k.dead_letter(task_id)], [task_id])
+        return int(reply) > 0

@@ -1,0 +1,29 @@
+"""Exceptions users catch or raise."""
+
+from __future__ import annotations
+
+__all__ = ["ArdiqError", "BrokerError", "Retry"]
+
+
+class ArdiqError(RuntimeError):
+    """Base class of every error ArdiQ raises."""
+
+
+class BrokerError(ArdiqError):
+    """Redis is unreachable, or the connection dropped mid-call."""
+
+
+class Retry(Exception):
+    """Raise inside a task to ask for another attempt.
+
+    ``delay_ms`` overrides the task's backoff for this retry. Retries still count against
+    ``max_retries``; once they are spent the task fails with this exception.
+    """
+
+    def __init__(self, message: str = "retry requested", *, delay_ms: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.delay_ms = delay_ms
+
+    def __repr__(self) -> str:
+        return f"Retry({self.message!r}, delay_ms={self.delay_ms!r})"

@@ -1,0 +1,154 @@
+"""Jobs and what can be learnt about them: results, status, info, dead letters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import msgpack
+
+from .serializers import Deserializer
+
+if TYPE_CHECKING:
+    from .app import Ardiq
+
+__all__ = ["DeadLetter", "Job", "Status", "TaskInfo", "TaskResult"]
+
+R = TypeVar("R")
+
+
+class Status(StrEnum):
+    """Where a task is. Compares equal to its string value."""
+
+    QUEUED = "queued"
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    NOT_FOUND = "not_found"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResult(Generic[R]):
+    """The outcome of a finished task. Times are epoch milliseconds.
+
+    On failure ``value`` is the error as text (the exception's ``repr``, ``"aborted"``,
+    ``"unknown task 'x'"``, ...).
+    """
+
+    success: bool
+    value: Any
+    tries: int
+    enqueue_time: int
+    start: int
+    finish: int
+    aborted: bool = False
+
+    @property
+    def duration_ms(self) -> int:
+        """How long the last attempt ran (0 if it never started)."""
+        return max(0, self.finish - self.start) if self.start else 0
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """A live task: queued, scheduled or running."""
+
+    task_id: str
+    fn_name: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    enqueue_time: int
+    tries: int
+    status: Status
+    scheduled_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A task kept after it failed for good, with why."""
+
+    task_id: str
+    fn_name: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    priority: str
+    error: str
+    tries: int
+    enqueue_time: int
+    failed_at: int
+
+
+def decode_result(blob: bytes, deserialize: Deserializer) -> TaskResult[Any]:
+    """Decode a result record (PROTOCOL.md); a value that cannot be decoded says so."""
+    _version, ok, raw, tries, enq, start, fin, aborted = msgpack.unpackb(blob, raw=True)
+    value: Any
+    if ok:
+        try:
+            value = deserialize(raw)
+        except Exception as exc:  # the record is fine; only its value is not readable here
+            ok, value = False, f"result could not be decoded: {exc!r}"
+    else:
+        value = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    return TaskResult(bool(ok), value, tries, enq, start, fin, bool(aborted))
+
+
+def decode_payload(payload: bytes, deserialize: Deserializer) -> tuple[list[Any], dict[str, Any]]:
+    """Arguments of a payload, or empty ones when it cannot be decoded (for display only)."""
+    try:
+        args, kwargs, *_ = deserialize(payload)
+        return list(args), dict(kwargs)
+    except Exception:
+        return [], {}
+
+
+class Job(Generic[R]):
+    """A handle on one task by id: its result, status, info, and abort."""
+
+    __slots__ = ("app", "id")
+
+    def __init__(self, app: Ardiq, id: str) -> None:
+        self.app = app
+        self.id = id
+
+    def __repr__(self) -> str:
+        return f"Job({self.id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Job) and other.id == self.id and other.app is self.app
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    async def result(self, timeout: float | None = None) -> TaskResult[R] | None:
+        """The result; ``None`` if there is none yet. With ``timeout`` (seconds), wait for
+        it and raise ``TimeoutError`` if it does not arrive in time."""
+        return await self.app.result(self.id, timeout=timeout)
+
+    async def status(self) -> Status:
+        """Where the task is now."""
+        return await self.app.status(self.id)
+
+    async def info(self) -> TaskInfo | None:
+        """What the task is, while it is live; ``None`` once finished or unknown."""
+        return await self.app.info(self.id)
+
+    async def abort(self) -> bool:
+        """Abort the task; ``False`` if it already finished or does not exist."""
+        return await self.app.abort(self.id)
+
+    def result_sync(self, timeout: float | None = None) -> TaskResult[R] | None:
+        """Blocking twin of :meth:`result`."""
+        return self.app.result_sync(self.id, timeout=timeout)
+
+    def status_sync(self) -> Status:
+        """Blocking twin of :meth:`status`."""
+        return self.app.status_sync(self.id)
+
+    def info_sync(self) -> TaskInfo | None:
+        """Blocking twin of :meth:`info`."""
+        return self.app.info_sync(self.id)
+
+    def abort_sync(self) -> bool:
+        """Blocking twin of :meth:`abort`."""
+        return self.app.abort_sync(self.id)

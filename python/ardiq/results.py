@@ -1,0 +1,125 @@
+"""Waiting for results: one pub/sub subscription per process (per loop), shared by every
+waiter, woken by Redis when a task someone waits for finishes (PROTOCOL.md, "Results")."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from redis import exceptions as rexc
+
+from .errors import BrokerError
+
+if TYPE_CHECKING:
+    from .broker import Broker
+
+log = logging.getLogger("ardiq")
+
+# A waiter that learns nothing re-checks this often: it covers a task that does not
+# exist yet (a custom id enqueued later) and a wake-up lost while the connection was down.
+RECHECK_S = 1.0
+REGISTERED_RECHECK_S = 30.0
+
+
+class ResultWaiter:
+    """Routes `P done` messages to the waiters of this process."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self._waiters: dict[bytes, set[asyncio.Future[None]]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+
+    async def wait_raw(self, task_id: str, timeout: float | None) -> bytes:
+        """The result record of `task_id`, waiting up to `timeout` seconds (forever if None).
+
+        Raises TimeoutError when nothing arrives in time."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        key = task_id.encode()
+        keys = self.broker.keys
+        script_keys = [keys.job(task_id), keys.wait(task_id), keys.result(task_id)]
+        await self._ensure_subscribed()
+        while True:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.setdefault(key, set()).add(fut)
+            try:
+                left = None if deadline is None else deadline - time.monotonic()
+                # Registered waiters sleep until the wake-up (or a long safety re-check).
+                pause = REGISTERED_RECHECK_S if left is None else left
+                reply = await self.broker.script("wait", script_keys, [int(pause * 1000) + 5000])
+                if reply[0] == 1:
+                    return bytes(reply[1])
+                if reply[0] == -1:  # not enqueued (yet): nothing will publish for it
+                    pause = min(pause, RECHECK_S)
+                if pause <= 0:
+                    raise TimeoutError(f"no result for task {task_id!r} within {timeout}s")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(fut), pause)
+            finally:
+                group = self._waiters.get(key)
+                if group is not None:
+                    group.discard(fut)
+                    if not group:
+                        del self._waiters[key]
+            if deadline is not None and time.monotonic() >= deadline:
+                # One last look: the result may have landed just as time ran out.
+                reply = await self.broker.script("wait", script_keys, [1])
+                if reply[0] == 1:
+                    return bytes(reply[1])
+                raise TimeoutError(f"no result for task {task_id!r} within {timeout}s")
+
+    async def _ensure_subscribed(self) -> None:
+        if self._reader is None or self._reader.done():
+            self._subscribed.clear()
+            self._reader = asyncio.get_running_loop().create_task(self._read())
+        try:
+            await asyncio.wait_for(self._subscribed.wait(), 10)
+        except TimeoutError:
+            raise BrokerError(f"could not subscribe to results at {self.broker.url}") from None
+
+    async def _read(self) -> None:
+        channel = self.broker.keys.done_channel
+        backoff = 0.05
+        while True:
+            pubsub = self.broker.client.pubsub()
+            try:
+                await pubsub.subscribe(channel)
+                while True:
+                    msg = await pubsub.get_message(timeout=5.0)
+                    if msg is None:
+                        continue
+                    if msg["type"] == "subscribe":
+                        self._subscribed.set()
+                        backoff = 0.05
+                    elif msg["type"] == "message":
+                        self._wake(msg["data"])
+            except (rexc.RedisError, OSError) as exc:
+                log.debug("result subscription lost (%s); resubscribing", type(exc).__name__)
+                self._subscribed.clear()
+                self._wake_all()  # wake-ups may have been missed: everyone re-checks
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    def _wake(self, task_id: Any) -> None:
+        for fut in self._waiters.get(bytes(task_id), ()):
+            if not fut.done():
+                fut.set_result(None)
+
+    def _wake_all(self) -> None:
+        for group in self._waiters.values():
+            for fut in group:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+            self._reader = None

@@ -1,0 +1,259 @@
+"""The task runtime: everything a task body experiences, for one delivery.
+
+Decoding the arguments, ``current_task()``, middleware, the timeout, sync bodies on a
+thread pool, encoding the result or the error, the retry decision and ``on_error`` hooks
+live here, and only here. The in-code worker, the native worker (through the bridge) and
+``ardiq.testing.inline`` all hand deliveries to :meth:`Runtime.execute` and get back an
+:class:`Outcome` to finish; they differ only in how they talk to Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .context import ErrorContext, TaskContext, _current
+from .errors import Retry
+
+if TYPE_CHECKING:
+    from .app import Ardiq
+    from .task import Task
+
+log = logging.getLogger("ardiq")
+
+# Outcome kinds, as the finish script knows them (PROTOCOL.md).
+OK, FAIL, EXPIRED, RETRY, ABORT = "ok", "fail", "expired", "retry", "abort"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One attempt of a task, as read from its stream entry."""
+
+    entry_id: str
+    lane: str
+    task_id: str
+    name: str
+    payload: bytes
+    tries: int
+    """Attempts made before this one."""
+    enqueue_ms: int
+    expire_ms: int = 0
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How an attempt ended, in the shape the finish script takes."""
+
+    entry_id: str
+    task_id: str
+    kind: str
+    value: bytes
+    tries: int
+    """Attempts made, this one included."""
+    enqueue_ms: int
+    start_ms: int
+    lane: str
+    delay_ms: int = 0
+
+
+class _Aborted(Exception):
+    """Internal: the attempt was cancelled by an abort request."""
+
+
+class Runtime:
+    """Runs deliveries of one app's tasks. One per worker (or inline test context)."""
+
+    def __init__(self, app: Ardiq, worker_id: str) -> None:
+        self.app = app
+        self.worker_id = worker_id
+        self._running: dict[str, asyncio.Task[Any]] = {}
+        self._aborting: set[str] = set()
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def running_ids(self) -> list[str]:
+        return list(self._running)
+
+    def abort(self, task_id: str) -> bool:
+        """Cancel the running attempt of `task_id` (its outcome becomes an abort)."""
+        task = self._running.get(task_id)
+        if task is None or task.done():
+            return False
+        self._aborting.add(task_id)
+        task.cancel()
+        return True
+
+    def close(self) -> None:
+        """Release the sync-task threads (abandoned sync bodies keep running to their end)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    async def execute(self, d: Delivery) -> Outcome:
+        """Run one attempt to its end and say how it ended. Never raises, except
+        ``CancelledError`` when the worker itself is being torn down."""
+        tries = d.tries + 1
+        start = now_ms()
+
+        def outcome(kind: str, value: bytes | str = b"", delay_ms: int = 0) -> Outcome:
+            raw = value.encode() if isinstance(value, str) else value
+            return Outcome(
+                d.entry_id, d.task_id, kind, raw, tries, d.enqueue_ms, start, d.lane, delay_ms
+            )
+
+        fields = f"id={d.task_id} name={d.name} worker={self.worker_id} try={tries}"
+        if d.expire_ms and start > d.expire_ms:
+            log.warning("task expired before it started %s", fields)
+            return outcome(EXPIRED, "expired")
+        task = self.app._tasks.get(d.name)
+        if task is None:
+            error = f"unknown task {d.name!r}"
+            log.error("unknown task %s", fields)
+            await self._on_error(d, LookupError(error), tries, will_retry=False)
+            return outcome(FAIL, error)
+        try:
+            args, kwargs, headers = self._decode(d.payload)
+        except Exception as exc:
+            error = f"undecodable payload: {exc!r}"
+            log.error("task payload could not be decoded %s error=%s", fields, type(exc).__name__)
+            await self._on_error(d, exc, tries, will_retry=False)
+            return outcome(FAIL, error)
+
+        ctx = TaskContext(d.task_id, d.name, tries, headers)
+        log.debug("task started %s", fields)
+        me = asyncio.current_task()
+        if me is not None:
+            self._running[d.task_id] = me
+        try:
+            value = await self._run_attempt(task, ctx, args, kwargs)
+        except _Aborted:
+            log.warning("task aborted mid-flight %s", fields)
+            return outcome(ABORT, "aborted")
+        except asyncio.CancelledError:
+            if d.task_id in self._aborting and me is not None:
+                me.uncancel()
+                log.warning("task aborted mid-flight %s", fields)
+                return outcome(ABORT, "aborted")
+            raise
+        except Retry as exc:
+            return await self._failed(d, task, exc, tries, fields, outcome)
+        except Exception as exc:
+            return await self._failed(d, task, exc, tries, fields, outcome)
+        finally:
+            self._running.pop(d.task_id, None)
+            self._aborting.discard(d.task_id)
+        try:
+            data = self.app.serializer(value)
+        except Exception as exc:
+            log.error("task result could not be serialized %s error=%s", fields, type(exc).__name__)
+            await self._on_error(d, exc, tries, will_retry=False)
+            return outcome(FAIL, f"result could not be serialized: {exc!r}")
+        log.debug("task succeeded %s duration_ms=%d", fields, now_ms() - start)
+        return outcome(OK, data)
+
+    def _decode(self, payload: bytes) -> tuple[list[Any], dict[str, Any], dict[str, str]]:
+        decoded = self.app.deserializer(payload)
+        if not isinstance(decoded, list | tuple) or len(decoded) != 3:
+            raise ValueError("payload is not [args, kwargs, headers]")
+        args, kwargs, headers = decoded
+        if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
+            raise ValueError("payload args must be a list and kwargs a map")
+        return list(args), kwargs, dict(headers or {})
+
+    async def _run_attempt(
+        self, task: Task[Any, Any], ctx: TaskContext, args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        token = _current.set(ctx)
+        try:
+            call = self._chain(task, ctx, args, kwargs)
+            if task.timeout is None:
+                return await call()
+            try:
+                async with asyncio.timeout(task.timeout):
+                    return await call()
+            except TimeoutError:
+                raise TimeoutError(f"timed out after {task.timeout}s") from None
+        finally:
+            _current.reset(token)
+
+    def _chain(
+        self, task: Task[Any, Any], ctx: TaskContext, args: list[Any], kwargs: dict[str, Any]
+    ) -> Callable[[], Awaitable[Any]]:
+        """The body wrapped in the app's middleware, first registered outermost."""
+
+        async def body() -> Any:
+            fn = task.fn
+            assert fn is not None
+            if task.is_async:
+                return await fn(*args, **kwargs)
+            loop = asyncio.get_running_loop()
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=max(self.app.concurrency, 1), thread_name_prefix="ardiq-task"
+                )
+            # The copied context carries current_task() into the thread.
+            call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+            return await loop.run_in_executor(self._pool, call)
+
+        call: Callable[[], Awaitable[Any]] = body
+        for mw in reversed(self.app._middleware):
+            call = functools.partial(mw, ctx, call)
+        return call
+
+    async def _failed(
+        self,
+        d: Delivery,
+        task: Task[Any, Any],
+        exc: BaseException,
+        tries: int,
+        fields: str,
+        outcome: Callable[..., Outcome],
+    ) -> Outcome:
+        will_retry = tries <= task.max_retries
+        if will_retry:
+            if isinstance(exc, Retry) and exc.delay_ms is not None:
+                delay = max(0, int(exc.delay_ms))
+            elif task.backoff_ms:
+                delay = task.backoff_ms
+            else:
+                delay = tries * tries * 1000
+            log.warning(
+                "task retry scheduled %s delay_ms=%d error=%s", fields, delay, type(exc).__name__
+            )
+            if not isinstance(exc, Retry):
+                await self._on_error(d, exc, tries, will_retry=True)
+            return outcome(RETRY, repr(exc), delay)
+        log.error("task failed after the last attempt %s error=%s", fields, type(exc).__name__)
+        await self._on_error(d, exc, tries, will_retry=False)
+        return outcome(FAIL, repr(exc))
+
+    async def _on_error(
+        self, d: Delivery, exc: BaseException, tries: int, *, will_retry: bool
+    ) -> None:
+        hooks = self.app._error_hooks
+        if not hooks:
+            return
+        ctx = ErrorContext(d.name, d.task_id, exc, tries, will_retry)
+        for hook in hooks:
+            try:
+                result = hook(ctx)
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception as hook_exc:
+                log.error(
+                    "on_error hook %s raised %s (ignored) id=%s",
+                    getattr(hook, "__name__", hook),
+                    type(hook_exc).__name__,
+                    d.task_id,
+                )

@@ -1,0 +1,111 @@
+"""Helpers for users' own tests.
+
+``async with ardiq.testing.inline(app):`` makes every enqueue run its task to completion
+before returning, in this process and without Redis. Results, status, dead letters and
+replay are kept in memory. Tasks run through the same runtime as a real worker (arguments
+are serialized and decoded, middleware, hooks, timeouts and retries all apply), except that
+retry backoffs, delays and schedules are not waited for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from .jobs import DeadLetter, Job, Status, TaskResult, decode_payload
+from .runtime import FAIL, OK, RETRY, Delivery, Runtime, now_ms
+
+if TYPE_CHECKING:
+    from .app import Ardiq
+    from .client import EncodedTask
+
+__all__ = ["InlineQueue", "inline"]
+
+
+class InlineQueue:
+    """The in-memory queue behind :func:`inline`."""
+
+    def __init__(self, app: Ardiq) -> None:
+        self.app = app
+        self.runtime = Runtime(app, "inline")
+        self.results: dict[str, TaskResult[Any]] = {}
+        self.dead: dict[str, tuple[EncodedTask, DeadLetter]] = {}
+        self._running: set[str] = set()
+
+    async def enqueue(self, tasks: list[EncodedTask]) -> list[Job[Any]]:
+        for task in tasks:
+            if task.task_id not in self._running:
+                await self._run(task)
+        return [Job(self.app, t.task_id) for t in tasks]
+
+    async def _run(self, task: EncodedTask) -> None:
+        self.results.pop(task.task_id, None)
+        self._running.add(task.task_id)
+        enqueued, tries = now_ms(), 0
+        try:
+            while True:
+                d = Delivery(
+                    f"inline-{tries}",
+                    task.lane,
+                    task.task_id,
+                    task.name,
+                    task.payload,
+                    tries,
+                    enqueued,
+                )
+                outcome = await self.runtime.execute(d)
+                tries = outcome.tries
+                if outcome.kind != RETRY:
+                    break
+        finally:
+            self._running.discard(task.task_id)
+        ok = outcome.kind == OK
+        value: Any = (
+            self.app.deserializer(outcome.value) if ok else outcome.value.decode("utf-8", "replace")
+        )
+        self.results[task.task_id] = TaskResult(
+            ok, value, tries, enqueued, outcome.start_ms, now_ms(), outcome.kind == "abort"
+        )
+        if outcome.kind == FAIL:
+            args, kwargs = decode_payload(task.payload, self.app.deserializer)
+            letter = DeadLetter(
+                task.task_id, task.name, args, kwargs, task.lane, value, tries, enqueued, now_ms()
+            )
+            self.dead[task.task_id] = (task, letter)
+
+    def result(self, task_id: str) -> TaskResult[Any] | None:
+        return self.results.get(task_id)
+
+    def status(self, task_id: str) -> Status:
+        if task_id in self._running:
+            return Status.RUNNING
+        return Status.COMPLETE if task_id in self.results else Status.NOT_FOUND
+
+    def dead_letters(self, limit: int) -> list[DeadLetter]:
+        letters = [letter for _, letter in self.dead.values()]
+        return sorted(letters, key=lambda x: x.failed_at, reverse=True)[:limit]
+
+    async def replay(self, task_id: str) -> Job[Any] | None:
+        entry = self.dead.pop(task_id, None)
+        if entry is None:
+            return None
+        await self._run(entry[0])
+        return Job(self.app, task_id)
+
+    def delete_dead(self, task_id: str) -> bool:
+        return self.dead.pop(task_id, None) is not None
+
+
+@asynccontextmanager
+async def inline(app: Ardiq) -> AsyncIterator[InlineQueue]:
+    """Run every task enqueued on `app` inline, to completion, without Redis."""
+    if app._inline is not None:
+        raise RuntimeError("ardiq.testing.inline is already active for this app")
+    queue = InlineQueue(app)
+    app._inline = queue
+    try:
+        yield queue
+    finally:
+        app._inline = None
+        queue.runtime.close()

@@ -1,0 +1,663 @@
+"""The in-code worker behind ``await app.run()``: the consumer-group loop in asyncio.
+
+It follows PROTOCOL.md exactly as the native engine does; the task bodies run through the
+shared :mod:`ardiq.runtime`. One worker is a handful of cooperating loops:
+
+- consume: fetch with free slots, block for new work when there is none, start tasks;
+- finish: send outcomes to Redis in batches, keeping each entry leased until its
+  outcome landed;
+- renew / reclaim / promote / cron / heartbeat: the periodic duties;
+- abort listener: cancels a running task or drops a prefetched one.
+
+Shutdown: the first stop ends fetching, hands the buffer back, lets running tasks finish
+(their leases still renewed), flushes outcomes and retires; a second stop (or the drain
+deadline) cancels running tasks without an outcome, leaving them for reclaim.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from redis import exceptions as rexc
+
+from .broker import Broker, make_client, translate_errors
+from .errors import ArdiqError
+from .protocol import GROUP
+from .runtime import FAIL, RETRY, Delivery, Outcome, Runtime, now_ms
+from .settings import mask_url
+
+if TYPE_CHECKING:
+    from .app import Ardiq
+
+log = logging.getLogger("ardiq")
+
+FINISH_BATCH = 500
+RECLAIM_COUNT = 100
+HEARTBEAT_S = 5.0
+PROMOTE_MAX_SLEEP_S = 0.1
+
+
+class Backoff:
+    """Jittered exponential backoff that logs a failure once per interval, not per try."""
+
+    def __init__(self, what: str, *, base: float = 0.05, cap: float = 5.0) -> None:
+        self.what = what
+        self.base = base
+        self.cap = cap
+        self.delay = base
+        self.last_log = 0.0
+
+    def reset(self) -> None:
+        self.delay = self.base
+
+    async def wait(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self.last_log >= 10.0:
+            log.warning("%s failed (%s); retrying with backoff", self.what, exc)
+            self.last_log = now
+        await asyncio.sleep(self.delay * random.uniform(0.5, 1.5))
+        self.delay = min(self.delay * 2, self.cap)
+
+
+def parse_entry(lane: str, eid: str, fields: Mapping[bytes, bytes]) -> Delivery | str:
+    """A stream entry as a Delivery, or the reason it is malformed."""
+    for name in (b"id", b"fn", b"p"):
+        if name not in fields:
+            return f"malformed entry: missing field {name.decode()!r}"
+    try:
+        return Delivery(
+            entry_id=eid,
+            lane=lane,
+            task_id=fields[b"id"].decode(),
+            name=fields[b"fn"].decode(),
+            payload=bytes(fields[b"p"]),
+            tries=int(fields.get(b"t", b"0")),
+            enqueue_ms=int(fields.get(b"enq", b"0")),
+            expire_ms=int(fields.get(b"x", b"0")),
+        )
+    except (ValueError, UnicodeDecodeError) as exc:
+        return f"malformed entry: {exc}"
+
+
+class Worker:
+    """One consumer of an app's queue, inside the caller's event loop."""
+
+    def __init__(self, app: Ardiq) -> None:
+        self.app = app
+        self.worker_id = app.worker_id
+        self.lanes = list(reversed(app.priorities))  # highest first: the fetch order
+        self.rank = {lane: i for i, lane in enumerate(self.lanes)}
+        self.runtime = Runtime(app, self.worker_id)
+        self.held: dict[str, Delivery] = {}  # every entry we hold: buffered, running, finishing
+        self.by_task: dict[str, str] = {}  # task id -> entry id, for aborts
+        self.buffer: list[tuple[int, int, str]] = []  # heap of (lane rank, seq, entry id)
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.outcomes: list[Outcome] = []
+        self.seq = itertools.count()
+        self.stops = 0
+        self.retry_due_ms = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.changed = asyncio.Event()  # a slot freed, an outcome landed, or a stop
+        self.outcome_ready = asyncio.Event()
+        self.abort_ready = asyncio.Event()
+        self.hard_stop = asyncio.Event()
+
+    # ------------------------------------------------------------------ control
+    def request_stop(self) -> None:
+        """First call: drain. Second: exit now. Thread- and signal-safe."""
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            if asyncio.get_running_loop() is loop:
+                self._on_stop()
+                return
+        except RuntimeError:
+            pass
+        loop.call_soon_threadsafe(self._on_stop)
+
+    def _on_stop(self) -> None:
+        self.stops += 1
+        self.changed.set()
+        if self.stops >= 2:
+            self._hard_stop()
+
+    def _hard_stop(self) -> None:
+        self.hard_stop.set()
+        for task in list(self.running.values()):
+            task.cancel()
+
+    # ---------------------------------------------------------------- main loop
+    async def run(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        app = self.app
+        self.broker: Broker = app._client().broker
+        self.streams = [app.keys.stream(lane) for lane in self.lanes]
+        self.block_client = make_client(app.redis_url, socket_timeout=app.poll_block_ms / 1000 + 10)
+        log.info(
+            "worker starting worker=%s queue=%s lanes=%s concurrency=%d prefetch=%d redis=%s",
+            self.worker_id,
+            app.queue_name,
+            ",".join(self.lanes),
+            app.concurrency,
+            app.prefetch,
+            mask_url(app.redis_url),
+        )
+        reason = "stop"
+        background: list[asyncio.Task[None]] = []
+        try:
+            async with self._lifespan():
+                await self._wait_for_redis()
+                background = [self._spawn(c) for c in self._duties()]
+                await asyncio.wait_for(self.abort_ready.wait(), 10)
+                reason = await self._consume()
+                await self._drain()
+        finally:
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            with contextlib.suppress(Exception):
+                await self._retire()
+            with contextlib.suppress(Exception):
+                await self.block_client.aclose()
+            self.runtime.close()
+            log.info("worker stopped worker=%s reason=%s", self.worker_id, reason)
+
+    def _duties(self) -> list[Callable[[], Awaitable[None]]]:
+        duties = [
+            self._finisher,
+            self._renewer,
+            self._reclaimer,
+            self._promoter,
+            self._heartbeat,
+            self._abort_listener,
+        ]
+        if self.app.crons and not self.app.burst:
+            duties.append(self._cron)
+        return duties
+
+    def _spawn(self, duty: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        async def guarded() -> None:
+            try:
+                await duty()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("internal error in worker duty %s", duty.__name__)
+                raise
+
+        return asyncio.get_running_loop().create_task(guarded(), name=f"ardiq-{duty.__name__}")
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self) -> AsyncIterator[None]:
+        factory = self.app._lifespan
+        if factory is None:
+            yield
+            return
+        gen = factory(self.app)
+        state = await gen.__anext__()
+        if state is not None:
+            if not isinstance(state, Mapping):
+                raise TypeError("@app.lifespan may yield a mapping (copied onto app.state) or None")
+            for key, value in state.items():
+                setattr(self.app._state, key, value)
+        try:
+            yield
+        finally:
+            try:
+                await gen.__anext__()
+            except StopAsyncIteration:
+                pass
+            else:
+                raise RuntimeError("@app.lifespan must yield exactly once")
+
+    async def _wait_for_redis(self) -> None:
+        backoff = Backoff(f"connecting to Redis at {mask_url(self.app.redis_url)}", cap=2.0)
+        while not self.stops:
+            try:
+                await self.broker.command("PING")
+                policy = await self.broker.command("CONFIG", "GET", "maxmemory-policy")
+                if policy and len(policy) == 2 and policy[1] not in (b"noeviction",):
+                    log.warning(
+                        "Redis maxmemory-policy is %s: Redis may evict queued tasks; "
+                        "use noeviction",
+                        policy[1].decode(),
+                    )
+                return
+            except rexc.ResponseError:
+                return  # CONFIG not allowed for this user: nothing to check
+            except ArdiqError as exc:
+                await backoff.wait(exc)
+
+    async def _consume(self) -> str:
+        app = self.app
+        backoff = Backoff("fetching tasks")
+        while not self.stops:
+            free = app.prefetch - len(self.held)
+            if free <= 0:
+                await self._wait_changed()
+                continue
+            try:
+                entries = await self._fetch(free)
+                backoff.reset()
+            except ArdiqError as exc:
+                await backoff.wait(exc)
+                continue
+            if entries:
+                self._accept(entries)
+                continue
+            if app.burst:
+                if self.held:
+                    await self._wait_changed()
+                    continue
+                if await self._burst_done():
+                    return "burst"
+            try:
+                self._accept(await self._block_read())
+                backoff.reset()
+            except ArdiqError as exc:
+                await backoff.wait(exc)
+        return "stop"
+
+    async def _wait_changed(self) -> None:
+        self.changed.clear()
+        if self.stops:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.changed.wait(), 1.0)
+
+    async def _burst_done(self) -> bool:
+        """True when nothing is due: no past-due delayed task and no retry of ours pending."""
+        if now_ms() < self.retry_due_ms:
+            await asyncio.sleep(min(0.05, (self.retry_due_ms - now_ms()) / 1000))
+            return False
+        report = await self._promote_report()
+        return not report[3] and not self.outcomes
+
+    # ------------------------------------------------------------------ reading
+    async def _fetch(self, count: int) -> list[tuple[str, str, dict[bytes, bytes]]]:
+        reply = await self.broker.script("fetch", self.streams, [GROUP, self.worker_id, count])
+        out = []
+        for i in range(0, len(reply), 3):
+            lane = self.lanes[int(reply[i]) - 1]
+            flat = reply[i + 2]
+            fields = {flat[j]: flat[j + 1] for j in range(0, len(flat), 2)}
+            out.append((lane, reply[i + 1].decode(), fields))
+        return out
+
+    async def _block_read(self) -> list[tuple[str, str, dict[bytes, bytes]]]:
+        """Wait for new work on any lane (one entry per lane at most), on the dedicated
+        connection. A stop is noticed when the read returns (at most poll_block_ms)."""
+        streams = dict.fromkeys(self.streams, ">")
+        try:
+            with translate_errors(self.app.redis_url):
+                reply = await self.block_client.xreadgroup(
+                    GROUP, self.worker_id, streams, count=1, block=self.app.poll_block_ms
+                )
+        except ArdiqError as exc:
+            if "NOGROUP" in str(exc):
+                await self._fetch(0)  # the fetch script creates missing groups
+                return []
+            raise
+        out = []
+        by_stream = {s: lane for s, lane in zip(self.streams, self.lanes, strict=True)}
+        for stream, entries in reply or []:
+            lane = by_stream[stream.decode() if isinstance(stream, bytes) else stream]
+            for eid, fields in entries:
+                out.append((lane, eid.decode(), fields or {}))
+        return out
+
+    def _accept(self, entries: list[tuple[str, str, dict[bytes, bytes]]]) -> None:
+        for lane, eid, fields in entries:
+            parsed = parse_entry(lane, eid, fields)
+            if isinstance(parsed, str):
+                log.error("%s entry=%s lane=%s", parsed, eid, lane)
+                d = Delivery(eid, lane, f"entry:{eid}", "", b"", 0, 0)
+                self.held[eid] = d
+                self._submit(Outcome(eid, d.task_id, FAIL, parsed.encode(), 0, 0, 0, lane))
+                continue
+            self.held[eid] = parsed
+            self.by_task[parsed.task_id] = eid
+            heapq.heappush(self.buffer, (self.rank[lane], next(self.seq), eid))
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        if self.stops:
+            return
+        while self.buffer and len(self.running) < self.app.concurrency:
+            _, _, eid = heapq.heappop(self.buffer)
+            d = self.held.get(eid)
+            if d is None or eid in self.running:
+                continue  # dropped (lease lost or aborted) while it waited
+            self.running[eid] = asyncio.get_running_loop().create_task(self._run_one(d))
+
+    async def _run_one(self, d: Delivery) -> None:
+        try:
+            outcome = await self.runtime.execute(d)
+        except asyncio.CancelledError:
+            # Hard stop: no outcome, the entry stays pending for another worker's reclaim.
+            self.held.pop(d.entry_id, None)
+            return
+        finally:
+            self.running.pop(d.entry_id, None)
+            self.changed.set()
+        self._submit(outcome)
+        self._dispatch()
+
+    # ---------------------------------------------------------------- finishing
+    def _submit(self, outcome: Outcome) -> None:
+        self.outcomes.append(outcome)
+        self.outcome_ready.set()
+
+    async def _finisher(self) -> None:
+        backoff = Backoff("finishing tasks")
+        while True:
+            await self.outcome_ready.wait()
+            self.outcome_ready.clear()
+            while self.outcomes:
+                batch = self.outcomes[:FINISH_BATCH]
+                try:
+                    reply = await self._finish(batch)
+                    backoff.reset()
+                except ArdiqError as exc:
+                    await backoff.wait(exc)  # outcomes stay queued; leases stay renewed
+                    continue
+                del self.outcomes[: len(batch)]
+                for outcome, recorded in zip(batch, reply, strict=True):
+                    self.held.pop(outcome.entry_id, None)
+                    if self.by_task.get(outcome.task_id) == outcome.entry_id:
+                        del self.by_task[outcome.task_id]
+                    if not recorded:
+                        log.warning(
+                            "stale outcome dropped: another worker holds the task now "
+                            "id=%s worker=%s",
+                            outcome.task_id,
+                            self.worker_id,
+                        )
+                    elif outcome.kind == RETRY:
+                        self.retry_due_ms = max(self.retry_due_ms, now_ms() + outcome.delay_ms)
+                self.changed.set()
+
+    async def _finish(self, batch: list[Outcome]) -> list[int]:
+        k = self.app.keys
+        keys = [k.delayed, k.dead]
+        args: list[Any] = [k.prefix, GROUP, self.worker_id, self.app.result_ttl_ms, len(batch)]
+        for o in batch:
+            keys += [
+                k.stream(o.lane),
+                k.job(o.task_id),
+                k.wait(o.task_id),
+                k.result(o.task_id),
+                k.dead_letter(o.task_id),
+            ]
+            args += [
+                o.entry_id,
+                o.task_id,
+                o.kind,
+                o.value,
+                o.tries,
+                o.enqueue_ms,
+                o.start_ms,
+                o.lane,
+                o.delay_ms,
+            ]
+        return list(await self.broker.script("finish", keys, args))
+
+    async def _drain(self) -> None:
+        """Hand the buffer back, let running tasks end, and flush every outcome."""
+        await self._hand_back()
+        deadline = self.app.shutdown_timeout_s
+        started = time.monotonic()
+        while self.running and not self.hard_stop.is_set():
+            if deadline is not None and time.monotonic() - started > deadline:
+                log.warning(
+                    "drain deadline passed; leaving %d running tasks for reclaim", len(self.running)
+                )
+                self._hard_stop()
+                break
+            await self._wait_changed()
+        if self.running:
+            await asyncio.gather(*self.running.values(), return_exceptions=True)
+        flush_started = time.monotonic()
+        while self.outcomes and not self.hard_stop.is_set():
+            self.outcome_ready.set()
+            if time.monotonic() - flush_started > 30:
+                log.error(
+                    "could not finish %d outcomes before exit; their tasks will be reclaimed",
+                    len(self.outcomes),
+                )
+                break
+            await asyncio.sleep(0.01)
+
+    async def _hand_back(self) -> None:
+        waiting = [eid for _, _, eid in self.buffer if eid in self.held and eid not in self.running]
+        self.buffer.clear()
+        if not waiting:
+            return
+        k = self.app.keys
+        keys: list[str] = []
+        for eid in waiting:
+            d = self.held[eid]
+            keys += [k.stream(d.lane), k.job(d.task_id)]
+        try:
+            count = await self.broker.script("handback", keys, [GROUP, self.worker_id, *waiting])
+            log.info("handed back %d prefetched tasks worker=%s", count, self.worker_id)
+        except ArdiqError as exc:
+            log.warning("could not hand back prefetched tasks (%s); they will be reclaimed", exc)
+        for eid in waiting:
+            d = self.held.pop(eid)
+            self.by_task.pop(d.task_id, None)
+
+    async def _retire(self) -> None:
+        await self.broker.script(
+            "retire", [self.app.keys.workers, *self.streams], [GROUP, self.worker_id]
+        )
+
+    # ------------------------------------------------------------------- duties
+    async def _renewer(self) -> None:
+        interval = self.app.idle_timeout_ms / 3000
+        backoff = Backoff("renewing leases")
+        while True:
+            await asyncio.sleep(interval)
+            held = [(eid, d) for eid, d in self.held.items()]
+            if not held:
+                continue
+            args: list[Any] = [GROUP, self.worker_id]
+            for eid, d in held:
+                args += [self.lanes.index(d.lane) + 1, eid]
+            try:
+                lost = await self.broker.script("renew", self.streams, args)
+                backoff.reset()
+            except ArdiqError as exc:
+                await backoff.wait(exc)
+                continue
+            for raw in lost:
+                eid = raw.decode()
+                d = self.held.get(eid)
+                if d is None:
+                    continue
+                if eid in self.running:
+                    log.warning(
+                        "lease lost while running; its outcome will be dropped id=%s worker=%s",
+                        d.task_id,
+                        self.worker_id,
+                    )
+                elif all(o.entry_id != eid for o in self.outcomes):
+                    self.held.pop(eid, None)
+                    self.by_task.pop(d.task_id, None)
+
+    async def _reclaimer(self) -> None:
+        app = self.app
+        interval = min(app.idle_timeout_ms / 4000, 1.0)
+        cursors = dict.fromkeys(self.streams, "0-0")
+        backoff = Backoff("reclaiming tasks")
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                for stream, lane in zip(self.streams, self.lanes, strict=True):
+                    cursors[stream] = await self._reclaim_lane(stream, lane, cursors[stream])
+                backoff.reset()
+            except ArdiqError as exc:
+                if "NOGROUP" not in str(exc):
+                    await backoff.wait(exc)
+
+    async def _reclaim_lane(self, stream: str, lane: str, cursor: str) -> str:
+        app = self.app
+        reply = await self.broker.command(
+            "XAUTOCLAIM",
+            stream,
+            GROUP,
+            self.worker_id,
+            app.idle_timeout_ms,
+            cursor,
+            "COUNT",
+            RECLAIM_COUNT,
+        )
+        next_cursor = reply[0].decode()
+        claimed = [(eid.decode(), fields) for eid, fields in reply[1] if eid is not None]
+        if not claimed:
+            return next_cursor
+        k = app.keys
+        keys = [k.dead]
+        args: list[Any] = [
+            k.prefix,
+            GROUP,
+            self.worker_id,
+            app.result_ttl_ms,
+            app.max_deliveries,
+            len(claimed),
+        ]
+        for eid, flat in claimed:
+            fields = {flat[j]: flat[j + 1] for j in range(0, len(flat or []), 2)}
+            raw_id = fields.get(b"id")
+            task_id = raw_id.decode(errors="replace") if raw_id else f"entry:{eid}"
+            keys += [
+                stream,
+                k.job(task_id),
+                k.wait(task_id),
+                k.result(task_id),
+                k.dead_letter(task_id),
+            ]
+            args += [eid, task_id, lane]
+        requeued, buried, aborted = await self.broker.script("reclaim", keys, args)
+        log.warning(
+            "reclaimed tasks of a lost worker lane=%s requeued=%d dead=%d aborted=%d worker=%s",
+            lane,
+            requeued,
+            buried,
+            aborted,
+            self.worker_id,
+        )
+        return next_cursor
+
+    async def _promote_report(self, ids: list[str] | None = None) -> list[Any]:
+        k = self.app.keys
+        ids = ids or []
+        keys = [k.delayed, *self.streams, *(k.job(i) for i in ids)]
+        args: list[Any] = [len(self.lanes), *self.lanes, 200, *ids]
+        reply = list(await self.broker.script("promote", keys, args))
+        reply[3] = [i.decode() for i in reply[3]]
+        return reply
+
+    async def _promoter(self) -> None:
+        backoff = Backoff("promoting delayed tasks")
+        while True:
+            try:
+                _, now, next_due, due = await self._promote_report()
+                if due:
+                    await self._promote_report(due)
+                    continue
+                backoff.reset()
+            except ArdiqError as exc:
+                await backoff.wait(exc)
+                continue
+            pause = PROMOTE_MAX_SLEEP_S
+            if next_due >= 0:
+                pause = min(pause, max(0.001, (next_due - now) / 1000))
+            await asyncio.sleep(pause)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            with contextlib.suppress(ArdiqError):
+                await self.broker.command("ZADD", self.app.keys.workers, now_ms(), self.worker_id)
+            await asyncio.sleep(HEARTBEAT_S)
+
+    async def _cron(self) -> None:
+        app = self.app
+        start = now_ms()
+        upcoming = {c.name: c.schedule.next_after(start) for c in app.crons}
+        k = app.keys
+        while True:
+            due = [(t, n) for n, t in upcoming.items() if t is not None]
+            if not due:
+                return
+            when, name = min(due)
+            wait = (when - now_ms()) / 1000
+            if wait > 0:
+                await asyncio.sleep(min(wait, app.cron_poll_s))
+                continue
+            job = app._crons[name]
+            task_id = f"cron:{name}:{when}"
+            try:
+                payload = app.serializer([[], {}, None])
+                fired = await self.broker.script(
+                    "cron",
+                    [k.crons, k.stream(job.task.priority), k.job(task_id), k.result(task_id)],
+                    [name, when, task_id, name, payload, job.task.priority],
+                )
+                if fired:
+                    log.debug("cron fired name=%s id=%s worker=%s", name, task_id, self.worker_id)
+            except ArdiqError as exc:
+                log.warning(
+                    "cron %s could not be enqueued (%s); skipping this occurrence", name, exc
+                )
+            upcoming[name] = job.schedule.next_after(max(when, now_ms()))
+
+    async def _abort_listener(self) -> None:
+        channel = self.app.keys.abort_channel
+        backoff = Backoff("listening for aborts")
+        while True:
+            pubsub = self.broker.client.pubsub()
+            try:
+                await pubsub.subscribe(channel)
+                while True:
+                    msg = await pubsub.get_message(timeout=5.0)
+                    if msg is None:
+                        continue
+                    if msg["type"] == "subscribe":
+                        self.abort_ready.set()
+                        backoff.reset()
+                    elif msg["type"] == "message":
+                        self._abort(msg["data"].decode())
+            except (rexc.RedisError, OSError) as exc:
+                self.abort_ready.set()  # do not hold the worker back on a flaky Redis
+                await backoff.wait(exc)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    def _abort(self, task_id: str) -> None:
+        eid = self.by_task.get(task_id)
+        if eid is None:
+            return
+        if eid in self.running:
+            self.runtime.abort(task_id)
+            return
+        d = self.held.get(eid)
+        if d is not None and all(o.entry_id != eid for o in self.outcomes):
+            log.warning("task aborted before it started id=%s worker=%s", task_id, self.worker_id)
+            self.buffer = [item for item in self.buffer if item[2] != eid]
+            heapq.heapify(self.buffer)
+            self._submit(
+                Outcome(eid, task_id, "abort", b"aborted", d.tries, d.enqueue_ms, 0, d.lane)
+            )

@@ -1,0 +1,1 @@
+"""Shared test harness: throwaway redis-server processes and worker processes."""

@@ -1,0 +1,48 @@
+"""Run an app's in-code worker (`await app.run()`) as a process, with the subset of the
+`ardiq run` flags the behaviour tests use, so both worker kinds are driven alike."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import sys
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run")
+    run.add_argument("target")
+    run.add_argument("--burst", "-b", action="store_true")
+    run.add_argument("--verbose", "-v", action="store_true")
+    run.add_argument("--concurrency", type=int)
+    args = parser.parse_args()
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    sys.path.insert(0, os.getcwd())
+    module_name, _, attr = args.target.partition(":")
+    app = getattr(importlib.import_module(module_name), attr or "app")
+    if args.burst:
+        app.burst = True
+    if args.concurrency:
+        app._concurrency = args.concurrency
+        app._prefetch = max(app._prefetch, 2 * args.concurrency)
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, app.stop)
+        await app.run()
+
+    asyncio.run(serve())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

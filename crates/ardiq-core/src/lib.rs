@@ -1,1 +1,67 @@
-//! ArdiQ engine (placeholder while the protocol lands).
+//! The ArdiQ engine: serves one ArdiQ queue from Redis Streams and drives an
+//! [`Executor`] that runs the task bodies. It knows nothing of Python; the `ardiq` binary
+//! plugs an embedded interpreter in as the executor, and the tests plug in Rust ones.
+//!
+//! Every Redis state transition is one of the Lua scripts in `python/ardiq/lua/`
+//! (compiled in, see [`scripts`]); this crate decides *when* to call them and never
+//! changes state by hand. PROTOCOL.md at the repository root is the contract.
+//!
+//! # Layout
+//!
+//! Configuration and boundary:
+//! * [`config`]: [`Config`] and [`CronEntry`], validation, password masking.
+//! * [`executor`]: the [`Executor`] trait, [`Delivery`] batches in, [`Outcome`] batches out.
+//! * [`engine`]: [`Engine`]: connects, starts the tasks below, runs the dispatcher
+//!   (fetch → buffer → start) and the graceful drain.
+//! * [`shutdown`]: [`StopHandle`] (first stop drains, second returns at once), handback
+//!   and retire.
+//! * [`report`]: [`RunReport`], [`StopReason`], live [`Counters`].
+//! * [`error`]: [`EngineError`].
+//!
+//! One module per background job, each a loop on its own tokio task:
+//! * `fetch`: the `fetch` script and the dedicated blocking read.
+//! * `finish`: batches outcomes into `finish` calls.
+//! * `lease`: renews every held entry (`renew`) every `idle_timeout_ms / 3`.
+//! * `reclaim`: XAUTOCLAIM with a kept cursor, then `reclaim`.
+//! * `promote`: moves due delayed tasks (`promote`, two steps).
+//! * `scheduler`: fires cron occurrences (`cron`); [`cron`] computes them.
+//! * `abort`: the `P abort` subscription.
+//! * `heartbeat`: `ZADD P workers`.
+//!
+//! Plumbing: [`keys`] (key names), [`scripts`], `connection` (the three kinds of
+//! connection and reconnecting), `backoff` (jittered backoff, log throttling),
+//! `entry` (parsing stream entries), `reply` (reading raw replies), `state` (what
+//! this worker holds) and `context` (what the tasks share).
+
+mod abort;
+mod backoff;
+pub mod config;
+mod connection;
+mod context;
+pub mod cron;
+pub mod engine;
+mod entry;
+pub mod error;
+pub mod executor;
+mod fetch;
+mod finish;
+mod heartbeat;
+pub mod keys;
+mod lease;
+mod promote;
+mod reclaim;
+mod reply;
+pub mod report;
+mod scheduler;
+pub mod scripts;
+pub mod shutdown;
+mod state;
+
+pub use config::{mask_url, Config, CronEntry};
+pub use cron::{CronError, CronSchedule, CronSpec, Every};
+pub use engine::Engine;
+pub use error::EngineError;
+pub use executor::{Delivery, Executor, Outcome, OutcomeKind, OutcomeSink};
+pub use keys::{Keys, GROUP};
+pub use report::{Counters, CountersSnapshot, RunReport, StopReason};
+pub use shutdown::{StopHandle, StopLevel};

@@ -1,0 +1,269 @@
+//! What one worker process is told to do: the queue, its lanes, its limits and its crons.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cron::CronSchedule;
+use crate::error::{EngineError, Result};
+
+/// The settings of one engine (one consumer in each lane's group).
+///
+/// Build it with [`Config::new`] and adjust the public fields; [`crate::Engine::new`]
+/// validates it. Defaults follow the Python app's defaults (API.md section 1).
+#[derive(Clone)]
+pub struct Config {
+    /// `redis://`, `rediss://` (needs the `tls` feature) or `unix://`, optionally with an
+    /// ACL user and password. Never logged as given: see [`mask_url`].
+    pub redis_url: String,
+    /// The queue name; every key lives under `ardiq:{<queue>}:`.
+    pub queue: String,
+    /// Lane (priority) names, lowest first, as the app's `priorities`. Read highest first.
+    pub lanes: Vec<String>,
+    /// This worker's consumer name in every lane's group. Must be unique per process:
+    /// two processes sharing one name would renew and ack each other's entries.
+    pub worker_id: String,
+    /// Task bodies running at once.
+    pub concurrency: usize,
+    /// Entries held at once (running + buffered). At least `concurrency`; default twice it.
+    pub prefetch: usize,
+    /// The lease: an entry not renewed for this long is reclaimed by another worker.
+    pub idle_timeout_ms: u64,
+    /// How long the blocking read waits for new entries before the loop looks around.
+    pub poll_block_ms: u64,
+    /// Result lifetime: > 0 keep that long, 0 keep none, < 0 keep forever.
+    pub result_ttl_ms: i64,
+    /// Deliveries of one attempt before it is dead-lettered as `worker lost`.
+    pub max_deliveries: u32,
+    /// Exit once the queue is drained instead of waiting for more work.
+    pub burst: bool,
+    /// After a stop request, how long running tasks may take before the engine returns
+    /// without them (they stay pending and are reclaimed). `None`: wait for them.
+    pub drain_timeout: Option<Duration>,
+    /// How often the worker's heartbeat (`ZADD P workers`) is refreshed.
+    pub heartbeat_interval: Duration,
+    /// Response timeout for every command except the blocking read, so a wedged server
+    /// turns into a retry instead of a hung worker.
+    pub command_timeout: Duration,
+    /// Cron jobs this worker fires (ignored in burst mode).
+    pub crons: Vec<CronEntry>,
+}
+
+impl Config {
+    /// A configuration with the app's defaults: one lane `default`, concurrency 16,
+    /// prefetch 32, a 60 s lease, 500 ms blocking reads, 5 min results, 5 deliveries.
+    pub fn new(redis_url: impl Into<String>, queue: impl Into<String>) -> Self {
+        Config {
+            redis_url: redis_url.into(),
+            queue: queue.into(),
+            lanes: vec!["default".to_owned()],
+            worker_id: default_worker_id(),
+            concurrency: 16,
+            prefetch: 32,
+            idle_timeout_ms: 60_000,
+            poll_block_ms: 500,
+            result_ttl_ms: 300_000,
+            max_deliveries: 5,
+            burst: false,
+            drain_timeout: None,
+            heartbeat_interval: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(5),
+            crons: Vec::new(),
+        }
+    }
+
+    /// Checks the settings that would otherwise fail deep inside the loop.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(EngineError::Config(m.to_owned()));
+        if self.queue.is_empty() {
+            return bad("queue name is empty");
+        }
+        if self.lanes.is_empty() {
+            return bad("at least one lane is needed");
+        }
+        for (i, lane) in self.lanes.iter().enumerate() {
+            if lane.is_empty() {
+                return bad("a lane name is empty");
+            }
+            if self.lanes[..i].contains(lane) {
+                return Err(EngineError::Config(format!(
+                    "lane `{lane}` is listed twice"
+                )));
+            }
+        }
+        if self.worker_id.is_empty() {
+            return bad("worker id is empty");
+        }
+        if self.concurrency == 0 {
+            return bad("concurrency must be at least 1");
+        }
+        if self.prefetch < self.concurrency {
+            return bad("prefetch must be at least concurrency");
+        }
+        if self.idle_timeout_ms < 30 {
+            return bad("idle_timeout_ms must be at least 30");
+        }
+        if self.poll_block_ms == 0 {
+            return bad("poll_block_ms must be at least 1 (0 would block forever)");
+        }
+        if self.max_deliveries == 0 {
+            return bad("max_deliveries must be at least 1");
+        }
+        if self.heartbeat_interval.is_zero() || self.command_timeout.is_zero() {
+            return bad("heartbeat_interval and command_timeout must be positive");
+        }
+        for c in &self.crons {
+            if c.name.is_empty() || c.fn_name.is_empty() {
+                return bad("a cron entry has an empty name or task name");
+            }
+            if !self.lanes.contains(&c.lane) {
+                return Err(EngineError::Config(format!(
+                    "cron `{}` uses lane `{}`, which is not one of {:?}",
+                    c.name, c.lane, self.lanes
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The URL with its password replaced by `***`, for logs and errors.
+    pub fn masked_url(&self) -> String {
+        mask_url(&self.redis_url)
+    }
+}
+
+impl fmt::Debug for Config {
+    // Hand-written so the password in the URL and the cron payloads never reach a log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("redis_url", &self.masked_url())
+            .field("queue", &self.queue)
+            .field("lanes", &self.lanes)
+            .field("worker_id", &self.worker_id)
+            .field("concurrency", &self.concurrency)
+            .field("prefetch", &self.prefetch)
+            .field("idle_timeout_ms", &self.idle_timeout_ms)
+            .field("poll_block_ms", &self.poll_block_ms)
+            .field("result_ttl_ms", &self.result_ttl_ms)
+            .field("max_deliveries", &self.max_deliveries)
+            .field("burst", &self.burst)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("crons", &self.crons)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One cron job: at each occurrence of `schedule`, task `fn_name` is enqueued in `lane`
+/// with `payload` under the id `cron:<name>:<occurrence ms>`.
+#[derive(Clone)]
+pub struct CronEntry {
+    /// The cron's name: part of each occurrence's task id and the key in `P crons`.
+    pub name: String,
+    /// The task name written to the entry's `fn` field (usually the same as `name`).
+    pub fn_name: String,
+    /// The lane the occurrences are queued in.
+    pub lane: String,
+    /// The serialized `[args, kwargs, headers]`, opaque to the engine.
+    pub payload: Vec<u8>,
+    /// When it fires. Computed by the caller (the binary parses the Python spec) or by
+    /// [`crate::cron::CronSpec`].
+    pub schedule: Arc<dyn CronSchedule>,
+}
+
+impl fmt::Debug for CronEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CronEntry")
+            .field("name", &self.name)
+            .field("fn_name", &self.fn_name)
+            .field("lane", &self.lane)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A random consumer name, unique enough per process (`<host pid>-<random hex>`).
+fn default_worker_id() -> String {
+    format!("w{}-{:08x}", std::process::id(), rand::random::<u32>())
+}
+
+/// `redis://user:secret@host` becomes `redis://user:***@host`; anything without a
+/// password comes back as it was. Works on malformed URLs too, so errors can quote them.
+pub fn mask_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    // The authority ends at the first '/', '?' or '#'; userinfo is before its last '@'.
+    let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..auth_end];
+    let Some(at) = authority.rfind('@') else {
+        return mask_query(url);
+    };
+    let userinfo = &authority[..at];
+    let masked_info = match userinfo.find(':') {
+        Some(colon) => format!("{}:***", &userinfo[..colon]),
+        // `redis://secret@host` is a password alone in some clients' reading.
+        None if !userinfo.is_empty() => "***".to_owned(),
+        None => String::new(),
+    };
+    let out = format!(
+        "{}{}@{}{}",
+        &url[..scheme_end + 3],
+        masked_info,
+        &authority[at + 1..],
+        &rest[auth_end..]
+    );
+    mask_query(&out)
+}
+
+/// `unix:///run/redis.sock?pass=secret` carries the password as a query parameter.
+fn mask_query(url: &str) -> String {
+    let Some(q) = url.find('?') else {
+        return url.to_owned();
+    };
+    let params: Vec<String> = url[q + 1..]
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _))
+                if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password") =>
+            {
+                format!("{k}=***")
+            }
+            _ => kv.to_owned(),
+        })
+        .collect();
+    format!("{}?{}", &url[..q], params.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_passwords() {
+        assert_eq!(
+            mask_url("redis://localhost:6379/0"),
+            "redis://localhost:6379/0"
+        );
+        assert_eq!(mask_url("redis://:pw@h:1/2"), "redis://:***@h:1/2");
+        assert_eq!(mask_url("rediss://alice:s3cr@t@h"), "rediss://alice:***@h");
+        assert_eq!(mask_url("redis://alice@h"), "redis://***@h");
+        assert_eq!(
+            mask_url("unix:///tmp/r.sock?db=1&pass=x"),
+            "unix:///tmp/r.sock?db=1&pass=***"
+        );
+        assert_eq!(mask_url("garbage"), "garbage");
+    }
+
+    #[test]
+    fn validates() {
+        let mut c = Config::new("redis://127.0.0.1:1", "q");
+        assert!(c.validate().is_ok());
+        c.prefetch = 1;
+        assert!(c.validate().is_err());
+        c.prefetch = 32;
+        c.lanes = vec!["a".into(), "a".into()];
+        assert!(c.validate().is_err());
+        c.lanes.clear();
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,337 @@
+//! When cron jobs fire: the [`CronSchedule`] trait, a 5-field UTC cron parser
+//! ([`CronSpec`]) and fixed intervals ([`Every`]).
+//!
+//! Occurrence times are pure functions of the spec, so every worker names the same
+//! occurrence (`cron:<name>:<ms>`) whatever its clock says, and the `cron` script fires
+//! each once.
+
+use std::fmt;
+
+/// A schedule: the first occurrence strictly after a time.
+pub trait CronSchedule: Send + Sync {
+    /// The first occurrence strictly after `epoch_ms`, in epoch ms; `None` if it never
+    /// fires again.
+    fn next_after(&self, epoch_ms: i64) -> Option<i64>;
+}
+
+impl<F> CronSchedule for F
+where
+    F: Fn(i64) -> Option<i64> + Send + Sync,
+{
+    fn next_after(&self, epoch_ms: i64) -> Option<i64> {
+        self(epoch_ms)
+    }
+}
+
+/// A fixed interval, aligned to the Unix epoch (so all workers agree on occurrences):
+/// `every=60s` fires at each whole minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Every {
+    interval_ms: i64,
+}
+
+impl Every {
+    /// `None` for a zero or negative interval.
+    pub fn new(interval_ms: i64) -> Option<Self> {
+        (interval_ms > 0).then_some(Every { interval_ms })
+    }
+}
+
+impl CronSchedule for Every {
+    fn next_after(&self, epoch_ms: i64) -> Option<i64> {
+        epoch_ms
+            .div_euclid(self.interval_ms)
+            .checked_add(1)?
+            .checked_mul(self.interval_ms)
+    }
+}
+
+/// Why a cron spec was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CronError(String);
+
+impl fmt::Display for CronError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CronError {}
+
+/// A parsed 5-field cron spec, evaluated in UTC: `minute hour day-of-month month
+/// day-of-week`. Each field takes `*`, values, ranges `a-b`, lists `a,b`, and steps
+/// (`*/n`, `a-b/n`, `a/n`). Day-of-week is 0-6 with 7 also meaning Sunday. As in Vixie
+/// cron, when both day fields are restricted (neither starts with `*`) a day matches if
+/// either does; otherwise both must. `@hourly`, `@daily`/`@midnight`, `@weekly`,
+/// `@monthly` and `@yearly`/`@annually` are accepted too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CronSpec {
+    minutes: u64,
+    hours: u64,
+    dom: u64,
+    months: u64,
+    dow: u64,
+    dom_star: bool,
+    dow_star: bool,
+}
+
+/// How far ahead `next_after` looks: long enough for any satisfiable spec (Feb 29 comes
+/// at least every 8 years), short enough to stay cheap.
+const SEARCH_DAYS: i64 = 366 * 9;
+
+impl CronSpec {
+    /// Parses a spec; rejects syntax errors, out-of-range values and specs that can never
+    /// fire (such as `0 0 30 2 *`).
+    pub fn parse(spec: &str) -> Result<Self, CronError> {
+        let expanded = match spec.trim() {
+            "@yearly" | "@annually" => "0 0 1 1 *",
+            "@monthly" => "0 0 1 * *",
+            "@weekly" => "0 0 * * 0",
+            "@daily" | "@midnight" => "0 0 * * *",
+            "@hourly" => "0 * * * *",
+            other => other,
+        };
+        let fields: Vec<&str> = expanded.split_whitespace().collect();
+        if fields.len() != 5 {
+            return Err(CronError(format!(
+                "cron spec `{spec}` needs 5 fields (minute hour day month weekday), got {}",
+                fields.len()
+            )));
+        }
+        let mut dow = parse_field(fields[4], 0, 7, "day-of-week")?;
+        if dow & (1 << 7) != 0 {
+            dow = (dow & !(1 << 7)) | 1;
+        }
+        let parsed = CronSpec {
+            minutes: parse_field(fields[0], 0, 59, "minute")?,
+            hours: parse_field(fields[1], 0, 23, "hour")?,
+            dom: parse_field(fields[2], 1, 31, "day-of-month")?,
+            months: parse_field(fields[3], 1, 12, "month")?,
+            dow,
+            dom_star: fields[2].starts_with('*'),
+            dow_star: fields[4].starts_with('*'),
+        };
+        if parsed.next_after(0).is_none() {
+            return Err(CronError(format!("cron spec `{spec}` can never fire")));
+        }
+        Ok(parsed)
+    }
+
+    fn day_matches(&self, days_since_epoch: i64) -> bool {
+        let (_, month, day) = civil_from_days(days_since_epoch);
+        if self.months & (1 << month) == 0 {
+            return false;
+        }
+        let weekday = (days_since_epoch + 4).rem_euclid(7); // 1970-01-01 was a Thursday
+        let dom_ok = self.dom & (1 << day) != 0;
+        let dow_ok = self.dow & (1 << weekday) != 0;
+        if self.dom_star || self.dow_star {
+            dom_ok && dow_ok
+        } else {
+            dom_ok || dow_ok
+        }
+    }
+}
+
+impl CronSchedule for CronSpec {
+    fn next_after(&self, epoch_ms: i64) -> Option<i64> {
+        let first = epoch_ms.div_euclid(60_000).checked_add(1)?;
+        let mut day = first.div_euclid(1440);
+        let mut from = first.rem_euclid(1440);
+        for _ in 0..SEARCH_DAYS {
+            if self.day_matches(day) {
+                for hour in from / 60..24 {
+                    if self.hours & (1 << hour) == 0 {
+                        continue;
+                    }
+                    let start = if hour == from / 60 { from % 60 } else { 0 };
+                    if let Some(minute) = (start..60).find(|m| self.minutes & (1 << m) != 0) {
+                        return Some((day * 1440 + hour * 60 + minute) * 60_000);
+                    }
+                }
+            }
+            day += 1;
+            from = 0;
+        }
+        None
+    }
+}
+
+/// One field as a bit set over `min..=max`.
+fn parse_field(field: &str, min: u32, max: u32, what: &str) -> Result<u64, CronError> {
+    let err = |m: String| CronError(format!("{what} field `{field}`: {m}"));
+    let num = |s: &str| -> Result<u32, CronError> {
+        let n: u32 = s
+            .parse()
+            .map_err(|_| err(format!("`{s}` is not a number")))?;
+        if n < min || n > max {
+            return Err(err(format!("{n} is outside {min}-{max}")));
+        }
+        Ok(n)
+    };
+    let mut bits = 0u64;
+    for item in field.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((r, s)) => {
+                let step: u32 = s.parse().map_err(|_| err(format!("bad step `{s}`")))?;
+                if step == 0 {
+                    return Err(err("a step of 0".into()));
+                }
+                (r, step)
+            }
+            None => (item, 1),
+        };
+        let (lo, hi) = if range == "*" {
+            (min, max)
+        } else if let Some((a, b)) = range.split_once('-') {
+            let (a, b) = (num(a)?, num(b)?);
+            if a > b {
+                return Err(err(format!("range {a}-{b} runs backwards")));
+            }
+            (a, b)
+        } else {
+            let a = num(range)?;
+            // `a/n` means from a to the end, stepping n (a common extension).
+            (a, if item.contains('/') { max } else { a })
+        };
+        bits |= (lo..=hi)
+            .step_by(step as usize)
+            .fold(0u64, |acc, v| acc | (1 << v));
+    }
+    Ok(bits)
+}
+
+/// (year, month 1-12, day 1-31) of a day count since 1970-01-01 (proleptic Gregorian),
+/// after Howard Hinnant's `civil_from_days`.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Epoch ms of a UTC civil time (test helper; the inverse of the code under test is
+    /// computed independently here).
+    fn at(y: i64, mo: u32, d: u32, h: i64, mi: i64) -> i64 {
+        let (y2, m2) = if mo <= 2 {
+            (y - 1, mo + 9)
+        } else {
+            (y, mo - 3)
+        };
+        let era = y2.div_euclid(400);
+        let yoe = y2 - era * 400;
+        let doy = (153 * i64::from(m2) + 2) / 5 + i64::from(d) - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        (days * 1440 + h * 60 + mi) * 60_000
+    }
+
+    fn next(spec: &str, from: i64) -> i64 {
+        CronSpec::parse(spec).unwrap().next_after(from).unwrap()
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(
+            civil_from_days(at(2024, 2, 29, 0, 0) / 86_400_000),
+            (2024, 2, 29)
+        );
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn every_minute_and_strictly_after() {
+        let t = at(2024, 5, 17, 10, 30);
+        assert_eq!(next("* * * * *", t), t + 60_000);
+        assert_eq!(next("* * * * *", t - 1), t);
+        assert_eq!(next("* * * * *", t + 59_999), t + 60_000);
+    }
+
+    #[test]
+    fn values_ranges_lists_steps() {
+        let t = at(2024, 5, 17, 10, 30); // a Friday
+        assert_eq!(next("15 * * * *", t), at(2024, 5, 17, 11, 15));
+        assert_eq!(next("*/20 * * * *", t), at(2024, 5, 17, 10, 40));
+        assert_eq!(next("0 9-17/4 * * *", t), at(2024, 5, 17, 13, 0));
+        assert_eq!(next("5,45 8,22 * * *", t), at(2024, 5, 17, 22, 5));
+        assert_eq!(next("0 0 1 */3 *", t), at(2024, 7, 1, 0, 0));
+        assert_eq!(next("10/25 * * * *", t), at(2024, 5, 17, 10, 35));
+        assert_eq!(next("0 0 29 2 *", t), at(2028, 2, 29, 0, 0));
+        assert_eq!(next("@daily", t), at(2024, 5, 18, 0, 0));
+        assert_eq!(next("@monthly", t), at(2024, 6, 1, 0, 0));
+        assert_eq!(
+            next("0 0 31 12 *", at(2024, 12, 31, 0, 0)),
+            at(2025, 12, 31, 0, 0)
+        );
+    }
+
+    #[test]
+    fn weekdays_and_sunday_as_7() {
+        let fri = at(2024, 5, 17, 10, 30);
+        assert_eq!(next("0 12 * * 0", fri), at(2024, 5, 19, 12, 0));
+        assert_eq!(next("0 12 * * 7", fri), at(2024, 5, 19, 12, 0));
+        assert_eq!(next("0 12 * * 1-5", fri), at(2024, 5, 17, 12, 0));
+        assert_eq!(next("0 8 * * 1-5", fri), at(2024, 5, 20, 8, 0));
+        assert_eq!(
+            next("0 0 * * 5-7", at(2024, 5, 18, 1, 0)),
+            at(2024, 5, 19, 0, 0)
+        );
+        assert_eq!(next("@weekly", fri), at(2024, 5, 19, 0, 0));
+    }
+
+    #[test]
+    fn day_fields_or_when_both_restricted() {
+        let fri = at(2024, 5, 17, 10, 30);
+        // The 20th or any Saturday: Saturday the 18th comes first.
+        assert_eq!(next("0 0 20 * 6", fri), at(2024, 5, 18, 0, 0));
+        // The 1st or any Wednesday: Wednesday the 22nd comes before June 1st.
+        assert_eq!(next("0 0 1 * 3", fri), at(2024, 5, 22, 0, 0));
+        // Day-of-week is `*`: only the day of month counts.
+        assert_eq!(next("0 0 20 * *", fri), at(2024, 5, 20, 0, 0));
+        // A starred step counts as unrestricted (Vixie cron): AND.
+        assert_eq!(next("0 0 */10 * 1", fri), at(2024, 7, 1, 0, 0));
+    }
+
+    #[test]
+    fn rejects_bad_specs() {
+        for bad in [
+            "",
+            "* * * *",
+            "* * * * * *",
+            "60 * * * *",
+            "* 24 * * *",
+            "* * 0 * *",
+            "* * * 13 *",
+            "* * * * 8",
+            "5-1 * * * *",
+            "*/0 * * * *",
+            "a * * * *",
+            "0 0 30 2 *",
+            "0 0 31 4,6,9,11 *",
+        ] {
+            assert!(CronSpec::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn every_aligns_to_the_epoch() {
+        let e = Every::new(1000).unwrap();
+        assert_eq!(e.next_after(0), Some(1000));
+        assert_eq!(e.next_after(1999), Some(2000));
+        assert_eq!(e.next_after(2000), Some(3000));
+        assert!(Every::new(0).is_none());
+        let closure = |t: i64| Some(t + 5);
+        assert_eq!(closure.next_after(1), Some(6));
+    }
+}

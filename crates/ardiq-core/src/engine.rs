@@ -1,0 +1,554 @@
+//! The engine: one consumer in each lane's group, driving an [`Executor`].
+//!
+//! `run` connects, starts the background tasks (finisher, lease renewal, abort listener,
+//! reclaim, promotion, crons, heartbeat), then runs the dispatcher in the calling task:
+//! fetch into the buffer, start what fits, block for new work when there is none. The
+//! dispatcher never waits on a timer where an event will do: finished outcomes, lost
+//! leases and aborts wake it through a `Notify`, new entries through the blocking read.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use crate::abort;
+use crate::backoff::{Backoff, LogThrottle};
+use crate::config::Config;
+use crate::connection::Redis;
+use crate::context::Ctx;
+use crate::entry::{is_expired, malformed_task_id, Parsed, MALFORMED_REASON};
+use crate::error::Result;
+use crate::executor::{Delivery, Executor, Outcome, OutcomeKind};
+use crate::fetch::{self, BlockingReader, ReadOutcome};
+use crate::finish;
+use crate::heartbeat;
+use crate::lease;
+use crate::promote;
+use crate::reclaim;
+use crate::report::{Counter, Counters, RunReport, StopReason};
+use crate::scheduler;
+use crate::shutdown::{self, StopHandle, StopLevel};
+use crate::state::RunningTask;
+
+/// A worker engine for one queue. Create it, take a [`StopHandle`] (and the counters if a
+/// metrics endpoint wants them), then [`run`](Engine::run) it.
+pub struct Engine {
+    config: Config,
+    redis: Redis,
+    stop: StopHandle,
+    stop_rx: watch::Receiver<StopLevel>,
+    counters: Arc<Counters>,
+}
+
+impl Engine {
+    /// Validates the configuration and parses the URL. Does not connect.
+    pub fn new(config: Config) -> Result<Self> {
+        config.validate()?;
+        let redis = Redis::open(&config.redis_url, config.command_timeout)?;
+        let (stop, stop_rx) = StopHandle::new();
+        Ok(Engine {
+            config,
+            redis,
+            stop,
+            stop_rx,
+            counters: Arc::new(Counters::default()),
+        })
+    }
+
+    /// Asks the run to stop (first call: drain; second: at once).
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// Live counters, readable while the engine runs.
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Serves the queue until stopped (or, in burst mode, until it is drained).
+    ///
+    /// Redis trouble never ends the run: every loop retries with jittered backoff. Errors
+    /// are returned only for what cannot be fixed by waiting (bad credentials). When this
+    /// returns, every background task of the engine has been stopped; outcomes the
+    /// executor reports afterwards are dropped (their entries stay pending for reclaim).
+    pub async fn run(self, executor: Arc<dyn Executor>) -> Result<RunReport> {
+        let config = &self.config;
+        info!(worker = %config.worker_id, queue = %config.queue, lanes = ?config.lanes,
+            url = %self.redis.masked_url(), concurrency = config.concurrency,
+            prefetch = config.prefetch, burst = config.burst, "worker starting");
+        let mut stop_rx = self.stop_rx.clone();
+        let Some(conn) = self.redis.connect_with_retry(&mut stop_rx).await? else {
+            return Ok(self.finish_report(StopReason::Signal, 0));
+        };
+        let (tx, rx) = mpsc::unbounded_channel::<Vec<Outcome>>();
+        let ctx = Arc::new(Ctx::new(
+            config.clone(),
+            conn,
+            self.counters.clone(),
+            executor,
+            tx,
+        ));
+
+        // Tasks that live until the very end: outcomes must be finished and leases
+        // renewed while running tasks drain.
+        let mut core = Tasks::default();
+        core.spawn(finish::run(ctx.clone(), rx));
+        core.spawn(lease::run(ctx.clone()));
+        let (sub_tx, sub_rx) = oneshot::channel();
+        core.spawn(abort::run(ctx.clone(), self.redis.clone(), sub_tx));
+
+        // Subscribe before the first fetch, or an abort published in between is missed.
+        tokio::select! {
+            _ = sub_rx => {}
+            _ = stop_rx.wait_for(|l| *l != StopLevel::Running) => {
+                return Ok(self.finish_report(StopReason::Signal, 0));
+            }
+        }
+
+        // Tasks that only make sense while taking work.
+        let mut serving = Tasks::default();
+        serving.spawn(reclaim::run(ctx.clone()));
+        serving.spawn(promote::run(ctx.clone()));
+        serving.spawn(heartbeat::run(ctx.clone()));
+        if !config.burst {
+            for cron in &config.crons {
+                serving.spawn(scheduler::run(ctx.clone(), cron.clone()));
+            }
+        }
+
+        let mut d = Dispatcher::new(ctx.clone(), self.redis.clone(), stop_rx);
+        let reason = d.serve().await;
+        drop(serving);
+        let (reason, abandoned) = match reason {
+            StopReason::Signal => d.drain().await,
+            other => (other, 0),
+        };
+        if abandoned == 0 {
+            retire(&ctx).await;
+        }
+        drop(core);
+        Ok(self.finish_report(reason, abandoned))
+    }
+
+    fn finish_report(&self, reason: StopReason, abandoned: usize) -> RunReport {
+        let counters = self.counters.snapshot();
+        info!(worker = %self.config.worker_id, reason = reason.as_str(), abandoned,
+            ok = counters.ok, failed = counters.failed, retried = counters.retried,
+            "worker stopped");
+        RunReport {
+            reason,
+            abandoned,
+            counters,
+        }
+    }
+}
+
+/// Background tasks aborted together when dropped, so no early return can leak one.
+#[derive(Default)]
+struct Tasks(Vec<JoinHandle<()>>);
+
+impl Tasks {
+    fn spawn(&mut self, f: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.0.push(tokio::spawn(f));
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// Best effort: a few tries, bounded in time. A consumer left behind is harmless (it owns
+/// nothing) and the heartbeat ages out.
+async fn retire(ctx: &Ctx) {
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
+    for _ in 0..5 {
+        match shutdown::retire(ctx).await {
+            Ok(_) => return,
+            Err(e) => {
+                warn!(error = %e, "retire failed");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    }
+}
+
+/// A blocking read running on its own task. It is never cancelled midway: a reply
+/// dropped on the floor could carry an entry now pending under our name that nobody
+/// would run until its lease ran out.
+type ReadTask = JoinHandle<(BlockingReader, ReadOutcome)>;
+
+/// The fetch/start loop.
+struct Dispatcher {
+    ctx: Arc<Ctx>,
+    /// To build a fresh reader should a read task ever die.
+    redis: Redis,
+    stop_rx: watch::Receiver<StopLevel>,
+    /// The reader when idle; `None` while its read runs in `read_task`.
+    reader: Option<BlockingReader>,
+    read_task: Option<ReadTask>,
+    /// The streams may hold entries for us: the last fetch filled every free slot, or a
+    /// read woke us. When false, only a blocking read (or a timer in burst mode) helps.
+    maybe_more: bool,
+    /// Not before this instant (after a failure): fetch / blocking read.
+    fetch_retry_at: Option<Instant>,
+    read_retry_at: Option<Instant>,
+    fetch_backoff: Backoff,
+    read_backoff: Backoff,
+    fetch_throttle: LogThrottle,
+}
+
+impl Dispatcher {
+    fn new(ctx: Arc<Ctx>, redis: Redis, stop_rx: watch::Receiver<StopLevel>) -> Self {
+        Dispatcher {
+            ctx,
+            stop_rx,
+            reader: Some(BlockingReader::new(redis.clone())),
+            redis,
+            read_task: None,
+            maybe_more: true,
+            fetch_retry_at: None,
+            read_retry_at: None,
+            fetch_backoff: Backoff::redis(),
+            read_backoff: Backoff::redis(),
+            fetch_throttle: LogThrottle::default(),
+        }
+    }
+
+    fn level(&self) -> StopLevel {
+        *self.stop_rx.borrow()
+    }
+
+    /// Slots this worker may still fill: prefetch minus held, minus one for a blocking
+    /// read in flight (it may deliver one entry).
+    fn free(&self) -> usize {
+        let held = self.ctx.held().total();
+        let reserved = held + usize::from(self.read_task.is_some());
+        self.ctx.config.prefetch.saturating_sub(reserved)
+    }
+
+    /// Takes work until a stop request (returns `Signal`) or, in burst mode, until the
+    /// queue is drained (`Burst`). An immediate stop returns `Forced`.
+    async fn serve(&mut self) -> StopReason {
+        let burst = self.ctx.config.burst;
+        let tick = Duration::from_millis(self.ctx.config.poll_block_ms);
+        loop {
+            match self.level() {
+                StopLevel::Running => {}
+                StopLevel::Graceful => return StopReason::Signal,
+                StopLevel::Immediate => return StopReason::Forced,
+            }
+            let now = Instant::now();
+            let free = self.free();
+            if free > 0 && self.maybe_more && self.fetch_retry_at.is_none_or(|t| now >= t) {
+                self.fetch(free).await;
+            }
+            self.start_ready();
+            let idle = self.ctx.held().total() == 0 && self.read_task.is_none();
+            if burst
+                && idle
+                && !self.maybe_more
+                && self.fetch_retry_at.is_none()
+                && self.burst_drained().await
+            {
+                return StopReason::Burst;
+            }
+            if !burst
+                && self.free() > 0
+                && !self.maybe_more
+                && self.read_task.is_none()
+                && self.read_retry_at.is_none_or(|t| now >= t)
+            {
+                self.spawn_read();
+            }
+            // Wait for something to change.
+            let wake_at = [self.fetch_retry_at, self.read_retry_at]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or_else(|| now + tick);
+            let ctx = self.ctx.clone();
+            tokio::select! {
+                _ = ctx.wake.notified() => {
+                    // Slots freed or entries dropped: the last fetch may have been cut
+                    // short by the limit, so look again (in burst mode always: there is
+                    // no blocking read to tell us).
+                    if burst { self.maybe_more = true; }
+                }
+                r = wait_read(&mut self.read_task) => self.on_read(r),
+                _ = self.stop_rx.changed() => {}
+                _ = tokio::time::sleep_until(wake_at) => {
+                    if self.fetch_retry_at.is_some_and(|t| Instant::now() >= t) {
+                        self.fetch_retry_at = None;
+                    }
+                    if self.read_retry_at.is_some_and(|t| Instant::now() >= t) {
+                        self.read_retry_at = None;
+                    }
+                    if burst { self.maybe_more = true; }
+                }
+            }
+        }
+    }
+
+    /// One `fetch` call for `count` entries.
+    async fn fetch(&mut self, count: usize) {
+        match fetch::fetch(&self.ctx, count).await {
+            Ok(entries) => {
+                self.fetch_backoff.reset();
+                self.fetch_retry_at = None;
+                if self.fetch_throttle.success() {
+                    info!("fetching works again");
+                }
+                self.maybe_more = entries.len() >= count;
+                self.accept(entries);
+            }
+            Err(e) => {
+                if let Some(suppressed) = self.fetch_throttle.failure() {
+                    warn!(error = %e, suppressed, "fetch failed, retrying");
+                }
+                self.fetch_retry_at = Some(Instant::now() + self.fetch_backoff.next_delay());
+            }
+        }
+    }
+
+    /// Puts fetched entries in the buffer; malformed ones go straight to `finish`.
+    fn accept(&mut self, entries: Vec<(usize, Parsed)>) {
+        if entries.is_empty() {
+            return;
+        }
+        self.ctx
+            .counters
+            .add(Counter::Delivered, entries.len() as u64);
+        let mut bad = Vec::new();
+        {
+            let mut held = self.ctx.held();
+            for (lane, parsed) in entries {
+                match parsed {
+                    Parsed::Task(d) => held.push(lane, d),
+                    Parsed::Malformed {
+                        entry_id,
+                        lane: lane_name,
+                        tries,
+                        enqueued_ms,
+                    } => {
+                        let task_id = malformed_task_id(&entry_id);
+                        held.mark_finishing(
+                            (lane, entry_id.clone()),
+                            RunningTask {
+                                task_id: task_id.clone(),
+                                fn_name: "?".to_owned(),
+                                attempt: tries,
+                            },
+                        );
+                        bad.push(Outcome {
+                            entry_id,
+                            task_id,
+                            kind: OutcomeKind::Fail,
+                            value: MALFORMED_REASON.as_bytes().to_vec(),
+                            tries,
+                            enqueued_ms,
+                            started_ms: 0,
+                            lane: lane_name,
+                            retry_delay_ms: 0,
+                        });
+                    }
+                }
+            }
+        }
+        for o in &bad {
+            error!(id = %o.task_id, worker = %self.ctx.worker(), lane = %o.lane,
+                "malformed entry (needs id, fn and p); dead-lettered");
+        }
+        self.ctx.counters.add(Counter::Malformed, bad.len() as u64);
+        self.ctx.sink.send(bad);
+    }
+
+    /// Starts buffered deliveries while concurrency allows, in one executor batch.
+    /// Expired ones are finished here without running.
+    fn start_ready(&mut self) {
+        let ctx = &self.ctx;
+        let now = ctx.now_ms();
+        let mut batch: Vec<Delivery> = Vec::new();
+        let mut expired: Vec<Outcome> = Vec::new();
+        {
+            let mut held = ctx.held();
+            while held.running() < ctx.config.concurrency {
+                let Some((lane, d)) = held.pop(1).pop() else {
+                    break;
+                };
+                if is_expired(&d, now) {
+                    held.mark_finishing(
+                        (lane, d.entry_id.clone()),
+                        RunningTask {
+                            task_id: d.task_id.clone(),
+                            fn_name: d.fn_name.clone(),
+                            attempt: d.tries,
+                        },
+                    );
+                    // Never started: `tries` stays at the attempts already made.
+                    let mut o = d.outcome(OutcomeKind::Expired, b"expired".to_vec(), 0, 0);
+                    o.tries = d.tries;
+                    expired.push(o);
+                } else {
+                    held.mark_running(lane, &d);
+                    batch.push(d);
+                }
+            }
+        }
+        ctx.sink.send(expired);
+        if !batch.is_empty() {
+            for d in &batch {
+                tracing::debug!(id = %d.task_id, name = %d.fn_name, worker = %ctx.worker(),
+                    try = d.attempt(), "task started");
+            }
+            ctx.executor.start(batch, &ctx.sink);
+        }
+    }
+
+    fn spawn_read(&mut self) {
+        let Some(mut reader) = self.reader.take() else {
+            return;
+        };
+        let ctx = self.ctx.clone();
+        self.read_task = Some(tokio::spawn(async move {
+            let out = reader
+                .read(
+                    &ctx.keys,
+                    ctx.worker(),
+                    ctx.config.poll_block_ms,
+                    ctx.config.command_timeout,
+                )
+                .await;
+            (reader, out)
+        }));
+    }
+
+    /// A blocking read came back; in every case the next step is a fetch (which also
+    /// creates missing groups), except after a failure, which waits out a backoff.
+    fn on_read(&mut self, r: Option<(BlockingReader, ReadOutcome)>) {
+        self.read_task = None;
+        let Some((reader, outcome)) = r else {
+            // The read task died (it cannot panic by design; be safe anyway).
+            self.reader = Some(BlockingReader::new(self.redis.clone()));
+            return;
+        };
+        self.reader = Some(reader);
+        match outcome {
+            ReadOutcome::Entries(entries) => {
+                self.read_backoff.reset();
+                self.maybe_more = true;
+                // After a stop these land in the buffer too; the drain loop hands the
+                // buffer back.
+                self.accept(entries);
+            }
+            ReadOutcome::Empty | ReadOutcome::NoGroup => {
+                self.read_backoff.reset();
+                self.maybe_more = true;
+            }
+            ReadOutcome::Failed => {
+                self.read_retry_at = Some(Instant::now() + self.read_backoff.next_delay());
+                // Fetch too: it goes over the shared connection, which may be fine.
+                self.maybe_more = true;
+            }
+        }
+    }
+
+    /// Burst mode, nothing held: one more fetch (finishes may have re-queued work), then
+    /// a promotion round (past-due scheduled tasks count as queued). Drained only if
+    /// neither finds anything.
+    async fn burst_drained(&mut self) -> bool {
+        let free = self.free();
+        self.fetch(free).await;
+        if self.fetch_retry_at.is_some() || self.ctx.held().total() > 0 {
+            return false;
+        }
+        match promote::round(&self.ctx).await {
+            Ok(r) if r.moved > 0 => {
+                self.maybe_more = true;
+                false
+            }
+            Ok(_) => self.ctx.held().total() == 0,
+            Err(e) => {
+                warn!(error = %e, "delayed promotion failed, retrying");
+                self.fetch_retry_at = Some(Instant::now() + self.fetch_backoff.next_delay());
+                false
+            }
+        }
+    }
+
+    /// Graceful stop: hand the buffer back, let running tasks finish (their leases are
+    /// still renewed), and wait for the last ack. Returns `Signal` when everything
+    /// finished, `Forced` on a second stop, `DrainTimeout` at the deadline; with the
+    /// number of tasks left running.
+    async fn drain(&mut self) -> (StopReason, usize) {
+        let ctx = self.ctx.clone();
+        let deadline = ctx.config.drain_timeout.map(|d| Instant::now() + d);
+        let running = ctx.held().in_flight();
+        info!(worker = %ctx.worker(), running, buffered = ctx.held().buffered(),
+            "stopping: handing back the buffer, waiting for running tasks");
+        let mut backoff = Backoff::redis();
+        loop {
+            if self.level() == StopLevel::Immediate {
+                return (StopReason::Forced, ctx.held().in_flight());
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                let left = ctx.held().in_flight();
+                warn!(worker = %ctx.worker(), running = left,
+                    "drain deadline passed; leaving running tasks for reclaim");
+                return (StopReason::DrainTimeout, left);
+            }
+            let mut retry_at = None;
+            let buffered = ctx.held().drain_buffer();
+            if !buffered.is_empty() {
+                match shutdown::handback(&ctx, &buffered).await {
+                    Ok(n) => {
+                        backoff.reset();
+                        ctx.counters.add(Counter::HandedBack, n);
+                        info!(worker = %ctx.worker(), handed_back = n, "buffer handed back");
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "handback failed, retrying");
+                        let mut held = ctx.held();
+                        for (lane, d) in buffered {
+                            held.push(lane, d);
+                        }
+                        retry_at = Some(Instant::now() + backoff.next_delay());
+                    }
+                }
+            }
+            if ctx.held().total() == 0 && self.read_task.is_none() {
+                return (StopReason::Signal, 0);
+            }
+            let wake_at = [deadline, retry_at]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                _ = ctx.wake.notified() => {}
+                r = wait_read(&mut self.read_task) => self.on_read(r),
+                _ = self.stop_rx.changed() => {}
+                _ = tokio::time::sleep_until(wake_at) => {}
+            }
+        }
+    }
+}
+
+/// The result of the read in flight, or never (when none is).
+async fn wait_read(task: &mut Option<ReadTask>) -> Option<(BlockingReader, ReadOutcome)> {
+    match task {
+        Some(t) => t.await.ok(),
+        None => std::future::pending().await,
+    }
+}

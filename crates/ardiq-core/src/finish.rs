@@ -1,0 +1,186 @@
+//! Finishing: outcomes in, one `finish` call per batch out.
+//!
+//! The finisher waits for the first outcome, then takes every other outcome already
+//! queued (without waiting: batching comes from load, never from a timer) and sends them
+//! all in one script call. Under load that is many acks per round trip; when idle each
+//! outcome goes out at once.
+
+use std::sync::Arc;
+
+use redis::Value;
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+use crate::backoff::{Backoff, LogThrottle};
+use crate::context::Ctx;
+use crate::executor::{Outcome, OutcomeKind};
+use crate::keys::GROUP;
+use crate::reply;
+use crate::report::Counter;
+use crate::scripts;
+use crate::state::{EntryKey, RunningTask};
+
+/// Most outcomes in one script call: keeps a single call (which blocks Redis while it
+/// runs) short even after a burst of completions.
+const MAX_BATCH: usize = 500;
+
+/// Runs until aborted by the engine (the channel never closes while the engine holds a
+/// sender). Every outcome is retried until Redis takes it: dropping one would leave its
+/// entry pending until another worker reclaims it and runs the task again.
+pub async fn run(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Vec<Outcome>>) {
+    let mut pending: Vec<Outcome> = Vec::new();
+    let mut backoff = Backoff::redis();
+    let mut throttle = LogThrottle::default();
+    loop {
+        if pending.is_empty() {
+            match rx.recv().await {
+                Some(batch) => pending.extend(batch),
+                None => return,
+            }
+        }
+        while pending.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(batch) => pending.extend(batch),
+                Err(_) => break,
+            }
+        }
+        let take = pending.len().min(MAX_BATCH);
+        let batch: Vec<Outcome> = pending.drain(..take).collect();
+        let batch = arrived(&ctx, batch);
+        if batch.is_empty() {
+            continue;
+        }
+        loop {
+            match call_finish(&ctx, &batch).await {
+                Ok(results) => {
+                    backoff.reset();
+                    if throttle.success() {
+                        info!("finishing outcomes again");
+                    }
+                    record(&ctx, &batch, &results);
+                    break;
+                }
+                Err(e) => {
+                    if let Some(suppressed) = throttle.failure() {
+                        warn!(error = %e, outcomes = batch.len(), suppressed,
+                            "finish failed, retrying");
+                    }
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+    }
+}
+
+/// An outcome with what the engine knows about its entry.
+struct Arrived {
+    outcome: Outcome,
+    key: EntryKey,
+    task: Option<RunningTask>,
+}
+
+/// Moves each outcome's entry from running to finishing (its concurrency slot frees now,
+/// before the round trip) and drops outcomes for lanes this worker does not know.
+fn arrived(ctx: &Ctx, batch: Vec<Outcome>) -> Vec<Arrived> {
+    let mut out = Vec::with_capacity(batch.len());
+    {
+        let mut held = ctx.held();
+        for outcome in batch {
+            let Some(lane) = ctx.keys.lane_index(&outcome.lane) else {
+                error!(id = %outcome.task_id, lane = %outcome.lane, worker = %ctx.worker(),
+                    "outcome names an unknown lane; dropped (the entry will be reclaimed)");
+                continue;
+            };
+            let key = (lane, outcome.entry_id.clone());
+            let task = held.outcome_arrived(&key);
+            out.push(Arrived { outcome, key, task });
+        }
+    }
+    ctx.wake.notify_one();
+    out
+}
+
+async fn call_finish(ctx: &Ctx, batch: &[Arrived]) -> Result<Vec<i64>, redis::RedisError> {
+    let keys = &ctx.keys;
+    let mut inv = scripts::FINISH.prepare_invoke();
+    inv.key(keys.delayed()).key(keys.dead_index());
+    for a in batch {
+        let id = &a.outcome.task_id;
+        inv.key(keys.stream(a.key.0))
+            .key(keys.job(id))
+            .key(keys.wait(id))
+            .key(keys.result(id))
+            .key(keys.dead(id));
+    }
+    inv.arg(keys.prefix())
+        .arg(GROUP)
+        .arg(ctx.worker())
+        .arg(ctx.config.result_ttl_ms)
+        .arg(batch.len());
+    for a in batch {
+        let o = &a.outcome;
+        inv.arg(&o.entry_id)
+            .arg(&o.task_id)
+            .arg(o.kind.as_str())
+            .arg(&o.value[..])
+            .arg(o.tries)
+            .arg(o.enqueued_ms)
+            .arg(o.started_ms)
+            .arg(&o.lane)
+            .arg(o.retry_delay_ms);
+    }
+    let mut conn = ctx.conn.clone();
+    let value: Value = inv.invoke_async(&mut conn).await?;
+    let items = reply::array(&value).unwrap_or_default();
+    Ok((0..batch.len())
+        .map(|i| items.get(i).and_then(reply::int).unwrap_or(0))
+        .collect())
+}
+
+/// Counts and logs each result, and releases the entries.
+fn record(ctx: &Ctx, batch: &[Arrived], results: &[i64]) {
+    let now = ctx.now_ms();
+    let worker = ctx.worker();
+    for (a, &r) in batch.iter().zip(results) {
+        let o = &a.outcome;
+        let name = a.task.as_ref().map_or("?", |t| t.fn_name.as_str());
+        if r == 0 {
+            ctx.counters.add(Counter::Stale, 1);
+            warn!(id = %o.task_id, name, worker, try = o.tries, kind = %o.kind,
+                entry = %o.entry_id,
+                "outcome is stale (the entry was reclaimed or finished elsewhere); dropped");
+            continue;
+        }
+        ctx.counters.finished(o.kind);
+        let duration_ms = if o.started_ms > 0 {
+            now - o.started_ms
+        } else {
+            0
+        };
+        match o.kind {
+            OutcomeKind::Ok => {
+                debug!(id = %o.task_id, name, worker, try = o.tries, duration_ms, "task succeeded")
+            }
+            OutcomeKind::Fail => {
+                error!(id = %o.task_id, name, worker, try = o.tries, "task failed for good (dead-lettered)")
+            }
+            OutcomeKind::Retry => {
+                warn!(id = %o.task_id, name, worker, try = o.tries, delay_ms = o.retry_delay_ms,
+                    "retry scheduled")
+            }
+            OutcomeKind::Abort => {
+                warn!(id = %o.task_id, name, worker, try = o.tries, "task aborted")
+            }
+            OutcomeKind::Expired => {
+                warn!(id = %o.task_id, name, worker, try = o.tries, "task expired before it started")
+            }
+        }
+    }
+    {
+        let mut held = ctx.held();
+        for a in batch {
+            held.finished(&a.key);
+        }
+    }
+    ctx.wake.notify_one();
+}

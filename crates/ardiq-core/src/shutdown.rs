@@ -1,0 +1,122 @@
+//! How a run is asked to end.
+//!
+//! A stop has two levels, matching what a worker does on signals: the first request
+//! drains (stop fetching, hand the buffer back, let running tasks finish while keeping
+//! their leases, retire); a second one, or `stop_now`, returns at once and leaves running
+//! entries pending for another worker to reclaim. Nothing is acknowledged early on either
+//! path, so nothing is lost.
+//!
+//! The level lives in a `watch` channel: every part of the engine can wait for a change
+//! without polling, and a signal handler can call [`StopHandle::stop`] from any thread.
+
+use redis::Value;
+use tokio::sync::watch;
+
+use crate::context::Ctx;
+use crate::executor::Delivery;
+use crate::keys::GROUP;
+use crate::reply;
+use crate::scripts;
+
+/// How far a stop has gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StopLevel {
+    /// Serving.
+    Running,
+    /// Draining: no new work, running tasks finish.
+    Graceful,
+    /// Return now.
+    Immediate,
+}
+
+/// Asks a running engine to stop. Cheap to clone, `Send + Sync`, safe to call from a
+/// signal-handling task or any thread, and before `run` starts (the run then drains at
+/// once).
+#[derive(Debug, Clone)]
+pub struct StopHandle {
+    tx: watch::Sender<StopLevel>,
+}
+
+impl StopHandle {
+    pub(crate) fn new() -> (Self, watch::Receiver<StopLevel>) {
+        let (tx, rx) = watch::channel(StopLevel::Running);
+        (StopHandle { tx }, rx)
+    }
+
+    /// First call: graceful stop. Second call: stop at once (the "second signal").
+    pub fn stop(&self) {
+        self.tx.send_modify(|l| {
+            *l = match *l {
+                StopLevel::Running => StopLevel::Graceful,
+                _ => StopLevel::Immediate,
+            }
+        });
+    }
+
+    /// Stop at once, leaving running tasks for reclaim.
+    pub fn stop_now(&self) {
+        self.tx.send_replace(StopLevel::Immediate);
+    }
+
+    /// The current level.
+    pub fn level(&self) -> StopLevel {
+        *self.tx.borrow()
+    }
+}
+
+/// Returns buffered (never started) entries to their streams as fresh entries, so any
+/// worker can take them at once instead of waiting out the lease. Returns how many the
+/// script re-queued.
+pub(crate) async fn handback(
+    ctx: &Ctx,
+    entries: &[(usize, Delivery)],
+) -> Result<u64, redis::RedisError> {
+    if entries.is_empty() {
+        return Ok(0);
+    }
+    let keys = &ctx.keys;
+    let mut inv = scripts::HANDBACK.prepare_invoke();
+    for (lane, d) in entries {
+        inv.key(keys.stream(*lane)).key(keys.job(&d.task_id));
+    }
+    inv.arg(GROUP).arg(ctx.worker());
+    for (_, d) in entries {
+        inv.arg(&d.entry_id);
+    }
+    let mut conn = ctx.conn.clone();
+    let value: Value = inv.invoke_async(&mut conn).await?;
+    Ok(reply::int(&value).unwrap_or(0).max(0) as u64)
+}
+
+/// Leaves every lane's group where this consumer owns nothing pending, and drops the
+/// heartbeat. Entries still pending (a forced stop) keep the consumer for reclaim.
+pub(crate) async fn retire(ctx: &Ctx) -> Result<i64, redis::RedisError> {
+    let keys = &ctx.keys;
+    let mut inv = scripts::RETIRE.prepare_invoke();
+    inv.key(keys.workers());
+    for lane in 0..keys.lanes().len() {
+        inv.key(keys.stream(lane));
+    }
+    inv.arg(GROUP).arg(ctx.worker());
+    let mut conn = ctx.conn.clone();
+    let value: Value = inv.invoke_async(&mut conn).await?;
+    Ok(reply::int(&value).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn escalates() {
+        let (h, mut rx) = StopHandle::new();
+        assert_eq!(h.level(), StopLevel::Running);
+        h.stop();
+        rx.wait_for(|l| *l >= StopLevel::Graceful).await.unwrap();
+        assert_eq!(h.level(), StopLevel::Graceful);
+        h.clone().stop();
+        rx.wait_for(|l| *l >= StopLevel::Immediate).await.unwrap();
+        h.stop();
+        assert_eq!(h.level(), StopLevel::Immediate);
+    }
+}

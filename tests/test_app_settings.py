@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 import pytest
-
 from ardiq import Ardiq, ArdiqError
 
 UNREACHABLE = "redis://127.0.0.1:1"
@@ -411,7 +411,7 @@ def test_crons_every_timedelta() -> None:
 
 def test_state_missing_attribute_mentions_lifespan() -> None:
     app = Ardiq(UNREACHABLE)
-    with pytest.raises(AttributeError, match="@app.lifespan"):
+    with pytest.raises(AttributeError, match=r"@app\.lifespan"):
         _ = app.state.db
     assert not hasattr(app.state, "db")
 
@@ -425,12 +425,8 @@ def test_lifespan_requires_an_async_generator() -> None:
         app.lifespan(not_a_generator)  # type: ignore[arg-type]
 
 
-async def test_lifespan_state_is_set_by_the_worker(make_app: object) -> None:
-    from collections.abc import AsyncIterator, Callable
-
-    assert callable(make_app)
-    make: Callable[..., Ardiq] = make_app  # type: ignore[assignment]
-    app = make(poll_block_ms=50)
+async def test_lifespan_state_is_set_by_the_worker(make_app: Callable[..., Ardiq]) -> None:
+    app = make_app(poll_block_ms=50)
     seen: list[str] = []
 
     @app.lifespan

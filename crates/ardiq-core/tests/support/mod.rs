@@ -176,7 +176,8 @@ impl Task {
         self
     }
 
-    pub fn expire_at(mut self, ms: i64) -> Self {
+    /// Expires `ms` after enqueue (the script takes it relative to the server's now).
+    pub fn expire_in(mut self, ms: i64) -> Self {
         self.expire_ms = ms;
         self
     }
@@ -508,4 +509,77 @@ pub fn spawn_engine(config: Config, exec: Arc<dyn Executor>) -> Running {
 /// subscriber the lines are dropped, which keeps test output quiet.
 pub fn raw(v: &Value) -> String {
     format!("{v:?}")
+}
+
+/// Reads up to `count` new entries as `consumer` (a stand-in for another worker) and
+/// returns their entry ids with their fields, never acknowledging them.
+pub async fn read_as(
+    conn: &mut MultiplexedConnection,
+    keys: &Keys,
+    lane: usize,
+    consumer: &str,
+    count: usize,
+) -> Vec<(String, HashMap<String, Vec<u8>>)> {
+    let _: Result<Value, _> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(keys.stream(lane))
+        .arg("ardiq")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
+    let v: Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("ardiq")
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(count)
+        .arg("STREAMS")
+        .arg(keys.stream(lane))
+        .arg(">")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let Value::Array(streams) = v else { return out };
+    for s in streams {
+        let Value::Array(parts) = s else { continue };
+        let Some(Value::Array(entries)) = parts.get(1) else { continue };
+        for e in entries {
+            let Value::Array(e) = e else { continue };
+            let eid: String = redis::from_redis_value(e[0].clone()).unwrap();
+            let fields: HashMap<String, Vec<u8>> = redis::from_redis_value(e[1].clone()).unwrap();
+            out.push((eid, fields));
+        }
+    }
+    out
+}
+
+/// Pending entries of the lane's group, per consumer name.
+pub async fn pending_by_consumer(conn: &mut MultiplexedConnection, keys: &Keys, lane: usize) -> HashMap<String, i64> {
+    let v: Value = redis::cmd("XPENDING").arg(keys.stream(lane)).arg("ardiq").query_async(conn).await.unwrap();
+    let mut out = HashMap::new();
+    if let Value::Array(parts) = v {
+        if let Some(Value::Array(consumers)) = parts.get(3) {
+            for c in consumers {
+                let (name, n): (String, String) = redis::from_redis_value(c.clone()).unwrap();
+                out.insert(name, n.parse().unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// The producer's `abort` script.
+pub async fn abort_task(conn: &mut MultiplexedConnection, keys: &Keys, id: &str) -> i64 {
+    let mut inv = scripts::ABORT.prepare_invoke();
+    inv.key(keys.delayed()).key(keys.job(id)).key(keys.wait(id)).key(keys.result(id));
+    for lane in 0..keys.lanes().len() {
+        inv.key(keys.stream(lane));
+    }
+    inv.arg(keys.prefix()).arg("ardiq").arg(300_000).arg(id).arg(keys.lanes().len());
+    for l in keys.lanes() {
+        inv.arg(l);
+    }
+    inv.invoke_async(conn).await.unwrap()
 }

@@ -1,0 +1,202 @@
+//! Reclaim: entries of a worker that stopped renewing are taken over; the delivery cap
+//! dead-letters a task whose workers keep dying; stale outcomes are dropped.
+
+mod support;
+
+use std::time::Duration;
+
+use ardiq_core::{scripts, Keys};
+use redis::Value;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_consumers_entries_are_reclaimed_and_run() {
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    let mut cfg = config(&server, "stall");
+    cfg.idle_timeout_ms = 400;
+    let keys = Keys::new(&cfg.queue, &cfg.lanes);
+    enqueue(&mut conn, &keys, &echo_tasks("s", 3)).await;
+    let stolen = read_as(&mut conn, &keys, 0, "ghost", 10).await;
+    assert_eq!(stolen.len(), 3);
+
+    let exec = TestExecutor::new();
+    let running = spawn_engine(cfg, exec.clone());
+    for i in 0..3 {
+        let r = wait_result(&mut conn, &keys, &format!("s{i}"), Duration::from_secs(5)).await;
+        assert!(r.ok);
+        assert_eq!(r.tries, 1, "a reclaim does not count an attempt");
+    }
+    for d in exec.deliveries.lock().unwrap().iter() {
+        assert_eq!(d.reclaims, 1, "the re-queued entry carries r + 1");
+        assert_eq!(d.tries, 0);
+    }
+    let report = running.stop(Duration::from_secs(5)).await;
+    assert_eq!(report.counters.reclaimed, 3);
+    assert_eq!(pending_by_consumer(&mut conn, &keys, 0).await.get("ghost"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_cap_dead_letters_worker_lost() {
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    let mut cfg = config(&server, "cap");
+    cfg.idle_timeout_ms = 300;
+    cfg.max_deliveries = 3;
+    let keys = Keys::new(&cfg.queue, &cfg.lanes);
+    // An attempt already delivered twice to workers that died (r = 2), now held by a
+    // third that stalls: its reclaim is the third delivery, which reaches the cap.
+    let now = now_ms();
+    let eid: String = redis::cmd("XADD")
+        .arg(keys.stream(0))
+        .arg("*")
+        .arg(&["id", "c1", "fn", "echo", "p", "x", "t", "1", "enq"])
+        .arg(now)
+        .arg(&["x", "0", "r", "2"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(keys.job("c1"))
+        .arg(&["fn", "echo", "l", "default", "s", "q", "t", "1", "x", "0", "enq"])
+        .arg(now)
+        .arg("e")
+        .arg(&eid)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(read_as(&mut conn, &keys, 0, "ghost", 10).await.len(), 1);
+
+    let exec = TestExecutor::new();
+    let running = spawn_engine(cfg, exec.clone());
+    let r = wait_result(&mut conn, &keys, "c1", Duration::from_secs(5)).await;
+    assert!(!r.ok);
+    assert_eq!(r.text(), "worker lost (delivered 3 times)");
+    let dl = dead_letter(&mut conn, &keys, "c1").await.expect("dead letter");
+    assert_eq!(dl["err"], b"worker lost (delivered 3 times)");
+    assert_eq!(dl["t"], b"2");
+    assert_eq!(exec.calls_of("c1"), 0);
+    let report = running.stop(Duration::from_secs(5)).await;
+    assert_eq!(report.counters.dead, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_killing_its_workers_is_dead_lettered_after_the_cap() {
+    // The cap reached step by step: each delivery goes to a consumer that dies (never
+    // acks). The first two takeovers are done by hand exactly as the engine does them
+    // (XAUTOCLAIM + `reclaim`), so no engine fetches the re-queued copy first; the last
+    // one is the engine's.
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    let mut cfg = config(&server, "killer");
+    cfg.idle_timeout_ms = 200;
+    cfg.max_deliveries = 3;
+    let keys = Keys::new(&cfg.queue, &cfg.lanes);
+    enqueue(&mut conn, &keys, &[Task::new("k1", "echo", "x")]).await;
+    assert_eq!(read_as(&mut conn, &keys, 0, "dies-1", 1).await.len(), 1);
+    for n in 2..=3 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let claimed: Value = redis::cmd("XAUTOCLAIM")
+            .arg(keys.stream(0))
+            .arg("ardiq")
+            .arg("reaper")
+            .arg(200)
+            .arg("0-0")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let Value::Array(parts) = claimed else { panic!() };
+        let Value::Array(entries) = &parts[1] else { panic!() };
+        assert_eq!(entries.len(), 1);
+        let Value::Array(e) = &entries[0] else { panic!() };
+        let eid: String = redis::from_redis_value(e[0].clone()).unwrap();
+        let mut inv = scripts::RECLAIM.prepare_invoke();
+        inv.key(keys.dead_index())
+            .key(keys.stream(0))
+            .key(keys.job("k1"))
+            .key(keys.wait("k1"))
+            .key(keys.result("k1"))
+            .key(keys.dead("k1"));
+        inv.arg(keys.prefix()).arg("ardiq").arg("reaper").arg(300_000).arg(3).arg(1);
+        inv.arg(&eid).arg("k1").arg("default");
+        let counts: Vec<i64> = inv.invoke_async(&mut conn).await.unwrap();
+        assert_eq!(counts, vec![1, 0, 0], "delivery {} re-queued", n - 1);
+        let again = read_as(&mut conn, &keys, 0, &format!("dies-{n}"), 1).await;
+        assert_eq!(again[0].1["r"], (n - 1).to_string().as_bytes());
+    }
+    // Third delivery's worker died too: the engine's reclaim reaches the cap.
+    let exec = TestExecutor::new();
+    let running = spawn_engine(cfg, exec.clone());
+    let r = wait_result(&mut conn, &keys, "k1", Duration::from_secs(5)).await;
+    assert_eq!(r.text(), "worker lost (delivered 3 times)");
+    assert_eq!(exec.calls_of("k1"), 0);
+    running.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_outcome_is_dropped_and_does_not_overwrite() {
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    let mut cfg = config(&server, "stale");
+    // One slot, no spare prefetch: once the task runs the engine fetches nothing more,
+    // so the re-queued copy is left for the "thief" below.
+    cfg.concurrency = 1;
+    cfg.prefetch = 1;
+    let keys = Keys::new(&cfg.queue, &cfg.lanes);
+    let exec = TestExecutor::new();
+    let running = spawn_engine(cfg, exec.clone());
+    enqueue(&mut conn, &keys, &[Task::new("st", "sleep", "800")]).await;
+    eventually(Duration::from_secs(5), "task started", || async { exec.calls_of("st") == 1 }).await;
+
+    // Another worker decides the entry is abandoned and takes it over.
+    let claimed: Value = redis::cmd("XAUTOCLAIM")
+        .arg(keys.stream(0))
+        .arg("ardiq")
+        .arg("thief")
+        .arg(0)
+        .arg("0-0")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let Value::Array(parts) = claimed else { panic!() };
+    let Value::Array(entries) = &parts[1] else { panic!() };
+    let Value::Array(e) = &entries[0] else { panic!() };
+    let old_eid: String = redis::from_redis_value(e[0].clone()).unwrap();
+    let mut inv = scripts::RECLAIM.prepare_invoke();
+    inv.key(keys.dead_index())
+        .key(keys.stream(0))
+        .key(keys.job("st"))
+        .key(keys.wait("st"))
+        .key(keys.result("st"))
+        .key(keys.dead("st"));
+    inv.arg(keys.prefix()).arg("ardiq").arg("thief").arg(300_000).arg(5).arg(1);
+    inv.arg(&old_eid).arg("st").arg("default");
+    let counts: Vec<i64> = inv.invoke_async(&mut conn).await.unwrap();
+    assert_eq!(counts, vec![1, 0, 0]);
+    // The thief runs the re-queued copy and finishes it first.
+    let copy = read_as(&mut conn, &keys, 0, "thief", 1).await;
+    assert_eq!(copy.len(), 1);
+    let mut fin = scripts::FINISH.prepare_invoke();
+    fin.key(keys.delayed())
+        .key(keys.dead_index())
+        .key(keys.stream(0))
+        .key(keys.job("st"))
+        .key(keys.wait("st"))
+        .key(keys.result("st"))
+        .key(keys.dead("st"));
+    fin.arg(keys.prefix()).arg("ardiq").arg("thief").arg(300_000).arg(1);
+    fin.arg(&copy[0].0).arg("st").arg("ok").arg("thief").arg(1).arg(0).arg(now_ms()).arg("default").arg(0);
+    let done: Vec<i64> = fin.invoke_async(&mut conn).await.unwrap();
+    assert_eq!(done, vec![1]);
+
+    // The engine's outcome for the old entry arrives later: stale, dropped.
+    eventually(Duration::from_secs(5), "stale outcome counted", || async {
+        running.counters.snapshot().stale == 1
+    })
+    .await;
+    let r = result(&mut conn, &keys, "st").await.unwrap();
+    assert_eq!(r.text(), "thief", "the stale outcome must not overwrite the result");
+    let report = running.stop(Duration::from_secs(5)).await;
+    assert_eq!(report.counters.ok, 0);
+    assert!(report.counters.lost_leases <= 1);
+}

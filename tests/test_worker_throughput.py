@@ -6,13 +6,14 @@ from collections import Counter
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
-
 from ardiq import Ardiq
 from support.workers import WorkerProcess
 
 
 async def test_thousand_tasks_complete_exactly_once_in_burst(
-    make_app: Callable[..., Ardiq], start_worker: Callable[..., WorkerProcess], queue: str,
+    make_app: Callable[..., Ardiq],
+    start_worker: Callable[..., WorkerProcess],
+    queue: str,
     redis_url: str,
 ) -> None:
     app = make_app(priorities=["low", "default", "high"])

@@ -13,11 +13,13 @@ import asyncio
 import contextvars
 import functools
 import logging
+import queue
+import threading
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from .context import ErrorContext, TaskContext, _current
 from .errors import Retry
@@ -71,6 +73,82 @@ class _Aborted(Exception):
     """Internal: the attempt was cancelled by an abort request."""
 
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class _DaemonPool(Executor):
+    """Threads for sync task bodies.
+
+    Unlike ``ThreadPoolExecutor`` its threads are daemons that the interpreter does not
+    join at exit: a sync body abandoned by an abort, a timeout or a hard stop keeps
+    running to its end, but never holds the worker process open after it stopped. A
+    thread is added whenever none is idle, so an abandoned body never delays the next
+    task (running bodies are bounded by the worker's concurrency).
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix
+        self._work: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._idle = threading.Semaphore(0)
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        future: Future[_T] = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the sync task pool is shut down")
+            self._work.put((future, functools.partial(fn, *args, **kwargs)))
+            if not self._idle.acquire(blocking=False):
+                thread = threading.Thread(
+                    target=self._serve, name=f"{self._prefix}-{len(self._threads)}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
+        return future
+
+    def _serve(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            future, call = item
+            del item
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = call()
+                except BaseException as exc:
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+            del future, call
+            self._idle.release()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            threads = list(self._threads)
+        if cancel_futures:
+            while True:
+                try:
+                    item = self._work.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item[0].cancel()
+        for _ in threads:
+            self._work.put(None)
+        if wait:
+            for thread in threads:
+                thread.join()
+
+
 class Runtime:
     """Runs deliveries of one app's tasks. One per worker (or inline test context)."""
 
@@ -79,19 +157,20 @@ class Runtime:
         self.worker_id = worker_id
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._aborting: set[str] = set()
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: _DaemonPool | None = None
 
     @property
     def running_ids(self) -> list[str]:
         return list(self._running)
 
     def abort(self, task_id: str) -> bool:
-        """Cancel the running attempt of `task_id` (its outcome becomes an abort)."""
-        task = self._running.get(task_id)
-        if task is None or task.done():
-            return False
+        """Cancel the attempt of `task_id` this runtime was handed (its outcome becomes an
+        abort). Called before the body started (the delivery is handed over but
+        :meth:`execute` has not reached the body yet), the body never starts."""
         self._aborting.add(task_id)
-        task.cancel()
+        task = self._running.get(task_id)
+        if task is not None and not task.done():
+            task.cancel()
         return True
 
     def close(self) -> None:
@@ -131,6 +210,10 @@ class Runtime:
             return outcome(FAIL, error)
 
         ctx = TaskContext(d.task_id, d.name, tries, headers)
+        if d.task_id in self._aborting:
+            self._aborting.discard(d.task_id)
+            log.warning("task aborted before it started %s", fields)
+            return outcome(ABORT, "aborted")
         log.debug("task started %s", fields)
         me = asyncio.current_task()
         if me is not None:
@@ -199,9 +282,7 @@ class Runtime:
                 return await fn(*args, **kwargs)
             loop = asyncio.get_running_loop()
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(
-                    max_workers=max(self.app.concurrency, 1), thread_name_prefix="ardiq-task"
-                )
+                self._pool = _DaemonPool("ardiq-task")
             # The copied context carries current_task() into the thread.
             call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
             return await loop.run_in_executor(self._pool, call)

@@ -31,7 +31,7 @@ from redis import exceptions as rexc
 from .broker import Broker, make_client, translate_errors
 from .errors import ArdiqError
 from .protocol import GROUP
-from .runtime import FAIL, RETRY, Delivery, Outcome, Runtime, now_ms
+from .runtime import ABORT, FAIL, RETRY, Delivery, Outcome, Runtime, now_ms
 from .settings import mask_url
 
 if TYPE_CHECKING:
@@ -67,6 +67,15 @@ class Backoff:
         self.delay = min(self.delay * 2, self.cap)
 
 
+# An entry we hold is named by its lane and entry id together: entry ids are unique only
+# within one stream (two lanes written in the same millisecond both get `<ms>-0`).
+Ref = tuple[str, str]
+
+
+def ref_of(x: Delivery | Outcome) -> Ref:
+    return (x.lane, x.entry_id)
+
+
 def parse_entry(lane: str, eid: str, fields: Mapping[bytes, bytes]) -> Delivery | str:
     """A stream entry as a Delivery, or the reason it is malformed."""
     for name in (b"id", b"fn", b"p"):
@@ -96,10 +105,10 @@ class Worker:
         self.lanes = list(reversed(app.priorities))  # highest first: the fetch order
         self.rank = {lane: i for i, lane in enumerate(self.lanes)}
         self.runtime = Runtime(app, self.worker_id)
-        self.held: dict[str, Delivery] = {}  # every entry we hold: buffered, running, finishing
-        self.by_task: dict[str, str] = {}  # task id -> entry id, for aborts
-        self.buffer: list[tuple[int, int, str]] = []  # heap of (lane rank, seq, entry id)
-        self.running: dict[str, asyncio.Task[None]] = {}
+        self.held: dict[Ref, Delivery] = {}  # every entry we hold: buffered, running, finishing
+        self.by_task: dict[str, Ref] = {}  # task id -> its entry, for aborts
+        self.buffer: list[tuple[int, int, Ref]] = []  # heap of (lane rank, seq, entry)
+        self.running: dict[Ref, asyncio.Task[None]] = {}
         self.outcomes: list[Outcome] = []
         self.seq = itertools.count()
         self.stops = 0
@@ -174,7 +183,7 @@ class Worker:
             log.info("worker stopped worker=%s reason=%s", self.worker_id, reason)
 
     def _duties(self) -> list[Callable[[], Awaitable[None]]]:
-        duties = [
+        duties: list[Callable[[], Awaitable[None]]] = [
             self._finisher,
             self._renewer,
             self._reclaimer,
@@ -269,9 +278,11 @@ class Worker:
                 await backoff.wait(exc)
         return "stop"
 
-    async def _wait_changed(self) -> None:
+    async def _wait_changed(self, *, while_stopping: bool = False) -> None:
+        """Wait (at most a second) for a slot to free, an outcome to land or a stop. Once
+        stopping, only `while_stopping` callers (the drain) wait: the rest return at once."""
         self.changed.clear()
-        if self.stops:
+        if self.stops and not while_stopping:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.changed.wait(), 1.0)
@@ -282,7 +293,15 @@ class Worker:
             await asyncio.sleep(min(0.05, (self.retry_due_ms - now_ms()) / 1000))
             return False
         report = await self._promote_report()
-        return not report[3] and not self.outcomes
+        if report[3] or self.outcomes:
+            return False
+        # The promoter may have moved a due task into a stream since our last fetch: read
+        # once more, so nothing that was due when we checked is left behind.
+        entries = await self._fetch(self.app.prefetch - len(self.held))
+        if entries:
+            self._accept(entries)
+            return False
+        return True
 
     # ------------------------------------------------------------------ reading
     async def _fetch(self, count: int) -> list[tuple[str, str, dict[bytes, bytes]]]:
@@ -298,10 +317,10 @@ class Worker:
     async def _block_read(self) -> list[tuple[str, str, dict[bytes, bytes]]]:
         """Wait for new work on any lane (one entry per lane at most), on the dedicated
         connection. A stop is noticed when the read returns (at most poll_block_ms)."""
-        streams = dict.fromkeys(self.streams, ">")
+        streams: dict[Any, Any] = dict.fromkeys(self.streams, ">")
         try:
             with translate_errors(self.app.redis_url):
-                reply = await self.block_client.xreadgroup(
+                reply: Any = await self.block_client.xreadgroup(
                     GROUP, self.worker_id, streams, count=1, block=self.app.poll_block_ms
                 )
         except ArdiqError as exc:
@@ -323,33 +342,34 @@ class Worker:
             if isinstance(parsed, str):
                 log.error("%s entry=%s lane=%s", parsed, eid, lane)
                 d = Delivery(eid, lane, f"entry:{eid}", "", b"", 0, 0)
-                self.held[eid] = d
+                self.held[(lane, eid)] = d
                 self._submit(Outcome(eid, d.task_id, FAIL, parsed.encode(), 0, 0, 0, lane))
                 continue
-            self.held[eid] = parsed
-            self.by_task[parsed.task_id] = eid
-            heapq.heappush(self.buffer, (self.rank[lane], next(self.seq), eid))
+            ref = (lane, eid)
+            self.held[ref] = parsed
+            self.by_task[parsed.task_id] = ref
+            heapq.heappush(self.buffer, (self.rank[lane], next(self.seq), ref))
         self._dispatch()
 
     def _dispatch(self) -> None:
         if self.stops:
             return
         while self.buffer and len(self.running) < self.app.concurrency:
-            _, _, eid = heapq.heappop(self.buffer)
-            d = self.held.get(eid)
-            if d is None or eid in self.running:
+            _, _, ref = heapq.heappop(self.buffer)
+            d = self.held.get(ref)
+            if d is None or ref in self.running:
                 continue  # dropped (lease lost or aborted) while it waited
-            self.running[eid] = asyncio.get_running_loop().create_task(self._run_one(d))
+            self.running[ref] = asyncio.get_running_loop().create_task(self._run_one(d))
 
     async def _run_one(self, d: Delivery) -> None:
         try:
             outcome = await self.runtime.execute(d)
         except asyncio.CancelledError:
             # Hard stop: no outcome, the entry stays pending for another worker's reclaim.
-            self.held.pop(d.entry_id, None)
+            self.held.pop(ref_of(d), None)
             return
         finally:
-            self.running.pop(d.entry_id, None)
+            self.running.pop(ref_of(d), None)
             self.changed.set()
         self._submit(outcome)
         self._dispatch()
@@ -374,8 +394,8 @@ class Worker:
                     continue
                 del self.outcomes[: len(batch)]
                 for outcome, recorded in zip(batch, reply, strict=True):
-                    self.held.pop(outcome.entry_id, None)
-                    if self.by_task.get(outcome.task_id) == outcome.entry_id:
+                    self.held.pop(ref_of(outcome), None)
+                    if self.by_task.get(outcome.task_id) == ref_of(outcome):
                         del self.by_task[outcome.task_id]
                     if not recorded:
                         log.warning(
@@ -425,7 +445,7 @@ class Worker:
                 )
                 self._hard_stop()
                 break
-            await self._wait_changed()
+            await self._wait_changed(while_stopping=True)
         if self.running:
             await asyncio.gather(*self.running.values(), return_exceptions=True)
         flush_started = time.monotonic()
@@ -440,22 +460,23 @@ class Worker:
             await asyncio.sleep(0.01)
 
     async def _hand_back(self) -> None:
-        waiting = [eid for _, _, eid in self.buffer if eid in self.held and eid not in self.running]
+        waiting = [ref for _, _, ref in self.buffer if ref in self.held and ref not in self.running]
         self.buffer.clear()
         if not waiting:
             return
         k = self.app.keys
         keys: list[str] = []
-        for eid in waiting:
-            d = self.held[eid]
+        for ref in waiting:
+            d = self.held[ref]
             keys += [k.stream(d.lane), k.job(d.task_id)]
+        eids = [eid for _, eid in waiting]
         try:
-            count = await self.broker.script("handback", keys, [GROUP, self.worker_id, *waiting])
+            count = await self.broker.script("handback", keys, [GROUP, self.worker_id, *eids])
             log.info("handed back %d prefetched tasks worker=%s", count, self.worker_id)
         except ArdiqError as exc:
             log.warning("could not hand back prefetched tasks (%s); they will be reclaimed", exc)
-        for eid in waiting:
-            d = self.held.pop(eid)
+        for ref in waiting:
+            d = self.held.pop(ref)
             self.by_task.pop(d.task_id, None)
 
     async def _retire(self) -> None:
@@ -469,32 +490,39 @@ class Worker:
         backoff = Backoff("renewing leases")
         while True:
             await asyncio.sleep(interval)
-            held = [(eid, d) for eid, d in self.held.items()]
-            if not held:
-                continue
-            args: list[Any] = [GROUP, self.worker_id]
-            for eid, d in held:
-                args += [self.lanes.index(d.lane) + 1, eid]
-            try:
-                lost = await self.broker.script("renew", self.streams, args)
-                backoff.reset()
-            except ArdiqError as exc:
-                await backoff.wait(exc)
-                continue
-            for raw in lost:
-                eid = raw.decode()
-                d = self.held.get(eid)
-                if d is None:
-                    continue
-                if eid in self.running:
-                    log.warning(
-                        "lease lost while running; its outcome will be dropped id=%s worker=%s",
-                        d.task_id,
-                        self.worker_id,
-                    )
-                elif all(o.entry_id != eid for o in self.outcomes):
-                    self.held.pop(eid, None)
-                    self.by_task.pop(d.task_id, None)
+            # One call per lane: the script answers with bare entry ids, which are unique
+            # only within one stream.
+            by_lane: dict[str, list[str]] = {}
+            for lane, eid in self.held:
+                by_lane.setdefault(lane, []).append(eid)
+            for lane, eids in by_lane.items():
+                index = self.rank[lane] + 1
+                args: list[Any] = [GROUP, self.worker_id]
+                for eid in eids:
+                    args += [index, eid]
+                try:
+                    lost = await self.broker.script("renew", self.streams, args)
+                    backoff.reset()
+                except ArdiqError as exc:
+                    await backoff.wait(exc)
+                    break
+                for raw in lost:
+                    self._lease_lost((lane, raw.decode()))
+
+    def _lease_lost(self, ref: Ref) -> None:
+        d = self.held.get(ref)
+        if d is None:
+            return
+        if ref in self.running:
+            log.warning(
+                "lease lost while running; its outcome will be dropped id=%s worker=%s",
+                d.task_id,
+                self.worker_id,
+            )
+        elif all(ref_of(o) != ref for o in self.outcomes):
+            self.held.pop(ref, None)
+            if self.by_task.get(d.task_id) == ref:
+                del self.by_task[d.task_id]
 
     async def _reclaimer(self) -> None:
         app = self.app
@@ -523,7 +551,7 @@ class Worker:
             "COUNT",
             RECLAIM_COUNT,
         )
-        next_cursor = reply[0].decode()
+        next_cursor: str = reply[0].decode()
         claimed = [(eid.decode(), fields) for eid, fields in reply[1] if eid is not None]
         if not claimed:
             return next_cursor
@@ -644,20 +672,20 @@ class Worker:
                 await backoff.wait(exc)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _abort(self, task_id: str) -> None:
-        eid = self.by_task.get(task_id)
-        if eid is None:
+        ref = self.by_task.get(task_id)
+        if ref is None:
             return
-        if eid in self.running:
+        if ref in self.running:
             self.runtime.abort(task_id)
             return
-        d = self.held.get(eid)
-        if d is not None and all(o.entry_id != eid for o in self.outcomes):
+        d = self.held.get(ref)
+        if d is not None and all(ref_of(o) != ref for o in self.outcomes):
             log.warning("task aborted before it started id=%s worker=%s", task_id, self.worker_id)
-            self.buffer = [item for item in self.buffer if item[2] != eid]
+            self.buffer = [item for item in self.buffer if item[2] != ref]
             heapq.heapify(self.buffer)
             self._submit(
-                Outcome(eid, task_id, "abort", b"aborted", d.tries, d.enqueue_ms, 0, d.lane)
+                Outcome(d.entry_id, task_id, ABORT, b"aborted", d.tries, d.enqueue_ms, 0, d.lane)
             )

@@ -31,8 +31,14 @@ def main() -> int:
     if args.burst:
         app.burst = True
     if args.concurrency:
+        # As `ardiq run --concurrency N`: the prefetch follows (2 x N) unless the app set
+        # its own, which must still be at least N.
+        default_prefetch = app._prefetch == 2 * app._concurrency
         app._concurrency = args.concurrency
-        app._prefetch = max(app._prefetch, 2 * args.concurrency)
+        if default_prefetch:
+            app._prefetch = 2 * args.concurrency
+        else:
+            app._prefetch = max(app._prefetch, args.concurrency)
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()

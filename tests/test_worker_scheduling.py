@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -72,8 +73,8 @@ async def test_scheduled_task_stays_scheduled_until_due(
     while time.monotonic() - t0 < 0.9:
         assert await job.status() == "scheduled"
         assert await ledger.items("stamp") == []
-        await app.queue_size() == 1
-        await __import__("asyncio").sleep(0.1)
+        assert await app.queue_size() == 1
+        await asyncio.sleep(0.1)
     result = await wait_until(job.result, 5, "the delayed task's result")
     assert result.success
     assert len(await ledger.items("stamp")) == 1

@@ -1,0 +1,80 @@
+"""Abort: scheduled and queued tasks are finalized at once and never run; a running async
+task is cancelled and a running sync task abandoned. No retry, no hook, no dead letter."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from apps.ledger import LANES, Ledger
+from ardiq import Ardiq
+from support.workers import WorkerProcess
+
+
+@pytest.fixture
+async def ledger(redis_url: str, queue: str) -> AsyncIterator[Ledger]:
+    ledger = Ledger(redis_url, queue)
+    yield ledger
+    await ledger.close()
+
+
+async def test_abort_scheduled_and_queued_never_run(
+    make_app: Callable[..., Ardiq], start_worker: Callable[..., WorkerProcess], ledger: Ledger
+) -> None:
+    app = make_app(priorities=LANES)
+    count = app.ref("count")
+    scheduled = await count.options(delay_ms=300).enqueue(1)
+    queued = await count.enqueue(2)
+    kept = await count.enqueue(3)
+    assert await scheduled.status() == "scheduled" and await queued.status() == "queued"
+
+    assert await scheduled.abort() is True
+    assert await queued.abort() is True
+    for job in (scheduled, queued):
+        assert await job.status() == "complete"
+        r = await job.result()
+        assert r is not None and r.aborted and not r.success and r.value == "aborted"
+        assert r.start == 0
+        assert await job.abort() is False  # already finished
+
+    await asyncio.sleep(0.4)  # the scheduled one would be due now
+    worker = start_worker("apps.basic:app", "--burst")
+    assert worker.wait(30) == 0, worker.output()
+    assert await ledger.items("count") == ["3"]
+    r3 = await kept.result()
+    assert r3 is not None and r3.success
+    assert await app.dead_count() == 0
+    assert await app.queue_size() == 0
+    assert await app.job("no-such-task").abort() is False
+
+
+@pytest.mark.parametrize("task", ["sleep", "sync_sleep"])
+async def test_abort_running_task(
+    task: str,
+    make_app: Callable[..., Ardiq],
+    start_worker: Callable[..., WorkerProcess],
+    ledger: Ledger,
+) -> None:
+    app = make_app(priorities=LANES)
+    worker = start_worker("apps.basic:app")
+    job = await app.ref(task).enqueue(5)
+    await ledger.wait_for("started", 1)
+    assert await job.status() == "running"
+    assert await job.abort() is True
+    r = await job.result(timeout=2)
+    assert r is not None and r.aborted and not r.success and r.value == "aborted"
+    assert r.tries == 1 and r.duration_ms < 2000
+    assert await job.status() == "complete"
+
+    # The worker goes on: another task runs at once.
+    after = await app.ref("add").enqueue(1, 2)
+    r2 = await after.result(timeout=5)
+    assert r2 is not None and r2.value == 3
+
+    await asyncio.sleep(0.3)
+    assert await ledger.items("started") == [job.id]  # not retried
+    assert await ledger.items("finished") == []  # the async body was cancelled
+    assert await ledger.items("hook") == []
+    assert await app.dead_count() == 0
+    assert worker.stop() == 0, worker.output()

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from redis import exceptions as rexc
 
 from .errors import BrokerError
+from .settings import mask_url
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -22,6 +23,8 @@ log = logging.getLogger("ardiq")
 # exist yet (a custom id enqueued later) and a wake-up lost while the connection was down.
 RECHECK_S = 1.0
 REGISTERED_RECHECK_S = 30.0
+# How long a subscribe attempt may take before the waiter gives up on Redis.
+SUBSCRIBE_TIMEOUT_S = 10.0
 
 
 class ResultWaiter:
@@ -31,22 +34,35 @@ class ResultWaiter:
         self.broker = broker
         self._waiters: dict[bytes, set[asyncio.Future[None]]] = {}
         self._reader: asyncio.Task[None] | None = None
-        self._subscribed = asyncio.Event()
+        self._subscribed = False
+        # Resolved when the current subscribe attempt ends: None when it worked, else
+        # the error. After a failure the reader puts a fresh future here for its next try.
+        self._attempt: asyncio.Future[BaseException | None] | None = None
+        self._users = 0  # wait_raw calls in progress: the reader stops when there are none
 
     async def wait_raw(self, task_id: str, timeout: float | None) -> bytes:
         """The result record of `task_id`, waiting up to `timeout` seconds (forever if None).
 
-        Raises TimeoutError when nothing arrives in time."""
+        Raises TimeoutError when nothing arrives in time, BrokerError when Redis cannot be
+        reached."""
+        self._users += 1
+        try:
+            return await self._wait_raw(task_id, timeout)
+        finally:
+            self._users -= 1
+
+    async def _wait_raw(self, task_id: str, timeout: float | None) -> bytes:
         deadline = None if timeout is None else time.monotonic() + timeout
         key = task_id.encode()
         keys = self.broker.keys
         script_keys = [keys.job(task_id), keys.wait(task_id), keys.result(task_id)]
-        await self._ensure_subscribed()
         while True:
+            # Subscribed before asking, so a finish between the two cannot be missed.
+            await self._ensure_subscribed()
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.setdefault(key, set()).add(fut)
             try:
-                left = None if deadline is None else deadline - time.monotonic()
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 # Registered waiters sleep until the wake-up (or a long safety re-check).
                 pause = REGISTERED_RECHECK_S if left is None else left
                 reply = await self.broker.script("wait", script_keys, [int(pause * 1000) + 5000])
@@ -72,13 +88,29 @@ class ResultWaiter:
                 raise TimeoutError(f"no result for task {task_id!r} within {timeout}s")
 
     async def _ensure_subscribed(self) -> None:
+        if self._subscribed:
+            return
+        loop = asyncio.get_running_loop()
         if self._reader is None or self._reader.done():
-            self._subscribed.clear()
-            self._reader = asyncio.get_running_loop().create_task(self._read())
+            self._attempt = loop.create_future()
+            self._reader = loop.create_task(self._read(), name="ardiq-results")
+        attempt = self._attempt
+        assert attempt is not None
         try:
-            await asyncio.wait_for(self._subscribed.wait(), 10)
+            error = await asyncio.wait_for(asyncio.shield(attempt), SUBSCRIBE_TIMEOUT_S)
         except TimeoutError:
-            raise BrokerError(f"could not subscribe to results at {self.broker.url}") from None
+            raise BrokerError(
+                f"could not subscribe to results at {mask_url(self.broker.url)}: no answer"
+            ) from None
+        if error is not None:
+            raise BrokerError(
+                f"Redis at {mask_url(self.broker.url)} unreachable: could not subscribe to "
+                f"results: {error}"
+            ) from error
+
+    def _attempt_ended(self, error: BaseException | None) -> None:
+        if self._attempt is not None and not self._attempt.done():
+            self._attempt.set_result(error)
 
     async def _read(self) -> None:
         channel = self.broker.keys.done_channel
@@ -92,19 +124,24 @@ class ResultWaiter:
                     if msg is None:
                         continue
                     if msg["type"] == "subscribe":
-                        self._subscribed.set()
+                        self._subscribed = True
+                        self._attempt_ended(None)
                         backoff = 0.05
                     elif msg["type"] == "message":
                         self._wake(msg["data"])
             except (rexc.RedisError, OSError) as exc:
                 log.debug("result subscription lost (%s); resubscribing", type(exc).__name__)
-                self._subscribed.clear()
+                self._subscribed = False
+                self._attempt_ended(exc)
+                self._attempt = asyncio.get_running_loop().create_future()
                 self._wake_all()  # wake-ups may have been missed: everyone re-checks
+                if self._users == 0:
+                    return  # nobody waits: the next waiter starts a new reader
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _wake(self, task_id: Any) -> None:
         for fut in self._waiters.get(bytes(task_id), ()):
@@ -118,8 +155,9 @@ class ResultWaiter:
                     fut.set_result(None)
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
+        reader, self._reader = self._reader, None
+        self._subscribed = False
+        if reader is not None:
+            reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
-            self._reader = None
+                await reader

@@ -76,6 +76,14 @@ def ref_of(x: Delivery | Outcome) -> Ref:
     return (x.lane, x.entry_id)
 
 
+def as_fields(raw: Any) -> dict[bytes, bytes]:
+    """An entry's fields as a dict, whether redis-py parsed them already or not."""
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    flat = list(raw or [])
+    return {flat[j]: flat[j + 1] for j in range(0, len(flat) - 1, 2)}
+
+
 def parse_entry(lane: str, eid: str, fields: Mapping[bytes, bytes]) -> Delivery | str:
     """A stream entry as a Delivery, or the reason it is malformed."""
     for name in (b"id", b"fn", b"p"):
@@ -196,14 +204,25 @@ class Worker:
         return duties
 
     def _spawn(self, duty: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        """Run a duty for the worker's whole life: one that fails unexpectedly is logged
+        and started again (with backoff), never left dead while the worker goes on."""
+
         async def guarded() -> None:
-            try:
-                await duty()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("internal error in worker duty %s", duty.__name__)
-                raise
+            backoff = Backoff(f"worker duty {duty.__name__}", base=0.2)
+            while True:
+                try:
+                    await duty()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.error(
+                        "internal error in worker duty %s: %s; restarting it",
+                        duty.__name__,
+                        type(exc).__name__,
+                        exc_info=exc,
+                    )
+                    await backoff.wait(exc)
 
         return asyncio.get_running_loop().create_task(guarded(), name=f"ardiq-{duty.__name__}")
 
@@ -310,8 +329,7 @@ class Worker:
         for i in range(0, len(reply), 3):
             lane = self.lanes[int(reply[i]) - 1]
             flat = reply[i + 2]
-            fields = {flat[j]: flat[j + 1] for j in range(0, len(flat), 2)}
-            out.append((lane, reply[i + 1].decode(), fields))
+            out.append((lane, reply[i + 1].decode(), as_fields(flat)))
         return out
 
     async def _block_read(self) -> list[tuple[str, str, dict[bytes, bytes]]]:
@@ -333,7 +351,7 @@ class Worker:
         for stream, entries in reply or []:
             lane = by_stream[stream.decode() if isinstance(stream, bytes) else stream]
             for eid, fields in entries:
-                out.append((lane, eid.decode(), fields or {}))
+                out.append((lane, eid.decode(), as_fields(fields)))
         return out
 
     def _accept(self, entries: list[tuple[str, str, dict[bytes, bytes]]]) -> None:
@@ -565,8 +583,8 @@ class Worker:
             app.max_deliveries,
             len(claimed),
         ]
-        for eid, flat in claimed:
-            fields = {flat[j]: flat[j + 1] for j in range(0, len(flat or []), 2)}
+        for eid, raw_fields in claimed:
+            fields = as_fields(raw_fields)
             raw_id = fields.get(b"id")
             task_id = raw_id.decode(errors="replace") if raw_id else f"entry:{eid}"
             keys += [

@@ -251,7 +251,7 @@ impl Dispatcher {
             }
             let now = Instant::now();
             let free = self.free();
-            if free > 0 && self.maybe_more && self.fetch_retry_at.is_none_or(|t| now >= t) {
+            if free > 0 && self.maybe_more && self.fetch_retry_at.map_or(true, |t| now >= t) {
                 self.fetch(free).await;
             }
             self.start_ready();
@@ -268,7 +268,7 @@ impl Dispatcher {
                 && self.free() > 0
                 && !self.maybe_more
                 && self.read_task.is_none()
-                && self.read_retry_at.is_none_or(|t| now >= t)
+                && self.read_retry_at.map_or(true, |t| now >= t)
             {
                 self.spawn_read();
             }

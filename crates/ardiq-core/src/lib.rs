@@ -16,7 +16,7 @@
 //! * [`shutdown`]: [`StopHandle`] (first stop drains, second returns at once), handback
 //!   and retire.
 //! * [`report`]: [`RunReport`], [`StopReason`], live [`Counters`].
-//! * [`error`]: [`EngineError`].
+//! * [`error`]: the [`EngineError`] type.
 //!
 //! One module per background job, each a loop on its own tokio task:
 //! * `fetch`: the `fetch` script and the dedicated blocking read.

@@ -44,9 +44,9 @@ pub async fn run(ctx: Arc<Ctx>) {
     loop {
         tokio::time::sleep(every).await;
         let mut failed = false;
-        for lane in 0..cursors.len() {
+        for (lane, cursor) in cursors.iter_mut().enumerate() {
             for _ in 0..MAX_PAGES {
-                match poll_lane(&ctx, lane, &mut cursors[lane]).await {
+                match poll_lane(&ctx, lane, cursor).await {
                     Ok(full) if full => continue,
                     Ok(_) => break,
                     Err(e) => {

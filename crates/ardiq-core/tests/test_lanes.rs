@@ -26,7 +26,9 @@ async fn highest_lane_runs_first() {
     enqueue(&mut conn, &keys, &tasks).await;
 
     let exec = TestExecutor::new();
-    let report = spawn_engine(cfg, exec.clone()).join(Duration::from_secs(20)).await;
+    let report = spawn_engine(cfg, exec.clone())
+        .join(Duration::from_secs(20))
+        .await;
     assert_eq!(report.reason, StopReason::Burst);
     let order = exec.order.lock().unwrap().clone();
     let expected: Vec<String> = ["high", "mid", "low"]
@@ -57,8 +59,13 @@ async fn buffer_orders_a_mixed_prefetch_by_lane() {
     }
     enqueue(&mut conn, &keys, &tasks).await;
     let exec = TestExecutor::new();
-    spawn_engine(cfg, exec.clone()).join(Duration::from_secs(20)).await;
+    spawn_engine(cfg, exec.clone())
+        .join(Duration::from_secs(20))
+        .await;
     let order = exec.order.lock().unwrap().clone();
-    assert!(order[..10].iter().all(|id| id.starts_with("high")), "{order:?}");
+    assert!(
+        order[..10].iter().all(|id| id.starts_with("high")),
+        "{order:?}"
+    );
     assert_eq!(order[10], "low0");
 }

@@ -23,7 +23,9 @@ async fn two_engines_share_a_queue_without_duplicates() {
     cb.worker_id = "b".into();
     let (ra, rb) = (spawn_engine(ca, ea.clone()), spawn_engine(cb, eb.clone()));
     // Enqueue while both are blocked waiting, in several chunks, so both get work.
-    let tasks: Vec<Task> = (0..600).map(|i| Task::new(format!("s{i}"), "sleep", "1")).collect();
+    let tasks: Vec<Task> = (0..600)
+        .map(|i| Task::new(format!("s{i}"), "sleep", "1"))
+        .collect();
     for chunk in tasks.chunks(50) {
         enqueue(&mut conn, &keys, chunk).await;
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -31,17 +33,34 @@ async fn two_engines_share_a_queue_without_duplicates() {
     for t in &tasks {
         wait_result(&mut conn, &keys, &t.id, Duration::from_secs(20)).await;
     }
-    let (a, b) = (ra.stop(Duration::from_secs(5)).await, rb.stop(Duration::from_secs(5)).await);
+    let (a, b) = (
+        ra.stop(Duration::from_secs(5)).await,
+        rb.stop(Duration::from_secs(5)).await,
+    );
     assert_eq!(a.counters.ok + b.counters.ok, 600);
-    assert!(a.counters.ok > 0 && b.counters.ok > 0, "both engines worked: {} / {}", a.counters.ok, b.counters.ok);
+    assert!(
+        a.counters.ok > 0 && b.counters.ok > 0,
+        "both engines worked: {} / {}",
+        a.counters.ok,
+        b.counters.ok
+    );
     let seen_a: HashSet<String> = ea.calls.lock().unwrap().keys().cloned().collect();
     let seen_b: HashSet<String> = eb.calls.lock().unwrap().keys().cloned().collect();
     assert!(seen_a.is_disjoint(&seen_b));
     assert_eq!(ea.total_calls() + eb.total_calls(), 600);
     // Both retired: no heartbeat left, no consumers left in the group.
-    let workers: i64 = redis::cmd("ZCARD").arg(keys.workers()).query_async(&mut conn).await.unwrap();
+    let workers: i64 = redis::cmd("ZCARD")
+        .arg(keys.workers())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(workers, 0);
-    let consumers: redis::Value =
-        redis::cmd("XINFO").arg("CONSUMERS").arg(keys.stream(0)).arg("ardiq").query_async(&mut conn).await.unwrap();
+    let consumers: redis::Value = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(keys.stream(0))
+        .arg("ardiq")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(consumers, redis::Value::Array(vec![]));
 }

@@ -33,7 +33,10 @@ async fn stalled_consumers_entries_are_reclaimed_and_run() {
     }
     let report = running.stop(Duration::from_secs(5)).await;
     assert_eq!(report.counters.reclaimed, 3);
-    assert_eq!(pending_by_consumer(&mut conn, &keys, 0).await.get("ghost"), None);
+    assert_eq!(
+        pending_by_consumer(&mut conn, &keys, 0).await.get("ghost"),
+        None
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,7 +61,9 @@ async fn delivery_cap_dead_letters_worker_lost() {
         .unwrap();
     let _: () = redis::cmd("HSET")
         .arg(keys.job("c1"))
-        .arg(&["fn", "echo", "l", "default", "s", "q", "t", "1", "x", "0", "enq"])
+        .arg(&[
+            "fn", "echo", "l", "default", "s", "q", "t", "1", "x", "0", "enq",
+        ])
         .arg(now)
         .arg("e")
         .arg(&eid)
@@ -72,7 +77,9 @@ async fn delivery_cap_dead_letters_worker_lost() {
     let r = wait_result(&mut conn, &keys, "c1", Duration::from_secs(5)).await;
     assert!(!r.ok);
     assert_eq!(r.text(), "worker lost (delivered 3 times)");
-    let dl = dead_letter(&mut conn, &keys, "c1").await.expect("dead letter");
+    let dl = dead_letter(&mut conn, &keys, "c1")
+        .await
+        .expect("dead letter");
     assert_eq!(dl["err"], b"worker lost (delivered 3 times)");
     assert_eq!(dl["t"], b"2");
     assert_eq!(exec.calls_of("c1"), 0);
@@ -105,10 +112,16 @@ async fn task_killing_its_workers_is_dead_lettered_after_the_cap() {
             .query_async(&mut conn)
             .await
             .unwrap();
-        let Value::Array(parts) = claimed else { panic!() };
-        let Value::Array(entries) = &parts[1] else { panic!() };
+        let Value::Array(parts) = claimed else {
+            panic!()
+        };
+        let Value::Array(entries) = &parts[1] else {
+            panic!()
+        };
         assert_eq!(entries.len(), 1);
-        let Value::Array(e) = &entries[0] else { panic!() };
+        let Value::Array(e) = &entries[0] else {
+            panic!()
+        };
         let eid: String = redis::from_redis_value(e[0].clone()).unwrap();
         let mut inv = scripts::RECLAIM.prepare_invoke();
         inv.key(keys.dead_index())
@@ -117,7 +130,12 @@ async fn task_killing_its_workers_is_dead_lettered_after_the_cap() {
             .key(keys.wait("k1"))
             .key(keys.result("k1"))
             .key(keys.dead("k1"));
-        inv.arg(keys.prefix()).arg("ardiq").arg("reaper").arg(300_000).arg(3).arg(1);
+        inv.arg(keys.prefix())
+            .arg("ardiq")
+            .arg("reaper")
+            .arg(300_000)
+            .arg(3)
+            .arg(1);
         inv.arg(&eid).arg("k1").arg("default");
         let counts: Vec<i64> = inv.invoke_async(&mut conn).await.unwrap();
         assert_eq!(counts, vec![1, 0, 0], "delivery {} re-queued", n - 1);
@@ -146,7 +164,10 @@ async fn stale_outcome_is_dropped_and_does_not_overwrite() {
     let exec = TestExecutor::new();
     let running = spawn_engine(cfg, exec.clone());
     enqueue(&mut conn, &keys, &[Task::new("st", "sleep", "800")]).await;
-    eventually(Duration::from_secs(5), "task started", || async { exec.calls_of("st") == 1 }).await;
+    eventually(Duration::from_secs(5), "task started", || async {
+        exec.calls_of("st") == 1
+    })
+    .await;
 
     // Another worker decides the entry is abandoned and takes it over.
     let claimed: Value = redis::cmd("XAUTOCLAIM")
@@ -158,9 +179,15 @@ async fn stale_outcome_is_dropped_and_does_not_overwrite() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let Value::Array(parts) = claimed else { panic!() };
-    let Value::Array(entries) = &parts[1] else { panic!() };
-    let Value::Array(e) = &entries[0] else { panic!() };
+    let Value::Array(parts) = claimed else {
+        panic!()
+    };
+    let Value::Array(entries) = &parts[1] else {
+        panic!()
+    };
+    let Value::Array(e) = &entries[0] else {
+        panic!()
+    };
     let old_eid: String = redis::from_redis_value(e[0].clone()).unwrap();
     let mut inv = scripts::RECLAIM.prepare_invoke();
     inv.key(keys.dead_index())
@@ -169,7 +196,12 @@ async fn stale_outcome_is_dropped_and_does_not_overwrite() {
         .key(keys.wait("st"))
         .key(keys.result("st"))
         .key(keys.dead("st"));
-    inv.arg(keys.prefix()).arg("ardiq").arg("thief").arg(300_000).arg(5).arg(1);
+    inv.arg(keys.prefix())
+        .arg("ardiq")
+        .arg("thief")
+        .arg(300_000)
+        .arg(5)
+        .arg(1);
     inv.arg(&old_eid).arg("st").arg("default");
     let counts: Vec<i64> = inv.invoke_async(&mut conn).await.unwrap();
     assert_eq!(counts, vec![1, 0, 0]);
@@ -184,8 +216,20 @@ async fn stale_outcome_is_dropped_and_does_not_overwrite() {
         .key(keys.wait("st"))
         .key(keys.result("st"))
         .key(keys.dead("st"));
-    fin.arg(keys.prefix()).arg("ardiq").arg("thief").arg(300_000).arg(1);
-    fin.arg(&copy[0].0).arg("st").arg("ok").arg("thief").arg(1).arg(0).arg(now_ms()).arg("default").arg(0);
+    fin.arg(keys.prefix())
+        .arg("ardiq")
+        .arg("thief")
+        .arg(300_000)
+        .arg(1);
+    fin.arg(&copy[0].0)
+        .arg("st")
+        .arg("ok")
+        .arg("thief")
+        .arg(1)
+        .arg(0)
+        .arg(now_ms())
+        .arg("default")
+        .arg(0);
     let done: Vec<i64> = fin.invoke_async(&mut conn).await.unwrap();
     assert_eq!(done, vec![1]);
 
@@ -195,7 +239,11 @@ async fn stale_outcome_is_dropped_and_does_not_overwrite() {
     })
     .await;
     let r = result(&mut conn, &keys, "st").await.unwrap();
-    assert_eq!(r.text(), "thief", "the stale outcome must not overwrite the result");
+    assert_eq!(
+        r.text(),
+        "thief",
+        "the stale outcome must not overwrite the result"
+    );
     let report = running.stop(Duration::from_secs(5)).await;
     assert_eq!(report.counters.ok, 0);
     assert!(report.counters.lost_leases <= 1);

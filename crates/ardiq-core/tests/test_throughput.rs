@@ -17,11 +17,16 @@ async fn thousand_tasks_each_finished_exactly_once_in_burst() {
     cfg.burst = true;
     let keys = Keys::new(&cfg.queue, &cfg.lanes);
     let tasks = echo_tasks("t", 1000);
-    assert!(enqueue(&mut conn, &keys, &tasks).await.iter().all(|&r| r == 1));
+    assert!(enqueue(&mut conn, &keys, &tasks)
+        .await
+        .iter()
+        .all(|&r| r == 1));
 
     let exec = TestExecutor::new();
     let t0 = Instant::now();
-    let report = spawn_engine(cfg, exec.clone()).join(Duration::from_secs(60)).await;
+    let report = spawn_engine(cfg, exec.clone())
+        .join(Duration::from_secs(60))
+        .await;
     let elapsed = t0.elapsed();
 
     assert_eq!(report.reason, StopReason::Burst);
@@ -30,20 +35,33 @@ async fn thousand_tasks_each_finished_exactly_once_in_burst() {
     assert_eq!(exec.total_calls(), 1000);
     for t in &tasks {
         assert_eq!(exec.calls_of(&t.id), 1, "{} ran more than once", t.id);
-        let r = result(&mut conn, &keys, &t.id).await.expect("result stored");
+        let r = result(&mut conn, &keys, &t.id)
+            .await
+            .expect("result stored");
         assert!(r.ok);
         assert_eq!(r.value, t.payload);
         assert_eq!(r.tries, 1);
         assert!(r.started_ms > 0 && r.finished_ms >= r.started_ms);
     }
     // Finished entries are deleted and nothing is pending.
-    let len: i64 = redis::cmd("XLEN").arg(keys.stream(0)).query_async(&mut conn).await.unwrap();
+    let len: i64 = redis::cmd("XLEN")
+        .arg(keys.stream(0))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(len, 0);
-    let jobs: Vec<String> = redis::cmd("KEYS").arg(keys.job("*")).query_async(&mut conn).await.unwrap();
+    let jobs: Vec<String> = redis::cmd("KEYS")
+        .arg(keys.job("*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert!(jobs.is_empty());
     // The executor got batches, not only single deliveries.
     let batches = exec.batches.lock().unwrap().clone();
-    assert!(batches.iter().any(|&b| b > 1), "expected batched starts, got {batches:?}");
+    assert!(
+        batches.iter().any(|&b| b > 1),
+        "expected batched starts, got {batches:?}"
+    );
     assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
 }
 
@@ -53,7 +71,9 @@ async fn burst_on_empty_queue_exits_after_one_read() {
     let mut cfg = config(&server, "empty");
     cfg.burst = true;
     let exec = TestExecutor::new();
-    let report = spawn_engine(cfg, exec.clone()).join(Duration::from_secs(10)).await;
+    let report = spawn_engine(cfg, exec.clone())
+        .join(Duration::from_secs(10))
+        .await;
     assert_eq!(report.reason, StopReason::Burst);
     assert_eq!(exec.total_calls(), 0);
     // The fetch created the group on the (new) stream.

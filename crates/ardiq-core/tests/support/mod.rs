@@ -127,7 +127,10 @@ fn ping(port: u16) -> bool {
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 /// Engine settings tuned for tests: short blocks and leases so scenarios run in seconds.
@@ -191,7 +194,9 @@ pub async fn enqueue(conn: &mut MultiplexedConnection, keys: &Keys, tasks: &[Tas
         inv.key(keys.delayed());
         for t in chunk {
             let lane = keys.lane_index(&t.lane).expect("unknown lane in test");
-            inv.key(keys.stream(lane)).key(keys.job(&t.id)).key(keys.result(&t.id));
+            inv.key(keys.stream(lane))
+                .key(keys.job(&t.id))
+                .key(keys.result(&t.id));
         }
         inv.arg(chunk.len());
         for t in chunk {
@@ -235,7 +240,11 @@ impl TaskResult {
 }
 
 pub async fn result(conn: &mut MultiplexedConnection, keys: &Keys, id: &str) -> Option<TaskResult> {
-    let blob: Option<Vec<u8>> = redis::cmd("GET").arg(keys.result(id)).query_async(conn).await.unwrap();
+    let blob: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(keys.result(id))
+        .query_async(conn)
+        .await
+        .unwrap();
     let blob = blob?;
     let mut pos = 0;
     let Msg::Array(items) = decode(&blob, &mut pos) else {
@@ -255,13 +264,21 @@ pub async fn result(conn: &mut MultiplexedConnection, keys: &Keys, id: &str) -> 
 }
 
 /// Waits until `id` has a result.
-pub async fn wait_result(conn: &mut MultiplexedConnection, keys: &Keys, id: &str, within: Duration) -> TaskResult {
+pub async fn wait_result(
+    conn: &mut MultiplexedConnection,
+    keys: &Keys,
+    id: &str,
+    within: Duration,
+) -> TaskResult {
     let deadline = Instant::now() + within;
     loop {
         if let Some(r) = result(conn, keys, id).await {
             return r;
         }
-        assert!(Instant::now() < deadline, "no result for {id} within {within:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no result for {id} within {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -280,10 +297,23 @@ where
 }
 
 /// A dead letter's fields, or `None`.
-pub async fn dead_letter(conn: &mut MultiplexedConnection, keys: &Keys, id: &str) -> Option<HashMap<String, Vec<u8>>> {
-    let score: Option<i64> = redis::cmd("ZSCORE").arg(keys.dead_index()).arg(id).query_async(conn).await.unwrap();
+pub async fn dead_letter(
+    conn: &mut MultiplexedConnection,
+    keys: &Keys,
+    id: &str,
+) -> Option<HashMap<String, Vec<u8>>> {
+    let score: Option<i64> = redis::cmd("ZSCORE")
+        .arg(keys.dead_index())
+        .arg(id)
+        .query_async(conn)
+        .await
+        .unwrap();
     score?;
-    let h: HashMap<String, Vec<u8>> = redis::cmd("HGETALL").arg(keys.dead(id)).query_async(conn).await.unwrap();
+    let h: HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
+        .arg(keys.dead(id))
+        .query_async(conn)
+        .await
+        .unwrap();
     Some(h)
 }
 
@@ -409,7 +439,10 @@ impl TestExecutor {
 }
 
 fn payload_ms(d: &Delivery) -> u64 {
-    String::from_utf8_lossy(&d.payload).trim().parse().unwrap_or(0)
+    String::from_utf8_lossy(&d.payload)
+        .trim()
+        .parse()
+        .unwrap_or(0)
 }
 
 impl Executor for TestExecutor {
@@ -424,7 +457,12 @@ impl Executor for TestExecutor {
             };
             self.order.lock().unwrap().push(d.task_id.clone());
             let started = now_ms();
-            self.starts.lock().unwrap().entry(d.task_id.clone()).or_default().push(started);
+            self.starts
+                .lock()
+                .unwrap()
+                .entry(d.task_id.clone())
+                .or_default()
+                .push(started);
             self.deliveries.lock().unwrap().push(d.clone());
             let sink = outcomes.clone();
             match d.fn_name.as_str() {
@@ -445,7 +483,10 @@ impl Executor for TestExecutor {
                 }
                 "sleep" => {
                     let stop = Arc::new(Notify::new());
-                    self.aborts.lock().unwrap().insert(d.task_id.clone(), stop.clone());
+                    self.aborts
+                        .lock()
+                        .unwrap()
+                        .insert(d.task_id.clone(), stop.clone());
                     let ms = payload_ms(&d);
                     tokio::spawn(async move {
                         tokio::select! {
@@ -498,15 +539,30 @@ impl Running {
 }
 
 pub fn spawn_engine(config: Config, exec: Arc<dyn Executor>) -> Running {
+    init_logs();
     let engine = Engine::new(config).expect("valid config");
     let stop = engine.stop_handle();
     let counters = engine.counters();
     let handle = tokio::spawn(engine.run(exec));
-    Running { stop, handle, counters }
+    Running {
+        stop,
+        handle,
+        counters,
+    }
 }
 
-/// Installs a test log subscriber once? The engine logs through `tracing`; without a
-/// subscriber the lines are dropped, which keeps test output quiet.
+/// Engine logs, shown for failing tests (or all with `--nocapture`); `RUST_LOG` filters,
+/// default `warn`.
+pub fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
+/// A reply in debug form, for `contains` checks.
 pub fn raw(v: &Value) -> String {
     format!("{v:?}")
 }
@@ -544,7 +600,9 @@ pub async fn read_as(
     let Value::Array(streams) = v else { return out };
     for s in streams {
         let Value::Array(parts) = s else { continue };
-        let Some(Value::Array(entries)) = parts.get(1) else { continue };
+        let Some(Value::Array(entries)) = parts.get(1) else {
+            continue;
+        };
         for e in entries {
             let Value::Array(e) = e else { continue };
             let eid: String = redis::from_redis_value(e[0].clone()).unwrap();
@@ -556,8 +614,17 @@ pub async fn read_as(
 }
 
 /// Pending entries of the lane's group, per consumer name.
-pub async fn pending_by_consumer(conn: &mut MultiplexedConnection, keys: &Keys, lane: usize) -> HashMap<String, i64> {
-    let v: Value = redis::cmd("XPENDING").arg(keys.stream(lane)).arg("ardiq").query_async(conn).await.unwrap();
+pub async fn pending_by_consumer(
+    conn: &mut MultiplexedConnection,
+    keys: &Keys,
+    lane: usize,
+) -> HashMap<String, i64> {
+    let v: Value = redis::cmd("XPENDING")
+        .arg(keys.stream(lane))
+        .arg("ardiq")
+        .query_async(conn)
+        .await
+        .unwrap();
     let mut out = HashMap::new();
     if let Value::Array(parts) = v {
         if let Some(Value::Array(consumers)) = parts.get(3) {
@@ -573,11 +640,18 @@ pub async fn pending_by_consumer(conn: &mut MultiplexedConnection, keys: &Keys, 
 /// The producer's `abort` script.
 pub async fn abort_task(conn: &mut MultiplexedConnection, keys: &Keys, id: &str) -> i64 {
     let mut inv = scripts::ABORT.prepare_invoke();
-    inv.key(keys.delayed()).key(keys.job(id)).key(keys.wait(id)).key(keys.result(id));
+    inv.key(keys.delayed())
+        .key(keys.job(id))
+        .key(keys.wait(id))
+        .key(keys.result(id));
     for lane in 0..keys.lanes().len() {
         inv.key(keys.stream(lane));
     }
-    inv.arg(keys.prefix()).arg("ardiq").arg(300_000).arg(id).arg(keys.lanes().len());
+    inv.arg(keys.prefix())
+        .arg("ardiq")
+        .arg(300_000)
+        .arg(id)
+        .arg(keys.lanes().len());
     for l in keys.lanes() {
         inv.arg(l);
     }

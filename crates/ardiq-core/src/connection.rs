@@ -134,3 +134,25 @@ pub fn is_auth_error(e: &RedisError) -> bool {
 pub fn is_nogroup(e: &RedisError) -> bool {
     e.code() == Some("NOGROUP") || e.to_string().contains("NOGROUP")
 }
+
+/// Worth retrying as is: the connection or the server is in trouble for now. Anything
+/// else (a script error, a wrong key type) would fail the same way again.
+pub fn is_transient(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || matches!(
+            e.code(),
+            Some(
+                "LOADING"
+                    | "BUSY"
+                    | "TRYAGAIN"
+                    | "CLUSTERDOWN"
+                    | "MASTERDOWN"
+                    | "READONLY"
+                    | "OOM"
+                    | "NOSCRIPT"
+            )
+        )
+}

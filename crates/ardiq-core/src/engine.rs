@@ -129,9 +129,12 @@ impl Engine {
         drop(serving);
         let (reason, abandoned) = match reason {
             StopReason::Signal => d.drain().await,
+            StopReason::Forced => (StopReason::Forced, ctx.held().in_flight()),
             other => (other, 0),
         };
-        if abandoned == 0 {
+        // A forced stop or a missed deadline returns at once: no more round trips. (The
+        // script would keep a consumer that owns pending entries anyway.)
+        if matches!(reason, StopReason::Signal | StopReason::Burst) {
             retire(&ctx).await;
         }
         drop(core);

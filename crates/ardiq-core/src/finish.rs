@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::{Backoff, LogThrottle};
+use crate::connection::is_transient;
 use crate::context::Ctx;
 use crate::executor::{Outcome, OutcomeKind};
 use crate::keys::GROUP;
@@ -50,23 +51,58 @@ pub async fn run(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Vec<Outcome>>) {
         if batch.is_empty() {
             continue;
         }
-        loop {
-            match call_finish(&ctx, &batch).await {
-                Ok(results) => {
-                    backoff.reset();
-                    if throttle.success() {
-                        info!("finishing outcomes again");
-                    }
-                    record(&ctx, &batch, &results);
-                    break;
+        finish_batch(&ctx, &batch, &mut backoff, &mut throttle).await;
+    }
+}
+
+/// Finishes `batch`, retrying transient failures until Redis takes it. A batch the
+/// server rejects (a script error: some key of the wrong type, say) is split, so one
+/// poisoned outcome cannot wedge every other: each is then tried alone, and one that
+/// still fails is logged and released. Its entry stays pending, is reclaimed once its
+/// lease runs out, and ends in the dead letters at the delivery cap.
+async fn finish_batch(
+    ctx: &Ctx,
+    batch: &[Arrived],
+    backoff: &mut Backoff,
+    throttle: &mut LogThrottle,
+) {
+    loop {
+        match call_finish(ctx, batch).await {
+            Ok(results) => {
+                backoff.reset();
+                if throttle.success() {
+                    info!("finishing outcomes again");
                 }
-                Err(e) => {
-                    if let Some(suppressed) = throttle.failure() {
-                        warn!(error = %e, outcomes = batch.len(), suppressed,
-                            "finish failed, retrying");
-                    }
-                    tokio::time::sleep(backoff.next_delay()).await;
+                record(ctx, batch, &results);
+                return;
+            }
+            Err(e) if is_transient(&e) => {
+                if let Some(suppressed) = throttle.failure() {
+                    warn!(error = %e, outcomes = batch.len(), suppressed, "finish failed, retrying");
                 }
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(e) if batch.len() > 1 => {
+                warn!(error = %e, outcomes = batch.len(), "finish rejected a batch; finishing one by one");
+                for one in batch {
+                    Box::pin(finish_batch(
+                        ctx,
+                        std::slice::from_ref(one),
+                        backoff,
+                        throttle,
+                    ))
+                    .await;
+                }
+                return;
+            }
+            Err(e) => {
+                let a = &batch[0];
+                let name = a.task.as_ref().map_or("?", |t| t.fn_name.as_str());
+                error!(id = %a.outcome.task_id, name, worker = %ctx.worker(), try = a.outcome.tries,
+                    error = %e, "finish rejected this outcome; leaving the entry for reclaim");
+                ctx.held().finished(&a.key);
+                ctx.wake.notify_one();
+                return;
             }
         }
     }

@@ -131,3 +131,54 @@ async fn malformed_entry_is_dead_lettered_and_the_worker_goes_on() {
         .unwrap();
     assert_eq!(len, 0, "malformed entries are acked and deleted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_the_script_rejects_does_not_wedge_the_others() {
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    let mut cfg = config(&server, "poison");
+    cfg.concurrency = 16;
+    cfg.prefetch = 32;
+    cfg.burst = true;
+    let keys = Keys::new(&cfg.queue, &cfg.lanes);
+    let mut tasks = echo_tasks("ok", 20);
+    tasks.insert(10, Task::new("poison", "flaky", "0"));
+    enqueue(&mut conn, &keys, &tasks).await;
+    // Corrupt the job record: `finish` fails with WRONGTYPE on this task's retry.
+    let _: () = redis::cmd("DEL")
+        .arg(keys.job("poison"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(keys.job("poison"))
+        .arg("garbage")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let exec = TestExecutor::new();
+    let report = spawn_engine(cfg, exec.clone())
+        .join(Duration::from_secs(10))
+        .await;
+    assert_eq!(report.reason, StopReason::Burst);
+    for i in 0..20 {
+        assert!(
+            result(&mut conn, &keys, &format!("ok{i}")).await.is_some(),
+            "ok{i} finished"
+        );
+    }
+    // The rejected outcome's entry is left pending for reclaim, not acked.
+    let pending: i64 = {
+        let v: redis::Value = redis::cmd("XPENDING")
+            .arg(keys.stream(0))
+            .arg("ardiq")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let redis::Value::Array(parts) = v else {
+            panic!()
+        };
+        redis::from_redis_value(parts[0].clone()).unwrap()
+    };
+    assert_eq!(pending, 1);
+}

@@ -467,27 +467,19 @@ impl Dispatcher {
         }
     }
 
-    /// Burst mode, nothing held: one more fetch (finishes may have re-queued work), then
-    /// a promotion round (past-due scheduled tasks count as queued). Drained only if
-    /// neither finds anything.
+    /// Burst mode, nothing held: a promotion round (past-due scheduled tasks count as
+    /// queued), then one more fetch (finishes may have re-queued work too). Drained only
+    /// if that fetch finds nothing. Promotion comes first: anything due has then been
+    /// moved into a stream, by us or by another worker's promoter, before the fetch looks.
     async fn burst_drained(&mut self) -> bool {
-        let free = self.free();
-        self.fetch(free).await;
-        if self.fetch_retry_at.is_some() || self.ctx.held().total() > 0 {
+        if let Err(e) = promote::round(&self.ctx).await {
+            warn!(error = %e, "delayed promotion failed, retrying");
+            self.fetch_retry_at = Some(Instant::now() + self.fetch_backoff.next_delay());
             return false;
         }
-        match promote::round(&self.ctx).await {
-            Ok(r) if r.moved > 0 => {
-                self.maybe_more = true;
-                false
-            }
-            Ok(_) => self.ctx.held().total() == 0,
-            Err(e) => {
-                warn!(error = %e, "delayed promotion failed, retrying");
-                self.fetch_retry_at = Some(Instant::now() + self.fetch_backoff.next_delay());
-                false
-            }
-        }
+        let free = self.free();
+        self.fetch(free).await;
+        self.fetch_retry_at.is_none() && self.ctx.held().total() == 0
     }
 
     /// Graceful stop: hand the buffer back, let running tasks finish (their leases are

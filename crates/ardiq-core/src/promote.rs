@@ -89,8 +89,6 @@ pub async fn promote(ctx: &Ctx, ids: &[String]) -> Result<Promoted> {
 /// What a full round found.
 #[derive(Debug, Clone, Default)]
 pub struct Round {
-    /// Tasks this round moved.
-    pub moved: u64,
     /// Due ids left that this worker cannot move (their lane is not one of ours).
     pub stuck: usize,
     /// The last reply (server time, next due time).
@@ -101,14 +99,12 @@ pub struct Round {
 /// move.
 pub async fn round(ctx: &Ctx) -> Result<Round> {
     let mut r = promote(ctx, &[]).await?;
-    let mut moved = 0;
     for _ in 0..MAX_CALLS {
         if r.due.is_empty() {
             break;
         }
         let ids = std::mem::take(&mut r.due);
         r = promote(ctx, &ids).await?;
-        moved += r.moved;
         // Nothing moved: the remaining due ids belong to lanes we do not serve. Leave them
         // to the workers that do instead of spinning on them.
         if r.moved == 0 {
@@ -116,7 +112,6 @@ pub async fn round(ctx: &Ctx) -> Result<Round> {
         }
     }
     Ok(Round {
-        moved,
         stuck: r.due.len(),
         last: r,
     })

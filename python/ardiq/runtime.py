@@ -333,8 +333,11 @@ class Runtime:
                     await result
             except Exception as hook_exc:
                 log.error(
-                    "on_error hook %s raised %s (ignored) id=%s",
-                    getattr(hook, "__name__", hook),
+                    "on_error hook %s raised %s (ignored) id=%s name=%s worker=%s try=%d",
+                    getattr(hook, "__name__", type(hook).__name__),
                     type(hook_exc).__name__,
                     d.task_id,
+                    d.name,
+                    self.worker_id,
+                    tries,
                 )

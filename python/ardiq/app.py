@@ -269,10 +269,26 @@ class Ardiq:
     def sync(self) -> SyncRunner:
         """The private loop behind the blocking ``*_sync`` twins."""
         if self._sync is None:
+            import weakref
+
             from .syncrunner import SyncRunner
 
-            self._sync = SyncRunner(self._queue_name)
+            # The closer and the finalizer must not hold the app, or it would never die.
+            clients = self._clients
+
+            async def close_clients() -> None:
+                entry = clients.pop(id(_running_loop()), None)
+                if entry is not None:
+                    await entry[1].broker.close()
+
+            self._sync = SyncRunner(self._queue_name, close_clients)
+            weakref.finalize(self, self._sync.close_soon).atexit = False
         return self._sync
+
+    def close_sync(self) -> None:
+        """Close the connections of the blocking twins (they reopen on next use)."""
+        if self._sync is not None:
+            self._sync.close()
 
     def __repr__(self) -> str:
         return f"Ardiq(queue_name={self._queue_name!r}, tasks={len(self._tasks)})"

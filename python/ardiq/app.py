@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from .client import EncodedTask, RedisClient
     from .syncrunner import SyncRunner
+    from .testing import InlineQueue
     from .worker import Worker
 
 __all__ = ["Ardiq", "CronJob"]
@@ -178,7 +179,7 @@ class Ardiq:
         self._lifespan: Lifespan | None = None
         self._state = _State()
         self._clients: dict[int, tuple[asyncio.AbstractEventLoop, RedisClient]] = {}
-        self._inline: Any = None  # set by ardiq.testing.inline
+        self._inline: InlineQueue | None = None  # set by ardiq.testing.inline
         self._worker: Worker | None = None
         self._sync: SyncRunner | None = None
 
@@ -520,7 +521,9 @@ class Ardiq:
         """The task's result: None if there is none yet; with `timeout` (seconds) wait for
         it, woken by Redis, and raise TimeoutError if it does not come."""
         if self._inline is not None:
-            return self._inline.result(task_id)
+            if timeout is None:
+                return self._inline.result(task_id)
+            return await self._inline.wait(task_id, timeout)
         blob = await self._client().result_raw(task_id, timeout)
         return None if blob is None else decode_result(blob, self._deserializer)
 

@@ -9,6 +9,7 @@ retry backoffs, delays and schedules are not waited for.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ class InlineQueue:
         self.results: dict[str, TaskResult[Any]] = {}
         self.dead: dict[str, tuple[EncodedTask, DeadLetter]] = {}
         self._running: set[str] = set()
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
 
     async def enqueue(self, tasks: list[EncodedTask]) -> list[Job[Any]]:
         for task in tasks:
@@ -73,9 +75,31 @@ class InlineQueue:
                 task.task_id, task.name, args, kwargs, task.lane, value, tries, enqueued, now_ms()
             )
             self.dead[task.task_id] = (task, letter)
+        for fut in self._waiters.pop(task.task_id, []):
+            if not fut.done():
+                fut.set_result(None)
 
     def result(self, task_id: str) -> TaskResult[Any] | None:
         return self.results.get(task_id)
+
+    async def wait(self, task_id: str, timeout: float) -> TaskResult[Any]:
+        """The result, waiting up to `timeout` seconds for a task enqueued meanwhile."""
+        result = self.results.get(task_id)
+        if result is not None:
+            return result
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(task_id, []).append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no result for task {task_id!r} within {timeout}s") from None
+        finally:
+            group = self._waiters.get(task_id)
+            if group is not None and fut in group:
+                group.remove(fut)
+                if not group:
+                    del self._waiters[task_id]
+        return self.results[task_id]
 
     def status(self, task_id: str) -> Status:
         if task_id in self._running:

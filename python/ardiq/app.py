@@ -314,7 +314,6 @@ class Ardiq:
     def task(
         self,
         fn: Callable[..., Any] | None = None,
-        /,
         *,
         name: str | None = None,
         max_retries: int = 3,

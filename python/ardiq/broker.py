@@ -78,7 +78,7 @@ class Broker:
     async def command(self, *args: EncodableArg) -> Any:
         """Run one plain command, translating Redis errors."""
         with translate_errors(self.url):
-            return await self.client.execute_command(*args)
+            return await self.client.execute_command(*args)  # type: ignore[no-untyped-call,unused-ignore]
 
     def lane_streams(self) -> list[str]:
         return [self.keys.stream(lane) for lane in self.lanes]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import msgpack
+import msgpack  # type: ignore[import-untyped,unused-ignore]
 
 from .serializers import Deserializer
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped,unused-ignore]
 
 Serializer = Callable[[Any], bytes]
 Deserializer = Callable[[bytes], Any]

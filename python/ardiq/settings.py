@@ -62,7 +62,7 @@ def check_lanes(priorities: object) -> list[str]:
         return ["default"]
     if isinstance(priorities, str) or not hasattr(priorities, "__iter__"):
         raise TypeError("priorities must be a list of lane names, lowest first")
-    lanes = list(priorities)  # type: ignore[call-overload]
+    lanes = list(priorities)  # type: ignore[call-overload,unused-ignore]
     if not lanes:
         raise ValueError("priorities must name at least one lane")
     for lane in lanes:

@@ -33,7 +33,10 @@ class SyncRunner:
                 loop = asyncio.new_event_loop()
                 started = threading.Event()
                 thread = threading.Thread(
-                    target=_serve, args=(loop, started), name=f"ardiq-sync-{self._name}", daemon=True
+                    target=_serve,
+                    args=(loop, started),
+                    name=f"ardiq-sync-{self._name}",
+                    daemon=True,
                 )
                 thread.start()
                 started.wait()

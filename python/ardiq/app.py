@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import uuid
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
 from .context import EnqueueContext, ErrorContext, TaskContext
-from .cron import Schedule, parse_schedule
 from .errors import ArdiqError
 from .jobs import DeadLetter, Job, Status, TaskInfo, TaskResult, decode_result
 from .protocol import Keys
@@ -28,8 +25,10 @@ from .task import PreparedTask, Task
 
 if TYPE_CHECKING:
     import asyncio
+    from datetime import timedelta
 
     from .client import EncodedTask, RedisClient
+    from .cron import Schedule
     from .syncrunner import SyncRunner
     from .testing import InlineQueue
     from .worker import Worker
@@ -124,7 +123,7 @@ class Ardiq:
         )
         if worker_id is not None and (not isinstance(worker_id, str) or not worker_id):
             raise ValueError("worker_id must be a non-empty string")
-        self._worker_id = worker_id or f"w-{uuid.uuid4().hex[:12]}"
+        self._worker_id = worker_id or f"w-{os.urandom(6).hex()}"
         self._serializer: Serializer = settings.get("serializer") or msgpack_dumps
         self._deserializer: Deserializer = settings.get("deserializer") or msgpack_loads
         for name in ("serializer", "deserializer"):
@@ -368,6 +367,8 @@ class Ardiq:
     ) -> Callable[[Callable[[], Any]], Task[[], Any]]:
         """Run a function with no arguments on a 5-field UTC cron ``spec`` or ``every=``
         seconds (or a timedelta), once per occurrence across all workers."""
+        from .cron import parse_schedule  # only apps with crons pay for the cron parser
+
         schedule = parse_schedule(spec, every)
 
         def register(fn: Callable[[], Any]) -> Task[[], Any]:
@@ -473,7 +474,7 @@ class Ardiq:
         check_lane(p.priority, self._priorities)
         task_id = p.task_id
         if task_id is None:
-            task_id = self._unique_id(p) if p.unique else uuid.uuid4().hex
+            task_id = self._unique_id(p) if p.unique else os.urandom(16).hex()
         headers: dict[str, str] = {}
         if self._enqueue_hooks:
             ctx = EnqueueContext(p.name, task_id, p.args, p.kwargs, headers)
@@ -509,6 +510,8 @@ class Ardiq:
             material = self._serializer([p.name, args, kwargs])
         except Exception as exc:
             raise TypeError(f"arguments of task {p.name!r} cannot be serialized: {exc}") from exc
+        import hashlib
+
         return "u:" + hashlib.blake2b(material, digest_size=16).hexdigest()
 
     # ---------------------------------------------------------- jobs & results

@@ -1,0 +1,55 @@
+"""`import ardiq` stays lean: no Redis client, no CLI or rendering library, and fast."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+FORBIDDEN = ("redis", "click", "rich", "typer", "colorama")
+
+PROBE = """
+import json, sys, time
+before = set(sys.modules)
+t0 = time.perf_counter()
+import ardiq
+elapsed = time.perf_counter() - t0
+print(json.dumps({"elapsed": elapsed, "new": sorted(set(sys.modules) - before)}))
+"""
+
+
+def probe() -> dict[str, object]:
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60, check=True
+    )
+    data: dict[str, object] = json.loads(proc.stdout)
+    return data
+
+
+def test_import_loads_no_heavy_library() -> None:
+    new = probe()["new"]
+    assert isinstance(new, list)
+    loaded = {name.split(".")[0] for name in new}
+    assert "ardiq" in loaded
+    for name in FORBIDDEN:
+        assert name not in loaded, f"`import ardiq` imported {name}"
+    # Nor does it pull in the worker machinery.
+    for module in ("ardiq.worker", "ardiq.runtime", "ardiq.broker", "ardiq.client"):
+        assert module not in new, f"`import ardiq` imported {module}"
+
+
+def test_import_is_fast() -> None:
+    best = min(float(probe()["elapsed"]) for _ in range(3))  # type: ignore[arg-type]
+    assert best < 0.100, f"import ardiq took {best * 1000:.0f} ms"
+
+
+def test_public_names() -> None:
+    import ardiq
+
+    for name in ardiq.__all__:
+        assert hasattr(ardiq, name), name
+    assert {"Ardiq", "Job", "TaskResult", "ArdiqError", "BrokerError", "Retry"} <= set(
+        ardiq.__all__
+    )
+    assert issubclass(ardiq.ArdiqError, RuntimeError)
+    assert issubclass(ardiq.BrokerError, ardiq.ArdiqError)

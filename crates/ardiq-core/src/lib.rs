@@ -32,6 +32,35 @@
 //! connection and reconnecting), `backoff` (jittered backoff, log throttling),
 //! `entry` (parsing stream entries), `reply` (reading raw replies), `state` (what
 //! this worker holds) and `context` (what the tasks share).
+//!
+//! # Use
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use ardiq_core::{Config, Delivery, Engine, Executor, OutcomeSink, StopReason};
+//!
+//! /// Runs nothing, returns the payload: the smallest executor.
+//! struct Echo;
+//!
+//! impl Executor for Echo {
+//!     fn start(&self, batch: Vec<Delivery>, outcomes: &OutcomeSink) {
+//!         // Real executors hand the batch to their own threads and return at once.
+//!         outcomes.send(batch.iter().map(|d| d.ok(d.payload.clone(), 0)).collect());
+//!     }
+//!     fn abort(&self, _task_id: &str) {}
+//! }
+//!
+//! # async fn demo() -> Result<(), ardiq_core::EngineError> {
+//! let mut config = Config::new("redis://localhost/0", "default");
+//! config.lanes = vec!["low".into(), "default".into(), "high".into()];
+//! let engine = Engine::new(config)?;
+//! let stop = engine.stop_handle(); // call `stop.stop()` on SIGTERM (twice: at once)
+//! let report = engine.run(Arc::new(Echo)).await?;
+//! assert_eq!(report.reason, StopReason::Signal);
+//! # drop(stop);
+//! # Ok(())
+//! # }
+//! ```
 
 mod abort;
 mod backoff;

@@ -497,15 +497,11 @@ class Ardiq:
         )
 
     def _unique_id(self, p: PreparedTask) -> str:
-        """The id of a unique task: the same call (however its arguments were spelled,
-        when the function is known) gives the same id."""
-        args: Any = list(p.args)
-        kwargs: Any = sorted(p.kwargs.items())
-        if p.task is not None and p.task.fn is not None:
-            bound = p.task.bind(p.args, p.kwargs)
-            if bound is not None:
-                bound.apply_defaults()
-                args, kwargs = [], sorted(bound.arguments.items())
+        """The id of a unique task, as PROTOCOL.md derives it from (name, args, sorted
+        kwargs): every producer computes the same id for the same call, whether it imports
+        the task's function or holds an ``app.ref`` handle."""
+        args = list(p.args)
+        kwargs = sorted(p.kwargs.items())
         try:
             material = self._serializer([p.name, args, kwargs])
         except Exception as exc:

@@ -162,7 +162,7 @@ pub struct Outcome {
     pub enqueued_ms: i64,
     /// When the body started, ms (0: it never started).
     pub started_ms: i64,
-    /// The delivery's lane name.
+    /// The delivery's lane name (copy it from the delivery; the helpers do).
     pub lane: String,
     /// For `Retry`: how long to wait before the next attempt (0: re-queue at once).
     pub retry_delay_ms: u64,

@@ -122,11 +122,19 @@ fn arrived(ctx: &Ctx, batch: Vec<Outcome>) -> Vec<Arrived> {
     {
         let mut held = ctx.held();
         for outcome in batch {
-            let Some(lane) = ctx.keys.lane_index(&outcome.lane) else {
+            // The lane should be the delivery's; if an executor garbled it, the entry id
+            // still finds what we hold, so the task is not left "running" forever.
+            let lane = ctx
+                .keys
+                .lane_index(&outcome.lane)
+                .or_else(|| held.lane_of(&outcome.entry_id, &outcome.task_id));
+            let Some(lane) = lane else {
                 error!(id = %outcome.task_id, lane = %outcome.lane, worker = %ctx.worker(),
-                    "outcome names an unknown lane; dropped (the entry will be reclaimed)");
+                    "outcome names an unknown lane and entry; dropped");
                 continue;
             };
+            let mut outcome = outcome;
+            outcome.lane.clone_from(&ctx.keys.lanes()[lane]);
             let key = (lane, outcome.entry_id.clone());
             let task = held.outcome_arrived(&key);
             out.push(Arrived { outcome, key, task });

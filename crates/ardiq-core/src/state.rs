@@ -118,6 +118,15 @@ impl Held {
         self.finishing.remove(key);
     }
 
+    /// The lane of a running (or finishing) entry, found by entry and task id.
+    pub fn lane_of(&self, entry_id: &str, task_id: &str) -> Option<usize> {
+        self.running
+            .iter()
+            .chain(self.finishing.iter())
+            .find(|((_, e), t)| e == entry_id && t.task_id == task_id)
+            .map(|((lane, _), _)| *lane)
+    }
+
     /// Is `task_id` running here?
     pub fn is_running_task(&self, task_id: &str) -> bool {
         self.running.values().any(|t| t.task_id == task_id)
@@ -202,6 +211,8 @@ mod tests {
         assert!(h.is_running_task("a"));
         assert_eq!((h.buffered(), h.running(), h.total()), (1, 1, 2));
         let key = (lane, a.entry_id.clone());
+        assert_eq!(h.lane_of(&a.entry_id, "a"), Some(lane));
+        assert_eq!(h.lane_of(&a.entry_id, "other"), None);
         assert_eq!(h.outcome_arrived(&key).unwrap().task_id, "a");
         assert_eq!((h.running(), h.in_flight(), h.total()), (0, 1, 2));
         assert_eq!(h.held_keys().len(), 2);

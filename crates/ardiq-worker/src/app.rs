@@ -1,0 +1,171 @@
+//! Importing `MODULE:ATTR` and turning the app's settings (with the command line's
+//! overrides) into the engine's [`Config`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ardiq_core::{Config, CronEntry, CronSchedule, CronSpec, Every};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyModule};
+
+use crate::cli::RunArgs;
+use crate::failure::{code, Failure};
+
+/// The imported app and what the engine needs from it.
+pub struct Loaded {
+    pub app: Py<PyAny>,
+    pub config: Config,
+    pub tasks: usize,
+}
+
+/// Imports the bridge module (`ardiq._bridge`): fails when `ardiq` is not installed in
+/// the Python environment the worker runs in.
+pub fn bridge(py: Python<'_>) -> Result<Bound<'_, PyModule>, Failure> {
+    py.import("ardiq._bridge").map_err(|e| {
+        let exe = py
+            .import("sys")
+            .and_then(|s| s.getattr("executable"))
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        Failure::new(
+            code::USAGE,
+            format!(
+                "cannot import `ardiq` in the Python environment of `{exe}`: {}",
+                e.value(py)
+            ),
+        )
+        .hint("install ardiq into that environment, or pick another one with `--python`")
+    })
+}
+
+/// Imports the app and reads its settings. `worker_suffix` (for supervised children)
+/// keeps consumer names unique when the app sets an explicit `worker_id`.
+pub fn load(
+    py: Python<'_>,
+    args: &RunArgs,
+    worker_suffix: Option<&str>,
+    verbose: bool,
+) -> Result<Loaded, Failure> {
+    let bridge = bridge(py)?;
+    let app = match bridge.call_method1("load_app", (args.target.as_str(),)) {
+        Ok(app) => app,
+        Err(e) => return Err(import_failure(py, &bridge, &args.target, e, verbose)),
+    };
+    let mut worker_id: String = app
+        .getattr("worker_id")
+        .and_then(|w| w.extract())
+        .map_err(|e| internal(py, e))?;
+    if let Some(suffix) = worker_suffix {
+        worker_id = format!("{worker_id}-{suffix}");
+    }
+    let overrides = PyDict::new(py);
+    (|| -> PyResult<()> {
+        overrides.set_item("redis_url", args.redis_url.as_deref())?;
+        overrides.set_item("concurrency", args.concurrency)?;
+        overrides.set_item("prefetch", args.prefetch)?;
+        overrides.set_item("shutdown_timeout_s", args.shutdown_timeout)?;
+        overrides.set_item("burst", args.burst)?;
+        Ok(())
+    })()
+    .map_err(|e| internal(py, e))?;
+    let settings = match bridge.call_method1("configure", (&app, overrides, worker_id)) {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = e.value(py).to_string();
+            return Err(Failure::new(
+                code::USAGE,
+                format!("invalid settings: {msg}"),
+            ));
+        }
+    };
+    let config = read_config(&settings).map_err(|e| internal(py, e))?;
+    let tasks = settings
+        .get_item("tasks")
+        .and_then(|t| t.extract())
+        .unwrap_or(0);
+    Ok(Loaded {
+        app: app.unbind(),
+        config,
+        tasks,
+    })
+}
+
+fn read_config(s: &Bound<'_, PyAny>) -> PyResult<Config> {
+    let redis_url: String = s.get_item("redis_url")?.extract()?;
+    let queue: String = s.get_item("queue_name")?.extract()?;
+    let mut c = Config::new(redis_url, queue);
+    c.lanes = s.get_item("priorities")?.extract()?;
+    c.worker_id = s.get_item("worker_id")?.extract()?;
+    c.concurrency = s.get_item("concurrency")?.extract()?;
+    c.prefetch = s.get_item("prefetch")?.extract()?;
+    c.idle_timeout_ms = s.get_item("idle_timeout_ms")?.extract()?;
+    c.poll_block_ms = s.get_item("poll_block_ms")?.extract()?;
+    c.result_ttl_ms = s.get_item("result_ttl_ms")?.extract()?;
+    c.max_deliveries = s.get_item("max_deliveries")?.extract()?;
+    c.burst = s.get_item("burst")?.extract()?;
+    let timeout: Option<f64> = s.get_item("shutdown_timeout_s")?.extract()?;
+    c.drain_timeout = timeout.map(Duration::from_secs_f64);
+    let crons: Vec<(String, String, String, String, Vec<u8>)> = s.get_item("crons")?.extract()?;
+    for (name, kind, spec, lane, payload) in crons {
+        let schedule: Arc<dyn CronSchedule> = if kind == "every" {
+            let ms: i64 = spec.parse().unwrap_or(0);
+            Arc::new(Every::new(ms).ok_or_else(|| {
+                pyo3::exceptions::PyValueError::new_err(format!("cron {name}: bad interval"))
+            })?)
+        } else {
+            Arc::new(CronSpec::parse(&spec).map_err(|e| {
+                pyo3::exceptions::PyValueError::new_err(format!("cron {name}: {e}"))
+            })?)
+        };
+        c.crons.push(CronEntry {
+            fn_name: name.clone(),
+            name,
+            lane,
+            payload,
+            schedule,
+        });
+    }
+    Ok(c)
+}
+
+/// One line for "not an app" cases; the traceback when the module itself raised.
+fn import_failure(
+    py: Python<'_>,
+    bridge: &Bound<'_, PyModule>,
+    target: &str,
+    err: PyErr,
+    verbose: bool,
+) -> Failure {
+    let traceback = format_traceback(py, &err);
+    let is_target_error = bridge
+        .getattr("TargetError")
+        .map(|cls| err.get_type(py).is(&cls))
+        .unwrap_or(false);
+    if is_target_error {
+        let f = Failure::new(code::USAGE, err.value(py).to_string());
+        return if verbose { f.detail(traceback) } else { f };
+    }
+    let kind = err
+        .get_type(py)
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_default();
+    Failure::new(
+        code::USAGE,
+        format!("importing `{target}` raised {kind} (traceback above)"),
+    )
+    .detail(traceback)
+}
+
+/// The exception as Python prints it (`traceback.format_exception`).
+pub fn format_traceback(py: Python<'_>, err: &PyErr) -> String {
+    py.import("ardiq._bridge")
+        .and_then(|b| b.call_method1("format_exception", (err.value(py),)))
+        .and_then(|s| s.extract::<String>())
+        .unwrap_or_else(|_| err.to_string())
+}
+
+fn internal(py: Python<'_>, err: PyErr) -> Failure {
+    Failure::new(code::RUNTIME, "internal error reading the app's settings")
+        .detail(format_traceback(py, &err))
+}

@@ -1,0 +1,283 @@
+//! The command line: clap types only. What each command does lives in `commands/`.
+
+use std::path::PathBuf;
+
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+/// Documented in `--help` and the README; the same failure always gives the same code.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  stopped as asked: a signal (graceful or not), a drained burst, the drain deadline
+  1  runtime failure: the lifespan raised, Redis refused the credentials, internal error
+  2  usage error: a bad option, or MODULE:ATTR cannot be imported or is not an app
+  3  the embedded Python cannot start: no interpreter found, a different Python version,
+     or no shared libpython";
+
+/// `ardiq`: runs ArdiQ workers for a Python app.
+#[derive(Debug, Parser)]
+#[command(name = "ardiq", version, about, after_help = EXIT_CODES, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve an app's queue: run its tasks until stopped (or, with --burst, drained)
+    #[command(after_help = RUN_HELP)]
+    Run(RunArgs),
+}
+
+const RUN_HELP: &str = "\
+Options override the app's own settings; each has an ARDIQ_* environment twin (the
+command line wins over the environment).
+
+Signals: the first SIGINT/SIGTERM stops taking work, hands prefetched tasks back and lets
+running tasks finish, then exits 0; a second signal (or --shutdown-timeout) exits at once
+and leaves running tasks to be reclaimed by another worker. Nothing is lost either way.
+
+Exit codes:
+  0  stopped as asked: a signal (graceful or not), a drained burst, the drain deadline
+  1  runtime failure: the lifespan raised, Redis refused the credentials, internal error
+  2  usage error: a bad option, or MODULE:ATTR cannot be imported or is not an app
+  3  the embedded Python cannot start: no interpreter found, a different Python version,
+     or no shared libpython
+  N  with --workers: the exit code of the first worker that failed";
+
+/// Options of `ardiq run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The app, as `MODULE:ATTR` (`MODULE` alone means `MODULE:app`); imported as
+    /// `python -m` would, current directory first
+    #[arg(value_name = "MODULE:ATTR")]
+    pub target: String,
+
+    /// Run what is queued (and past-due scheduled) now, then exit 0
+    #[arg(short, long, env = "ARDIQ_BURST", action = ArgAction::SetTrue,
+          value_parser = BoolishValueParser::new())]
+    pub burst: bool,
+
+    /// Debug logs: each task's start and end, the engine's decisions
+    #[arg(short, long, env = "ARDIQ_VERBOSE", action = ArgAction::SetTrue,
+          value_parser = BoolishValueParser::new(), conflicts_with = "quiet")]
+    pub verbose: bool,
+
+    /// Warnings and errors only, and no banner
+    #[arg(short, long, env = "ARDIQ_QUIET", action = ArgAction::SetTrue,
+          value_parser = BoolishValueParser::new())]
+    pub quiet: bool,
+
+    /// Worker processes to run under one supervisor
+    #[arg(short, long, env = "ARDIQ_WORKERS", value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: u16,
+
+    /// Task bodies running at once, per worker process
+    #[arg(long, env = "ARDIQ_CONCURRENCY", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub concurrency: Option<u32>,
+
+    /// Tasks held at once (running + waiting), at least --concurrency [default: the
+    /// app's, raised to twice --concurrency]
+    #[arg(long, env = "ARDIQ_PREFETCH", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub prefetch: Option<u32>,
+
+    /// Redis to serve, e.g. `redis://:password@host:6379/0` [default: the app's]
+    #[arg(
+        long,
+        env = "ARDIQ_REDIS_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub redis_url: Option<String>,
+
+    /// After a stop signal, how long running tasks may take before the worker exits
+    /// without them (they are reclaimed) [default: the app's, else wait]
+    #[arg(long, env = "ARDIQ_SHUTDOWN_TIMEOUT", value_name = "SECONDS",
+          value_parser = parse_seconds)]
+    pub shutdown_timeout: Option<f64>,
+
+    /// Log line format on stderr
+    #[arg(long, env = "ARDIQ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// The Python interpreter whose environment to run in [default: $VIRTUAL_ENV's, the
+    /// virtualenv `ardiq` is installed in, else `python3` on PATH]
+    #[arg(long, env = "ARDIQ_PYTHON", value_name = "PATH")]
+    pub python: Option<PathBuf>,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// `2024-01-01T00:00:00.000Z  INFO target: message key=value`
+    Text,
+    /// One JSON object per line
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+/// How chatty the logs are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+impl RunArgs {
+    pub fn verbosity(&self) -> Verbosity {
+        if self.quiet {
+            Verbosity::Quiet
+        } else if self.verbose {
+            Verbosity::Verbose
+        } else {
+            Verbosity::Normal
+        }
+    }
+
+    /// The arguments a supervised child gets: the same options, as explicit flags,
+    /// without `--workers` (children run one worker each).
+    pub fn child_args(&self) -> Vec<String> {
+        let mut args = vec!["run".to_owned(), self.target.clone()];
+        let mut flag = |on: bool, name: &str| {
+            if on {
+                args.push(name.to_owned());
+            }
+        };
+        flag(self.burst, "--burst");
+        flag(self.verbose, "--verbose");
+        flag(self.quiet, "--quiet");
+        let mut opt = |name: &str, value: Option<String>| {
+            if let Some(v) = value {
+                args.push(format!("{name}={v}"));
+            }
+        };
+        opt("--concurrency", self.concurrency.map(|v| v.to_string()));
+        opt("--prefetch", self.prefetch.map(|v| v.to_string()));
+        opt("--redis-url", self.redis_url.clone());
+        opt(
+            "--shutdown-timeout",
+            self.shutdown_timeout.map(|v| v.to_string()),
+        );
+        opt("--log-format", Some(self.log_format.as_str().to_owned()));
+        opt(
+            "--python",
+            self.python
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned()),
+        );
+        args
+    }
+}
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("`{text}` is not a positive number of seconds")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let mut full = vec!["ardiq", "run"];
+        full.extend_from_slice(args);
+        Cli::try_parse_from(full).map(|cli| match cli.command {
+            Command::Run(a) => a,
+        })
+    }
+
+    #[test]
+    fn defaults() {
+        let a = parse(&["m:app"]).unwrap();
+        assert_eq!(a.target, "m:app");
+        assert!(!a.burst && !a.verbose && !a.quiet);
+        assert_eq!(a.workers, 1);
+        assert_eq!(a.concurrency, None);
+        assert_eq!(a.log_format, LogFormat::Text);
+        assert_eq!(a.verbosity(), Verbosity::Normal);
+    }
+
+    #[test]
+    fn every_option() {
+        let a = parse(&[
+            "m:app",
+            "-b",
+            "-v",
+            "-w",
+            "3",
+            "--concurrency",
+            "4",
+            "--prefetch",
+            "9",
+            "--redis-url",
+            "redis://h:1",
+            "--shutdown-timeout",
+            "2.5",
+            "--log-format",
+            "json",
+            "--python",
+            "/usr/bin/python3",
+        ])
+        .unwrap();
+        assert!(a.burst && a.verbose);
+        assert_eq!(a.workers, 3);
+        assert_eq!(a.concurrency, Some(4));
+        assert_eq!(a.prefetch, Some(9));
+        assert_eq!(a.redis_url.as_deref(), Some("redis://h:1"));
+        assert_eq!(a.shutdown_timeout, Some(2.5));
+        assert_eq!(a.log_format, LogFormat::Json);
+        assert_eq!(a.python, Some(PathBuf::from("/usr/bin/python3")));
+        assert_eq!(a.verbosity(), Verbosity::Verbose);
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["m:app", "--concurrency", "0"]).is_err());
+        assert!(parse(&["m:app", "--workers", "0"]).is_err());
+        assert!(parse(&["m:app", "--shutdown-timeout", "-1"]).is_err());
+        assert!(parse(&["m:app", "--shutdown-timeout", "soon"]).is_err());
+        assert!(parse(&["m:app", "--log-format", "xml"]).is_err());
+        assert!(parse(&["m:app", "-v", "-q"]).is_err());
+    }
+
+    #[test]
+    fn child_args_drop_workers_and_keep_the_rest() {
+        let a = parse(&["m:app", "-w", "2", "-b", "--concurrency", "4"]).unwrap();
+        let child = a.child_args();
+        assert_eq!(
+            child,
+            [
+                "run",
+                "m:app",
+                "--burst",
+                "--concurrency=4",
+                "--log-format=text"
+            ]
+        );
+        let again = parse(&child[1..].iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        assert_eq!(again.workers, 1);
+        assert!(again.burst);
+        assert_eq!(again.concurrency, Some(4));
+    }
+
+    #[test]
+    fn help_documents_exit_codes() {
+        let err = Cli::try_parse_from(["ardiq", "--help"]).unwrap_err();
+        assert!(err.to_string().contains("Exit codes:"));
+    }
+}

@@ -1,0 +1,347 @@
+"""The native worker's side of the Rust/Python boundary (private: only `ardiq run` uses it).
+
+The `ardiq` binary embeds CPython and drives this module:
+
+- :func:`load_app` imports ``MODULE:ATTR`` the way ``python -m`` would and checks that it
+  is an :class:`~ardiq.Ardiq` app; :func:`configure` applies the command line's overrides
+  to it and returns the settings the Rust engine needs.
+- :func:`install_logging` forwards every ``logging`` record to a Rust function, so Python's
+  logs and the engine's come out as one stream in one format.
+- :class:`Bridge` owns the one asyncio event loop (uvloop when installed), on a thread the
+  binary started. Rust hands it *batches* of deliveries (:meth:`Bridge.submit`, one GIL
+  acquisition per batch); each runs through the shared :class:`~ardiq.runtime.Runtime`;
+  outcomes are collected and handed back to Rust in one call per loop iteration. Aborts
+  and timeouts cancel inside Python, on the loop. The app's lifespan wraps the whole run.
+
+Tuples, not objects, cross the boundary: they are the cheapest thing for both sides to
+build and read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import sys
+import traceback
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .cron import CronSpec, Every
+from .runtime import FAIL, Delivery, Outcome, Runtime, now_ms
+
+if TYPE_CHECKING:
+    from .app import Ardiq
+
+log = logging.getLogger("ardiq")
+
+# (entry_id, lane, task_id, name, payload, tries, enqueue_ms, expire_ms)
+DeliveryTuple = tuple[str, str, str, str, bytes, int, int, int]
+# (entry_id, task_id, kind, value, tries, enqueue_ms, start_ms, lane, delay_ms)
+OutcomeTuple = tuple[str, str, str, bytes, int, int, int, str, int]
+
+
+class TargetError(Exception):
+    """``MODULE:ATTR`` does not name an app; the message is the one line to print."""
+
+
+# ----------------------------------------------------------------------- the app
+def load_app(target: str) -> Ardiq:
+    """Import ``MODULE:ATTR`` (``MODULE`` alone means ``MODULE:app``) with the current
+    directory first on ``sys.path``, as ``python -m`` does.
+
+    Raises :class:`TargetError` when the module or attribute does not exist or is not an
+    app; any other exception was raised by the module itself (the user's bug).
+    """
+    from .app import Ardiq
+
+    module_name, _, attr = target.partition(":")
+    attr = attr or "app"
+    if not module_name or not all(part.isidentifier() for part in module_name.split(".")):
+        raise TargetError(f"`{target}` is not of the form `MODULE:ATTR` (e.g. `myproj.tasks:app`)")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # Only the target (or a package above it) missing is a usage error; a module that
+        # fails on one of its own imports is the user's bug and keeps its traceback.
+        missing = exc.name or ""
+        if missing and (module_name == missing or module_name.startswith(missing + ".")):
+            raise TargetError(
+                f"no module named `{missing}` (looked in `{cwd}` and the environment of "
+                f"`{sys.executable}`)"
+            ) from None
+        raise
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise TargetError(f"module `{module_name}` has no attribute `{attr}`") from None
+    if not isinstance(obj, Ardiq):
+        raise TargetError(
+            f"`{module_name}:{attr}` is a `{type(obj).__name__}`, not an `ardiq.Ardiq` app"
+        )
+    return obj
+
+
+def configure(app: Ardiq, overrides: Mapping[str, Any], worker_id: str) -> dict[str, Any]:
+    """Apply the command line's overrides to `app` (so task code and the runtime see the
+    same values as the engine) and return every setting the engine needs.
+
+    Raises ValueError with a one-line message for a combination that cannot work.
+    """
+    from .settings import check_redis_url
+
+    if overrides.get("redis_url") is not None:
+        app._redis_url = check_redis_url(overrides["redis_url"])
+    concurrency = overrides.get("concurrency")
+    prefetch = overrides.get("prefetch")
+    if concurrency is not None:
+        app._concurrency = int(concurrency)
+        if prefetch is None:
+            app._prefetch = max(app._prefetch, 2 * app._concurrency)
+    if prefetch is not None:
+        app._prefetch = int(prefetch)
+    if app._prefetch < app._concurrency:
+        raise ValueError(
+            f"prefetch ({app._prefetch}) must be at least concurrency ({app._concurrency})"
+        )
+    if overrides.get("shutdown_timeout_s") is not None:
+        app._shutdown_timeout_s = float(overrides["shutdown_timeout_s"])
+    if overrides.get("burst"):
+        app.burst = True
+    app._worker_id = worker_id
+
+    crons = []
+    payload = app.serializer([[], {}, None])
+    for job in app.crons:
+        schedule = job.schedule
+        if isinstance(schedule, Every):
+            crons.append((job.name, "every", str(schedule.interval_ms), job.task.priority, payload))
+        elif isinstance(schedule, CronSpec):
+            crons.append((job.name, "cron", schedule.text, job.task.priority, payload))
+        else:  # pragma: no cover - parse_schedule returns one of the two
+            raise ValueError(f"cron {job.name!r} has an unknown schedule type")
+    return {
+        "redis_url": app.redis_url,
+        "queue_name": app.queue_name,
+        "priorities": app.priorities,
+        "worker_id": app.worker_id,
+        "concurrency": app.concurrency,
+        "prefetch": app.prefetch,
+        "idle_timeout_ms": app.idle_timeout_ms,
+        "poll_block_ms": app.poll_block_ms,
+        "result_ttl_ms": app.result_ttl_ms,
+        "max_deliveries": app.max_deliveries,
+        "shutdown_timeout_s": app.shutdown_timeout_s,
+        "burst": app.burst,
+        "tasks": len(app.tasks),
+        "crons": crons,
+    }
+
+
+def format_exception(exc: BaseException) -> str:
+    """The traceback as Python would print it, for the binary to show."""
+    return "".join(traceback.format_exception(exc)).rstrip()
+
+
+# ------------------------------------------------------------------------ logging
+class _Forward(logging.Handler):
+    """Hands each record to the binary's logger: (levelno, logger name, message)."""
+
+    def __init__(self, emit: Callable[[int, str, str], None]) -> None:
+        super().__init__()
+        self._emit = emit
+        self._formatter = logging.Formatter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.exc_info:
+                message = f"{message}\n{self._formatter.formatException(record.exc_info)}"
+            if record.stack_info:
+                message = f"{message}\n{self._formatter.formatStack(record.stack_info)}"
+            self._emit(record.levelno, record.name, message)
+        except Exception:
+            self.handleError(record)
+
+
+def install_logging(emit: Callable[[int, str, str], None], level: int) -> None:
+    """Send every record of the root logger (and warnings) to `emit`."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(_Forward(emit))
+    root.setLevel(level)
+    logging.captureWarnings(True)
+
+
+# ---------------------------------------------------------------------- the loop
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when it is installed, asyncio's otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: Ardiq) -> AsyncIterator[None]:
+    """The app's ``@app.lifespan`` around the worker (as the in-code worker runs it)."""
+    factory = app._lifespan
+    if factory is None:
+        yield
+        return
+    gen = factory(app)
+    state = await gen.__anext__()
+    if state is not None:
+        if not isinstance(state, Mapping):
+            raise TypeError("@app.lifespan may yield a mapping (copied onto app.state) or None")
+        for key, value in state.items():
+            setattr(app._state, key, value)
+    try:
+        yield
+    finally:
+        try:
+            await gen.__anext__()
+        except StopAsyncIteration:
+            pass
+        else:
+            raise RuntimeError("@app.lifespan must yield exactly once")
+
+
+class Bridge:
+    """The event loop the task bodies run on, and the two batched hand-overs."""
+
+    def __init__(
+        self, app: Ardiq, worker_id: str, on_outcomes: Callable[[list[OutcomeTuple]], None]
+    ) -> None:
+        self.app = app
+        self.worker_id = worker_id
+        self.runtime = Runtime(app, worker_id)
+        self._on_outcomes = on_outcomes
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # entry id -> running attempt
+        self._pending: list[OutcomeTuple] = []
+        self._flush_scheduled = False
+        self._stop: asyncio.Event | None = None
+        self._hard = False
+
+    # Called by the binary from its own threads (each holding the GIL briefly). --------
+    def run(self, started: Callable[[], None]) -> None:
+        """Run the loop on this thread until :meth:`stop`: enter the lifespan, call
+        `started`, serve, leave the lifespan. Exceptions (a failing lifespan) propagate."""
+        loop = new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._main(started))
+        finally:
+            try:
+                self._cancel_all()
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
+                self.runtime.close()
+
+    def submit(self, batch: list[DeliveryTuple]) -> None:
+        """Start every delivery of `batch` (thread-safe)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._start, batch)
+
+    def abort(self, task_ids: list[str]) -> None:
+        """Cancel the running attempts of `task_ids` (thread-safe; unknown ids ignored)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._abort, task_ids)
+
+    def stop(self, hard: bool) -> None:
+        """End :meth:`run`. `hard`: cancel running attempts first (no outcome: their
+        entries stay pending for another worker's reclaim). Thread-safe."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._request_stop, hard)
+
+    # On the loop. ------------------------------------------------------------------
+    async def _main(self, started: Callable[[], None]) -> None:
+        self._stop = asyncio.Event()
+        async with _lifespan(self.app):
+            started()
+            await self._stop.wait()
+            if self._hard:
+                self._cancel_all()
+            if self._tasks:
+                await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            self._flush()
+
+    def _request_stop(self, hard: bool) -> None:
+        self._hard = self._hard or hard
+        if self._stop is not None:
+            self._stop.set()
+
+    def _cancel_all(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+
+    def _start(self, batch: list[DeliveryTuple]) -> None:
+        loop = self._loop
+        assert loop is not None
+        for item in batch:
+            d = Delivery(*item)
+            self._tasks[d.entry_id] = loop.create_task(self._execute(d))
+
+    def _abort(self, task_ids: list[str]) -> None:
+        for task_id in task_ids:
+            self.runtime.abort(task_id)
+
+    async def _execute(self, d: Delivery) -> None:
+        try:
+            o = await self.runtime.execute(d)
+        except asyncio.CancelledError:
+            return  # hard stop: no outcome; the entry stays pending for reclaim
+        except BaseException as exc:
+            # The runtime never raises; a body's SystemExit or KeyboardInterrupt gets
+            # here. Every delivery still gets its one outcome.
+            log.error(
+                "task raised %s, which ends a process, not a task id=%s name=%s worker=%s try=%d",
+                type(exc).__name__,
+                d.task_id,
+                d.name,
+                self.worker_id,
+                d.tries + 1,
+            )
+            o = Outcome(
+                d.entry_id,
+                d.task_id,
+                FAIL,
+                repr(exc).encode(),
+                d.tries + 1,
+                d.enqueue_ms,
+                now_ms(),
+                d.lane,
+            )
+        finally:
+            self._tasks.pop(d.entry_id, None)
+        self._pending.append(
+            (o.entry_id, o.task_id, o.kind, o.value, o.tries, o.enqueue_ms, o.start_ms, o.lane,
+             o.delay_ms)
+        )
+        if not self._flush_scheduled:
+            # Everything that finishes in this loop iteration goes back in one call.
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._pending = self._pending, []
+        if batch:
+            self._on_outcomes(batch)

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from apps.ledger import LANES, Ledger
+from apps.ledger import LANES, Ledger, exit_code
 from ardiq import Ardiq
 from support.workers import WorkerProcess
 
@@ -40,7 +40,7 @@ async def test_abort_scheduled_and_queued_never_run(
 
     await asyncio.sleep(0.4)  # the scheduled one would be due now
     worker = start_worker("apps.basic:app", "--burst")
-    assert worker.wait(30) == 0, worker.output()
+    assert exit_code(worker, 30) == 0, worker.output()
     assert await ledger.items("count") == ["3"]
     r3 = await kept.result()
     assert r3 is not None and r3.success

@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from apps.ledger import LANES, Ledger
+from apps.ledger import LANES, Ledger, exit_code
 from ardiq import Ardiq
 from support.workers import WorkerProcess
 
@@ -26,7 +26,7 @@ async def test_burst_with_empty_queue_exits_promptly(
     make_app(priorities=LANES)
     t0 = time.monotonic()
     worker = start_worker("apps.basic:app", "--burst")
-    assert worker.wait(10) == 0, worker.output()
+    assert exit_code(worker, 10) == 0, worker.output()
     assert time.monotonic() - t0 < 3.0
     assert await ledger.items("lifespan") == ["start", "stop"]
 
@@ -45,7 +45,7 @@ async def test_burst_drains_everything_before_exiting(
     await asyncio.sleep(0.3)  # past_due is due now, and still in the delayed set
 
     worker = start_worker("apps.basic:app", "--burst")
-    assert worker.wait(30) == 0, worker.output()
+    assert exit_code(worker, 30) == 0, worker.output()
     for job in [*slow, retried, past_due, *many]:
         r = await job.result()
         assert r is not None and r.success, (job, r)
@@ -59,3 +59,21 @@ async def test_burst_drains_everything_before_exiting(
     assert sorted(int(x) for x in await ledger.items("count")) == [1, *range(10, 40)]
     # The lifespan wrapped the whole burst.
     assert await ledger.items("lifespan") == ["start", "stop"]
+
+
+async def test_burst_ends_despite_a_due_task_of_a_lane_it_does_not_serve(
+    make_app: Callable[..., Ardiq], start_worker: Callable[..., WorkerProcess], ledger: Ledger
+) -> None:
+    # Another app on the queue has a lane the worker does not read: its due task stays
+    # scheduled, and must neither keep the burst alive nor make the worker spin.
+    other = make_app(priorities=[*LANES, "elsewhere"])
+    stranger = await other.ref("count").options(priority="elsewhere", delay_ms=100).enqueue(1)
+    app = make_app(priorities=LANES)
+    mine = await app.ref("count").options(delay_ms=100).enqueue(2)
+    await asyncio.sleep(0.2)
+    worker = start_worker("apps.basic:app", "--burst")
+    assert exit_code(worker, 10) == 0, worker.output()
+    r = await mine.result()
+    assert r is not None and r.success
+    assert await stranger.status() == "scheduled"
+    assert await ledger.items("count") == ["2"]

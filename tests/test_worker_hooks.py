@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from apps.ledger import LANES, Ledger
+from apps.ledger import LANES, Ledger, exit_code
 from ardiq import Ardiq
 from ardiq.context import EnqueueContext
 from support.workers import WorkerProcess
@@ -63,7 +63,7 @@ async def test_concurrency_limit_is_respected(
     app = make_app(priorities=LANES)
     jobs = await app.enqueue_many([app.ref("gauge").prepare(0.15) for _ in range(3 * limit)])
     worker = start_worker("apps.basic:app", "--burst", "--concurrency", str(limit))
-    assert worker.wait(20) == 0, worker.output()
+    assert exit_code(worker, 20) == 0, worker.output()
     for job in jobs:
         r = await job.result()
         assert r is not None and r.success

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from apps.ledger import LANES, Ledger
+from apps.ledger import LANES, Ledger, exit_code
 from ardiq import Ardiq
 from support.workers import WorkerProcess
 
@@ -30,7 +30,7 @@ async def test_high_lane_drained_first(
     await app.enqueue_many(prepared)
 
     worker = start_worker("apps.basic:app", "--burst", "--concurrency", "1")
-    assert worker.wait(30) == 0, worker.output()
+    assert exit_code(worker, 30) == 0, worker.output()
 
     order = await ledger.items("order")
     lanes_run = [tag.split("-")[0] for tag in order]

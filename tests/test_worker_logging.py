@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from apps.ledger import LANES
+from apps.ledger import LANES, exit_code
 from ardiq import Ardiq
 from support.workers import WorkerProcess
 
@@ -21,7 +21,7 @@ async def test_log_lines_and_no_secrets(
     fail = await app.ref("fail_secret").enqueue(SECRET + "-exc")  # retried once, then fails
     kw = await app.ref("add").enqueue(a=1, b=2)
     burst = start_worker("apps.basic:app", "--burst", "--verbose")
-    assert burst.wait(20) == 0, burst.output()
+    assert exit_code(burst, 20) == 0, burst.output()
 
     r = await echo.result()
     assert r is not None and r.value == SECRET  # it did pass through the worker

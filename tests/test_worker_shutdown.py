@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from apps.ledger import LANES, Ledger, wait_until
+from apps.ledger import LANES, Ledger, exit_code, wait_until
 from ardiq import Ardiq, Job
 from support.workers import WorkerProcess
 
@@ -53,7 +53,7 @@ async def test_sigterm_finishes_running_and_hands_back_prefetched(
         assert info is not None and info.status == "queued" and info.tries == 0
     assert await statuses(running) == ["running"] * 2  # still finishing
 
-    assert worker.wait(10) == 0, worker.output()
+    assert exit_code(worker, 10) == 0, worker.output()
     for job in running:
         r = await job.result()
         assert r is not None and r.success and r.tries == 1
@@ -62,7 +62,7 @@ async def test_sigterm_finishes_running_and_hands_back_prefetched(
 
     # Nothing is lost: another worker runs the handed-back tasks, as first attempts.
     rest = start_worker("apps.basic:app", "--burst", "--concurrency", "4")
-    assert rest.wait(15) == 0, rest.output()
+    assert exit_code(rest, 15) == 0, rest.output()
     for job in waiting:
         r = await job.result()
         assert r is not None and r.success and r.tries == 1

@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
+from apps.ledger import exit_code
 from ardiq import Ardiq
 from support.workers import WorkerProcess
 
@@ -22,7 +23,7 @@ async def test_thousand_tasks_complete_exactly_once_in_burst(
     assert await app.queue_size() == 1000
 
     worker = start_worker("apps.basic:app", "--burst", env={"ARDIQ_TEST_CONCURRENCY": "16"})
-    assert worker.wait(120) == 0, worker.output()
+    assert exit_code(worker, 120) == 0, worker.output()
 
     ledger = aioredis.Redis.from_url(redis_url)
     runs = Counter(int(x) for x in await ledger.lrange(f"ledger:{queue}:count", 0, -1))

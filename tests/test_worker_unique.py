@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from apps.ledger import LANES, Ledger
+from apps.ledger import LANES, Ledger, exit_code
 from ardiq import Ardiq
 from support.workers import WorkerProcess
 
@@ -29,7 +29,7 @@ async def test_unique_dedup_and_rerun_after_completion(
     assert await app.queue_size() == 2
 
     worker = start_worker("apps.basic:app", "--burst")
-    assert worker.wait(30) == 0, worker.output()
+    assert exit_code(worker, 30) == 0, worker.output()
     assert sorted(await ledger.items("count")) == ["7", "8"]
     r = await first.result()
     assert r is not None and r.success and r.value == 7
@@ -39,7 +39,7 @@ async def test_unique_dedup_and_rerun_after_completion(
     assert await again.result() is None  # the old result was cleared
     assert await again.status() == "queued"
     worker = start_worker("apps.basic:app", "--burst")
-    assert worker.wait(30) == 0, worker.output()
+    assert exit_code(worker, 30) == 0, worker.output()
     assert sorted(await ledger.items("count")) == ["7", "7", "8"]
     r = await again.result()
     assert r is not None and r.success

@@ -311,9 +311,11 @@ class Worker:
         if now_ms() < self.retry_due_ms:
             await asyncio.sleep(min(0.05, (self.retry_due_ms - now_ms()) / 1000))
             return False
-        report = await self._promote_report()
-        if report[3] or self.outcomes:
+        if self.outcomes:
             return False
+        report = await self._promote_report()
+        if report[3] and (await self._promote_report(report[3]))[0]:
+            return False  # moved due tasks to the streams: read them next
         # The promoter may have moved a due task into a stream since our last fetch: read
         # once more, so nothing that was due when we checked is left behind.
         entries = await self._fetch(self.app.prefetch - len(self.held))
@@ -620,15 +622,16 @@ class Worker:
         while True:
             try:
                 _, now, next_due, due = await self._promote_report()
-                if due:
-                    await self._promote_report(due)
+                # Go again at once only while ids move: a due id this worker cannot move
+                # (its lane is not one of ours) must not make the loop spin.
+                if due and (await self._promote_report(due))[0]:
                     continue
                 backoff.reset()
             except ArdiqError as exc:
                 await backoff.wait(exc)
                 continue
             pause = PROMOTE_MAX_SLEEP_S
-            if next_due >= 0:
+            if next_due >= 0 and not due:
                 pause = min(pause, max(0.001, (next_due - now) / 1000))
             await asyncio.sleep(pause)
 

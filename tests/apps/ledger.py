@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
@@ -51,3 +52,14 @@ async def wait_until(
 
 LANES = ["low", "default", "high"]
 """The lanes of apps.basic, lowest first: producer apps in tests use the same."""
+
+
+def exit_code(worker: Any, timeout: float) -> int:
+    """The worker process's exit code; if it does not exit in time, fail with its output."""
+    try:
+        code: int = worker.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(
+            f"worker did not exit within {timeout}s; its output:\n{worker.output()}"
+        ) from None
+    return code

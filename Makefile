@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test test-python test-rust lint fmt bench clean
+.PHONY: venv build demo test test-python test-rust lint fmt bench clean
 
 venv: $(BIN)/.installed
 
@@ -16,12 +16,24 @@ $(BIN)/.installed: pyproject.toml
 demo: venv
 	$(BIN)/python scripts/demo.py
 
-test: venv test-rust test-python
+# The native worker: `ardiq` in the venv's bin/ (maturin, bindings = "bin"). Rebuilt only
+# when a Rust source, manifest or Lua script changed; cargo reuses the warm target/.
+WORKER_SOURCES := Cargo.toml Cargo.lock crates/ardiq-worker/pyproject.toml \
+	$(shell find crates -name '*.rs' -o -name Cargo.toml) $(wildcard python/ardiq/lua/*.lua)
+
+build: venv $(BIN)/ardiq
+
+$(BIN)/ardiq: $(WORKER_SOURCES)
+	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --release -q \
+		-m crates/ardiq-worker/Cargo.toml
+	touch $@
+
+test: venv build test-rust test-python
 
 test-rust:
 	cargo test --workspace --quiet
 
-test-python: venv
+test-python: venv build
 	$(BIN)/pytest
 
 lint: venv

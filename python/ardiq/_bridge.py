@@ -102,9 +102,14 @@ def configure(app: Ardiq, overrides: Mapping[str, Any], worker_id: str) -> dict[
     concurrency = overrides.get("concurrency")
     prefetch = overrides.get("prefetch")
     if concurrency is not None:
+        # The prefetch follows (2 x N) unless the app set its own, which is kept (raised
+        # to N if it would be below).
+        default_prefetch = app._prefetch == 2 * app._concurrency
         app._concurrency = int(concurrency)
         if prefetch is None:
-            app._prefetch = max(app._prefetch, 2 * app._concurrency)
+            app._prefetch = 2 * app._concurrency if default_prefetch else max(
+                app._prefetch, app._concurrency
+            )
     if prefetch is not None:
         app._prefetch = int(prefetch)
     if app._prefetch < app._concurrency:

@@ -122,7 +122,14 @@ where
             None => short_target(meta.target()).to_owned(),
         };
         let ts = timestamp(SystemTime::now());
-        let level = meta.level().as_str();
+        // Python's names, so both sides' lines read alike (`WARNING`, not `WARN`).
+        let level = match *meta.level() {
+            Level::ERROR => "ERROR",
+            Level::WARN => "WARNING",
+            Level::INFO => "INFO",
+            Level::DEBUG => "DEBUG",
+            Level::TRACE => "TRACE",
+        };
         if self.json {
             let mut line = String::with_capacity(128);
             line.push_str("{\"ts\":");
@@ -153,7 +160,7 @@ where
         } else {
             ("", "")
         };
-        write!(w, "{ts} {on}{level:>5}{off} {target}: {}", fields.message)?;
+        write!(w, "{ts} {on}{level:<7}{off} {target}: {}", fields.message)?;
         for (k, v) in &fields.rest {
             write!(w, " {k}={v}")?;
         }

@@ -46,5 +46,8 @@ fmt:
 	cargo fmt --all
 	$(BIN)/ruff format python tests integration scripts
 
+bench: venv
+	$(BIN)/python integration/bench/run.py
+
 clean:
 	rm -rf $(VENV) target .pytest_cache .mypy_cache .ruff_cache

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from apps.ledger import LANES, Ledger, exit_code
+from apps.ledger import LANES, Ledger, exit_code, stop_code
 from ardiq import Ardiq
 from support.workers import WorkerProcess
 
@@ -77,4 +77,4 @@ async def test_abort_running_task(
     assert await ledger.items("finished") == []  # the async body was cancelled
     assert await ledger.items("hook") == []
     assert await app.dead_count() == 0
-    assert worker.stop() == 0, worker.output()
+    assert stop_code(worker) == 0, worker.output()

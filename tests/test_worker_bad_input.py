@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio as aioredis
-from apps.ledger import LANES
+from apps.ledger import LANES, stop_code
 from ardiq import Ardiq, Job
 from support.workers import WorkerProcess
 
@@ -90,4 +90,4 @@ async def test_bad_input_fails_cleanly_and_worker_goes_on(
     for lane in LANES:
         pending = await raw.xpending(app.keys.stream(lane), "ardiq")
         assert pending["pending"] == 0
-    assert worker.stop() == 0, worker.output()
+    assert stop_code(worker) == 0, worker.output()

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from apps.ledger import LANES, Ledger
+from apps.ledger import LANES, Ledger, stop_code
 from ardiq import Ardiq
 from support.workers import WorkerProcess
 
@@ -48,7 +48,7 @@ async def test_sigkill_mid_task_is_finished_by_another_worker(
         assert times == 1 or (times == 2 and str(n) in started_by_victim), runs
     assert await app.queue_size() == 0
     assert await app.dead_count() == 0
-    assert rescuer.stop() == 0, rescuer.output()
+    assert stop_code(rescuer) == 0, rescuer.output()
 
 
 async def test_task_that_kills_every_worker_goes_to_dead_letters(
@@ -92,7 +92,7 @@ async def test_task_that_kills_every_worker_goes_to_dead_letters(
         assert r is not None and r.success
     assert sorted(int(x) for x in await ledger.items("count")) == list(range(10))
     for w in workers:
-        assert w.stop() == 0, w.output()
+        assert stop_code(w) == 0, w.output()
 
 
 async def test_stalled_worker_does_not_overwrite_the_new_owner(
@@ -123,5 +123,5 @@ async def test_stalled_worker_does_not_overwrite_the_new_owner(
     assert await job.result() == r
     assert await ledger.items("owner_finished") == [str(stale.pid), str(fresh.pid)]
     assert await app.dead_count() == 0
-    assert stale.stop() == 0, stale.output()
-    assert fresh.stop() == 0, fresh.output()
+    assert stop_code(stale) == 0, stale.output()
+    assert stop_code(fresh) == 0, fresh.output()

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from apps.ledger import Ledger
+from apps.ledger import Ledger, stop_code
 from support.workers import WorkerProcess
 
 
@@ -25,7 +25,7 @@ async def test_cron_fires_once_per_occurrence_across_three_workers(
     await ledger.wait_for("cron", 1, timeout=10)  # every worker is up by now, give or take
     await asyncio.sleep(3.6)
     for w in workers:
-        assert w.stop() == 0, w.output()
+        assert stop_code(w) == 0, w.output()
 
     ids = await ledger.items("cron")
     runs = Counter(ids)

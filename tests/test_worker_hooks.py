@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from apps.ledger import LANES, Ledger, exit_code
+from apps.ledger import LANES, Ledger, exit_code, stop_code
 from ardiq import Ardiq
 from ardiq.context import EnqueueContext
 from support.workers import WorkerProcess
@@ -49,7 +49,7 @@ async def test_task_context_middleware_headers_and_lifespan(
     r = await state.result(timeout=5)
     assert r is not None and r.value == "hello from lifespan"
     assert await ledger.items("lifespan") == ["start"]  # still running
-    assert worker.stop() == 0, worker.output()
+    assert stop_code(worker) == 0, worker.output()
     assert await ledger.items("lifespan") == ["start", "stop"]
 
 

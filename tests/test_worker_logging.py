@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from apps.ledger import LANES, exit_code
+from apps.ledger import LANES, exit_code, stop_code
 from ardiq import Ardiq
 from support.workers import WorkerProcess
 
@@ -52,7 +52,7 @@ async def test_log_lines_and_no_secrets(
     worker = start_worker("apps.basic:app")
     job = await app.ref("echo_secret").enqueue(SECRET)
     assert (await job.result(timeout=5)) is not None
-    assert worker.stop() == 0
+    assert stop_code(worker) == 0
     out = worker.output()
     assert SECRET not in out
     stop = [ln for ln in out.splitlines() if "worker stopped" in ln]

@@ -7,7 +7,7 @@ import itertools
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from apps.ledger import LANES, Ledger
+from apps.ledger import LANES, Ledger, stop_code
 from ardiq import Ardiq
 from support.workers import WorkerProcess
 
@@ -89,7 +89,7 @@ async def test_attempt_counts_backoff_and_hooks(
     assert hooks(calls, "retry_delay") == []
     assert hooks(calls, "retry_forever") == [(2, False, "Retry")]
     assert all(f":{fails.id}:" in c for c in calls if c.startswith("always_fails:"))
-    assert worker.stop() == 0
+    assert stop_code(worker) == 0
     out = worker.output()
     assert "exploding_hook" in out  # the raising hook was logged...
     assert "recording_hook" not in out  # ...and the next hook still ran
@@ -115,7 +115,7 @@ async def test_default_backoff_grows_and_retry_waits_scheduled(
     (_, t1), (_, t2) = attempts(await ledger.items("attempt"), "default_backoff")
     assert 1000 <= int(t2) - int(t1) <= 1000 + 400, int(t2) - int(t1)
     assert hooks(await ledger.items("hook"), "default_backoff") == [(1, True, "KeyError")]
-    assert worker.stop() == 0
+    assert stop_code(worker) == 0
 
 
 async def test_timeout_fails_attempt_and_is_retried(
@@ -140,4 +140,4 @@ async def test_timeout_fails_attempt_and_is_retried(
     dead = await app.dead_letters()
     assert [d.task_id for d in dead] == [too_slow.id]
     assert "timed out after 0.2s" in dead[0].error
-    assert worker.stop() == 0
+    assert stop_code(worker) == 0

@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from apps.ledger import LANES, Ledger, wait_until
+from apps.ledger import LANES, Ledger, stop_code, wait_until
 from ardiq import Ardiq
 from support.workers import WorkerProcess
 
@@ -59,7 +59,7 @@ async def test_delay_and_schedule_timing(
     assert 500 <= waited <= 500 + LATE_MS, f"delay_ms=500 task started after {waited} ms"
     assert at <= r2.value <= at + LATE_MS, f"scheduled task started {r2.value - at} ms late"
     assert sorted(await ledger.items("stamp"))[0].startswith("delayed:")
-    assert worker.stop() == 0, worker.output()
+    assert stop_code(worker) == 0, worker.output()
 
 
 async def test_scheduled_task_stays_scheduled_until_due(
@@ -78,4 +78,4 @@ async def test_scheduled_task_stays_scheduled_until_due(
     result = await wait_until(job.result, 5, "the delayed task's result")
     assert result.success
     assert len(await ledger.items("stamp")) == 1
-    assert worker.stop() == 0, worker.output()
+    assert stop_code(worker) == 0, worker.output()

@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from apps.ledger import LANES, Ledger, exit_code, wait_until
+from apps.ledger import LANES, Ledger, exit_code, stop_code, wait_until
 from ardiq import Ardiq, Job
 from support.workers import WorkerProcess
 
@@ -31,7 +31,7 @@ async def test_sigterm_finishes_running_and_hands_back_prefetched(
 ) -> None:
     app = make_app(priorities=LANES)
     worker = start_worker("apps.basic:app", "--concurrency", "2")  # prefetch 4
-    jobs = await app.enqueue_many([app.ref("sleep").prepare(1.5) for _ in range(6)])
+    jobs = await app.enqueue_many([app.ref("sleep").prepare(2.5) for _ in range(6)])
     started = await ledger.wait_for("started", 2)
     running = [j for j in jobs if j.id in started]
     waiting = [j for j in jobs if j.id not in started]
@@ -46,8 +46,10 @@ async def test_sigterm_finishes_running_and_hands_back_prefetched(
     async def handed_back() -> bool:
         return await statuses(waiting) == ["queued"] * 4
 
-    await wait_until(handed_back, 1.0, "prefetched tasks handed back within a second")
-    assert time.monotonic() - t0 < 1.0
+    # At once: well within a second on an idle machine; 1.5 s leaves room for a loaded
+    # one, and the tasks still running (below) show it did not wait for them.
+    await wait_until(handed_back, 1.5, "prefetched tasks handed back at once")
+    assert time.monotonic() - t0 < 1.5
     for job in waiting:
         info = await job.info()
         assert info is not None and info.status == "queued" and info.tries == 0
@@ -95,4 +97,4 @@ async def test_second_sigterm_exits_at_once_and_running_tasks_are_reclaimed(
         assert r is not None and r.success and r.tries == 1, r
     started = await ledger.items("started")
     assert sorted(started) == sorted([j.id for j in jobs] * 2)
-    assert rescuer.stop() == 0
+    assert stop_code(rescuer) == 0

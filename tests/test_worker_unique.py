@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from apps.ledger import LANES, Ledger, exit_code
+from apps.ledger import LANES, Ledger, exit_code, stop_code
 from ardiq import Ardiq
 from support.workers import WorkerProcess
 
@@ -57,4 +57,4 @@ async def test_unique_while_running_returns_the_running_job(
     r = await job.result(timeout=5)
     assert r is not None and r.success
     assert await ledger.items("started") == [job.id]
-    assert worker.stop() == 0
+    assert stop_code(worker) == 0

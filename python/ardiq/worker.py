@@ -23,7 +23,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from redis import exceptions as rexc
@@ -118,6 +118,10 @@ class Worker:
         self.buffer: list[tuple[int, int, Ref]] = []  # heap of (lane rank, seq, entry)
         self.running: dict[Ref, asyncio.Task[None]] = {}
         self.outcomes: list[Outcome] = []
+        self.one_offs: set[asyncio.Task[None]] = set()
+        # Abort requests for tasks we did not hold when they came (task id -> when): the
+        # request can overtake the fetch reply that delivers the task to us.
+        self.early_aborts: dict[str, float] = {}
         self.seq = itertools.count()
         self.stops = 0
         self.retry_due_ms = 0
@@ -131,7 +135,10 @@ class Worker:
     def request_stop(self) -> None:
         """First call: drain. Second: exit now. Thread- and signal-safe."""
         loop = self.loop
-        if loop is None or loop.is_closed():
+        if loop is None:
+            self.stops += 1  # not started yet: it will not take work when it starts
+            return
+        if loop.is_closed():
             return
         try:
             if asyncio.get_running_loop() is loop:
@@ -155,6 +162,8 @@ class Worker:
     # ---------------------------------------------------------------- main loop
     async def run(self) -> None:
         self.loop = asyncio.get_running_loop()
+        if self.stops >= 2:
+            self.hard_stop.set()
         app = self.app
         self.broker: Broker = app._client().broker
         self.streams = [app.keys.stream(lane) for lane in self.lanes]
@@ -369,6 +378,8 @@ class Worker:
             self.held[ref] = parsed
             self.by_task[parsed.task_id] = ref
             heapq.heappush(self.buffer, (self.rank[lane], next(self.seq), ref))
+            if self.early_aborts.pop(parsed.task_id, None) is not None:
+                self._spawn_once(self._check_abort_flag(parsed.task_id))
         self._dispatch()
 
     def _dispatch(self) -> None:
@@ -695,9 +706,24 @@ class Worker:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
+    def _spawn_once(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.one_offs.add(task)
+        task.add_done_callback(self.one_offs.discard)
+
+    async def _check_abort_flag(self, task_id: str) -> None:
+        """An abort request overtook this task's delivery: abort it if its job is flagged
+        (a fresh enqueue under the same id is not)."""
+        with contextlib.suppress(ArdiqError):
+            if await self.broker.command("HGET", self.app.keys.job(task_id), "a") == b"1":
+                self._abort(task_id)
+
     def _abort(self, task_id: str) -> None:
         ref = self.by_task.get(task_id)
         if ref is None:
+            now = time.monotonic()
+            self.early_aborts = {t: at for t, at in self.early_aborts.items() if now - at < 30}
+            self.early_aborts[task_id] = now
             return
         if ref in self.running:
             self.runtime.abort(task_id)

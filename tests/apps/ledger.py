@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
@@ -63,3 +64,9 @@ def exit_code(worker: Any, timeout: float) -> int:
             f"worker did not exit within {timeout}s; its output:\n{worker.output()}"
         ) from None
     return code
+
+
+def stop_code(worker: Any, timeout: float = 15) -> int:
+    """SIGTERM the worker and return its exit code; fail with its output if it hangs."""
+    worker.signal(signal.SIGTERM)
+    return exit_code(worker, timeout)

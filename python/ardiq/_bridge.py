@@ -27,6 +27,7 @@ import os
 import sys
 import traceback
 from collections.abc import AsyncIterator, Callable, Mapping
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .cron import CronSpec, Every
@@ -150,8 +151,10 @@ def configure(app: Ardiq, overrides: Mapping[str, Any], worker_id: str) -> dict[
     }
 
 
-def format_exception(exc: BaseException) -> str:
+def format_exception(exc: BaseException, tb: TracebackType | None = None) -> str:
     """The traceback as Python would print it, for the binary to show."""
+    if tb is not None and exc.__traceback__ is None:
+        exc = exc.with_traceback(tb)
     return "".join(traceback.format_exception(exc)).rstrip()
 
 

@@ -160,7 +160,7 @@ fn import_failure(
 /// The exception as Python prints it (`traceback.format_exception`).
 pub fn format_traceback(py: Python<'_>, err: &PyErr) -> String {
     py.import("ardiq._bridge")
-        .and_then(|b| b.call_method1("format_exception", (err.value(py),)))
+        .and_then(|b| b.call_method1("format_exception", (err.value(py), err.traceback(py))))
         .and_then(|s| s.extract::<String>())
         .unwrap_or_else(|_| err.to_string())
 }

@@ -285,3 +285,25 @@ def test_close_sync_closes_and_reopens(redis_url: str, queue: str) -> None:
     app.close_sync()  # twice is fine
     alive = [t for t in threading.enumerate() if t.name == f"ardiq-sync-{queue}"]
     assert alive == []
+
+
+def test_close_sync_ends_a_call_in_flight(redis_url: str, queue: str) -> None:
+    app = make(redis_url, queue)
+    job = app.ref("t").enqueue_sync()
+    outcome: list[BaseException | object] = []
+
+    def wait() -> None:
+        try:
+            outcome.append(job.result_sync(timeout=30))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.3)
+    assert waiter.is_alive()
+    app.close_sync()
+    waiter.join(10)
+    assert not waiter.is_alive(), "a blocking call hung after close_sync()"
+    (result,) = outcome
+    assert isinstance(result, BaseException)

@@ -97,6 +97,12 @@ def _serve(loop: asyncio.AbstractEventLoop, started: threading.Event) -> None:
     try:
         loop.run_forever()
     finally:
+        # Calls still in flight when the runner closed end with CancelledError, not never.
         with contextlib.suppress(Exception):
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()

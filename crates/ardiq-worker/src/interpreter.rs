@@ -183,9 +183,12 @@ mod tests {
     impl TempDir {
         fn new(tag: &str) -> Self {
             let dir = std::env::temp_dir().join(format!(
-                "ardiq-interp-{tag}-{}-{:?}",
+                "ardiq-interp-{tag}-{}-{}",
                 std::process::id(),
                 std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0)
             ));
             fs::create_dir_all(&dir).unwrap();
             TempDir(dir)

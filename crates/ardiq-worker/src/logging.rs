@@ -44,7 +44,8 @@ pub fn init(format: LogFormat, verbosity: Verbosity) {
 
 /// Colour only on a terminal, and never under `NO_COLOR`.
 pub fn colour_allowed() -> bool {
-    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stderr().is_terminal()
 }
 
 /// The level Python's root logger is set to, matching the tracing filter.

@@ -24,7 +24,6 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-
 from ardiq import Ardiq
 from support.redis_server import free_port
 from support.workers import ROOT, TESTS, native_binary
@@ -50,12 +49,19 @@ def clean_env(**extra: str) -> dict[str, str]:
 class Proc:
     """An `ardiq` process with stderr+stdout captured to a file."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path,
-                 exe: str | None = None, cwd: Path = TESTS) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str],
+        log: Path,
+        exe: str | None = None,
+        cwd: Path = TESTS,
+    ) -> None:
         self.log_path = log
         self._log = log.open("wb")
-        self.proc = subprocess.Popen([exe or binary(), *args], env=env, cwd=cwd,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [exe or binary(), *args], env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT
+        )
 
     def signal(self, sig: int) -> None:
         if self.proc.poll() is None:
@@ -89,16 +95,14 @@ class Proc:
 
 @pytest.fixture
 def env(redis_url: str, queue: str) -> dict[str, str]:
-    return clean_env(ARDIQ_TEST_QUEUE=queue, CLI_APP_REDIS_URL=redis_url,
-                     CLI_LEDGER_URL=redis_url)
+    return clean_env(ARDIQ_TEST_QUEUE=queue, CLI_APP_REDIS_URL=redis_url, CLI_LEDGER_URL=redis_url)
 
 
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
     procs: list[Proc] = []
 
-    def start(*args: str, env: dict[str, str], exe: str | None = None,
-              cwd: Path = TESTS) -> Proc:
+    def start(*args: str, env: dict[str, str], exe: str | None = None, cwd: Path = TESTS) -> Proc:
         proc = Proc(list(args), env, tmp_path / f"ardiq-{len(procs)}.log", exe, cwd)
         procs.append(proc)
         return proc
@@ -108,10 +112,12 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
         proc.close()
 
 
-def run(*args: str, env: dict[str, str], timeout: float = 30, exe: str | None = None,
-        cwd: Path = TESTS) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([exe or binary(), *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+def run(
+    *args: str, env: dict[str, str], timeout: float = 30, exe: str | None = None, cwd: Path = TESTS
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [exe or binary(), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
 
 
 async def ledger(redis_url: str, queue: str, kind: str) -> list[str]:
@@ -146,8 +152,18 @@ def test_version_and_help() -> None:
     out = run("run", "--help", env=clean_env())
     assert out.returncode == 0
     assert "Exit codes:" in out.stdout and "ARDIQ_CONCURRENCY" in out.stdout
-    for flag in ("--burst", "--verbose", "--quiet", "--workers", "--concurrency", "--prefetch",
-                 "--redis-url", "--shutdown-timeout", "--log-format", "--python"):
+    for flag in (
+        "--burst",
+        "--verbose",
+        "--quiet",
+        "--workers",
+        "--concurrency",
+        "--prefetch",
+        "--redis-url",
+        "--shutdown-timeout",
+        "--log-format",
+        "--python",
+    ):
         assert flag in out.stdout, flag
     bad = run("run", APP, "--concurrency", "0", env=clean_env())
     assert bad.returncode == 2 and "error:" in bad.stderr
@@ -216,17 +232,24 @@ async def test_verbose_and_quiet(
     app = make_app()
     job = await app.ref("echo").enqueue("x")
     args = ["run", APP, "--burst"]
-    verbose = run(*args, *(["-v"] if via == "flag" else []), env={**env, **(
-        {"ARDIQ_VERBOSE": "1"} if via == "env" else {})})
+    verbose = run(
+        *args,
+        *(["-v"] if via == "flag" else []),
+        env={**env, **({"ARDIQ_VERBOSE": "1"} if via == "env" else {})},
+    )
     assert verbose.returncode == 0, verbose.stderr
-    assert re.search(rf"DEBUG +ardiq: task started id={job.id} name=echo worker=\S+ try=1",
-                     verbose.stderr), verbose.stderr
+    assert re.search(
+        rf"DEBUG +ardiq: task started id={job.id} name=echo worker=\S+ try=1", verbose.stderr
+    ), verbose.stderr
     assert "INFO    cli_app: echo ran" in verbose.stderr  # Python logging, same format
     assert "ardiq 0." in verbose.stderr  # the banner
 
     await app.ref("echo").enqueue("y")
-    quiet = run(*args, *(["-q"] if via == "flag" else []), env={**env, **(
-        {"ARDIQ_QUIET": "1"} if via == "env" else {})})
+    quiet = run(
+        *args,
+        *(["-q"] if via == "flag" else []),
+        env={**env, **({"ARDIQ_QUIET": "1"} if via == "env" else {})},
+    )
     assert quiet.returncode == 0, quiet.stderr
     assert quiet.stderr == "", quiet.stderr  # no banner, no INFO lines
 
@@ -254,8 +277,12 @@ async def test_json_logs(env: dict[str, str], make_app: Callable[..., Ardiq], vi
 
 @pytest.mark.parametrize("via", ["flag", "env"])
 async def test_shutdown_timeout_leaves_running_tasks(
-    env: dict[str, str], spawn: Callable[..., Proc], redis_url: str, queue: str,
-    make_app: Callable[..., Ardiq], via: str
+    env: dict[str, str],
+    spawn: Callable[..., Proc],
+    redis_url: str,
+    queue: str,
+    make_app: Callable[..., Ardiq],
+    via: str,
 ) -> None:
     app = make_app()
     await app.ref("slow").enqueue(1, 30)
@@ -290,7 +317,10 @@ def test_python_flag_and_env(env: dict[str, str], tmp_path: Path) -> None:
         ("apps.nope:app", "error: no module named `apps.nope`"),
         ("nopkg_x.tasks:app", "error: no module named `nopkg_x`"),
         ("apps.cli_app:nope", "error: module `apps.cli_app` has no attribute `nope`"),
-        ("apps.cli_notapp:app", "error: `apps.cli_notapp:app` is a `int`, not an `ardiq.Ardiq` app"),
+        (
+            "apps.cli_notapp:app",
+            "error: `apps.cli_notapp:app` is a `int`, not an `ardiq.Ardiq` app",
+        ),
         ("not a target", "error: `not a target` is not of the form `MODULE:ATTR`"),
     ],
 )
@@ -308,8 +338,10 @@ def test_module_that_raises_shows_its_traceback(env: dict[str, str]) -> None:
     assert out.returncode == 2, out.stderr
     assert "Traceback (most recent call last)" in out.stderr
     assert 'cli_raises.py", line 8' in out.stderr and "cli_raises exploded on import" in out.stderr
-    assert out.stderr.strip().splitlines()[-1].startswith(
-        "error: importing `apps.cli_raises:app` raised RuntimeError"
+    assert (
+        out.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: importing `apps.cli_raises:app` raised RuntimeError")
     )
 
 
@@ -330,8 +362,11 @@ def test_redis_unreachable_names_masked_url_and_retries(
 
 # ------------------------------------------------------------------ signals
 async def test_sigterm_during_work_loses_nothing_and_hands_back_at_once(
-    env: dict[str, str], spawn: Callable[..., Proc], redis_url: str, queue: str,
-    make_app: Callable[..., Ardiq]
+    env: dict[str, str],
+    spawn: Callable[..., Proc],
+    redis_url: str,
+    queue: str,
+    make_app: Callable[..., Ardiq],
 ) -> None:
     app = make_app()
     jobs = await app.enqueue_many([app.ref("slow").prepare(i, 1.0) for i in range(8)])
@@ -368,8 +403,12 @@ async def test_sigterm_during_work_loses_nothing_and_hands_back_at_once(
 
 @pytest.mark.parametrize("task", ["slow", "sync_slow"])
 async def test_second_sigint_exits_at_once_and_tasks_are_reclaimed(
-    env: dict[str, str], spawn: Callable[..., Proc], redis_url: str, queue: str,
-    make_app: Callable[..., Ardiq], task: str
+    env: dict[str, str],
+    spawn: Callable[..., Proc],
+    redis_url: str,
+    queue: str,
+    make_app: Callable[..., Ardiq],
+    task: str,
 ) -> None:
     env["CLI_APP_IDLE_MS"] = "500"
     app = make_app()
@@ -403,8 +442,7 @@ async def test_second_sigint_exits_at_once_and_tasks_are_reclaimed(
 
 # -------------------------------------------------------- start/stop cycles
 async def test_hundred_start_stop_cycles_under_load(
-    env: dict[str, str], redis_url: str, queue: str, make_app: Callable[..., Ardiq],
-    tmp_path: Path
+    env: dict[str, str], redis_url: str, queue: str, make_app: Callable[..., Ardiq], tmp_path: Path
 ) -> None:
     app = make_app()
     total = 3000
@@ -414,8 +452,13 @@ async def test_hundred_start_stop_cycles_under_load(
     def cycle(i: int) -> tuple[int, int, str]:
         log = tmp_path / f"cycle-{i}.log"
         with log.open("wb") as f:
-            p = subprocess.Popen([exe, "run", APP, "-q", "--concurrency", "4"], env=env,
-                                 cwd=TESTS, stdout=f, stderr=subprocess.STDOUT)
+            p = subprocess.Popen(
+                [exe, "run", APP, "-q", "--concurrency", "4"],
+                env=env,
+                cwd=TESTS,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+            )
             # Some stop during start-up, some while serving (the first few ms after exec,
             # before any program can install a handler, are left out).
             time.sleep(0.05 + (i % 10) * 0.03)
@@ -431,8 +474,11 @@ async def test_hundred_start_stop_cycles_under_load(
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(cycle, range(100)))
     elapsed = time.monotonic() - t0
-    bad = [(i, code, out) for i, code, out in results
-           if code != 0 or "panicked" in out or "Fatal Python" in out or "Traceback" in out]
+    bad = [
+        (i, code, out)
+        for i, code, out in results
+        if code != 0 or "panicked" in out or "Fatal Python" in out or "Traceback" in out
+    ]
     assert not bad, bad[:3]
     assert elapsed < 100, elapsed
     # Nothing was lost or run twice: a last worker finishes the rest.
@@ -446,8 +492,12 @@ async def test_hundred_start_stop_cycles_under_load(
 # ------------------------------------------------------------------ --workers
 @pytest.mark.parametrize("via", ["flag", "env"])
 async def test_workers_supervisor(
-    env: dict[str, str], spawn: Callable[..., Proc], redis_url: str, queue: str,
-    make_app: Callable[..., Ardiq], via: str
+    env: dict[str, str],
+    spawn: Callable[..., Proc],
+    redis_url: str,
+    queue: str,
+    make_app: Callable[..., Ardiq],
+    via: str,
 ) -> None:
     app = make_app()
     if via == "flag":
@@ -491,22 +541,42 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = root / "venv"
     base = getattr(sys, "_base_executable", sys.executable)
     subprocess.run([base, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-           "--disable-pip-version-check"]
+    pip = [
+        str(venv / "bin" / "python"),
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+    ]
     subprocess.run([*pip, str(ROOT)], check=True, timeout=600)
     maturin = Path(sys.executable).with_name("maturin")
     wheels = root / "wheels"
-    subprocess.run([str(maturin), "build", "--release", "-q", "-i", sys.executable, "-o",
-                    str(wheels), "-m", str(ROOT / "crates" / "ardiq-worker" / "Cargo.toml")],
-                   check=True, timeout=900)
+    subprocess.run(
+        [
+            str(maturin),
+            "build",
+            "--release",
+            "-q",
+            "-i",
+            sys.executable,
+            "-o",
+            str(wheels),
+            "-m",
+            str(ROOT / "crates" / "ardiq-worker" / "Cargo.toml"),
+        ],
+        check=True,
+        timeout=900,
+    )
     (wheel,) = wheels.glob("ardiq_worker-*.whl")
     subprocess.run([*pip, "--no-deps", str(wheel)], check=True, timeout=300)
     assert (venv / "bin" / "ardiq").is_file()
     return venv
 
 
-async def probe(exe: str, env: dict[str, str], make_app: Callable[..., Ardiq],
-                cwd: Path = TESTS, *args: str) -> dict[str, Any]:
+async def probe(
+    exe: str, env: dict[str, str], make_app: Callable[..., Ardiq], cwd: Path = TESTS, *args: str
+) -> dict[str, Any]:
     app = make_app()
     job = await app.ref("environment").enqueue()
     out = run("run", APP, "--burst", *args, env=env, exe=exe, cwd=cwd, timeout=120)
@@ -521,10 +591,14 @@ def same(a: str, b: str | Path) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-async def test_activated_venv(fresh_venv: Path, env: dict[str, str],
-                              make_app: Callable[..., Ardiq]) -> None:
-    env = {**env, "VIRTUAL_ENV": str(fresh_venv),
-           "PATH": f"{fresh_venv / 'bin'}:{os.environ.get('PATH', '')}"}
+async def test_activated_venv(
+    fresh_venv: Path, env: dict[str, str], make_app: Callable[..., Ardiq]
+) -> None:
+    env = {
+        **env,
+        "VIRTUAL_ENV": str(fresh_venv),
+        "PATH": f"{fresh_venv / 'bin'}:{os.environ.get('PATH', '')}",
+    }
     exe = shutil.which("ardiq", path=env["PATH"])
     assert exe == str(fresh_venv / "bin" / "ardiq")
     v = await probe(exe, env, make_app)
@@ -539,8 +613,7 @@ async def test_absolute_path_from_empty_environment(
     fresh_venv: Path, redis_url: str, queue: str, make_app: Callable[..., Ardiq]
 ) -> None:
     # As systemd runs it: `env -i /path/to/venv/bin/ardiq ...`, settings in the command.
-    env = {"ARDIQ_TEST_QUEUE": queue, "CLI_APP_REDIS_URL": redis_url,
-           "CLI_LEDGER_URL": redis_url}
+    env = {"ARDIQ_TEST_QUEUE": queue, "CLI_APP_REDIS_URL": redis_url, "CLI_LEDGER_URL": redis_url}
     v = await probe(str(fresh_venv / "bin" / "ardiq"), env, make_app)
     assert v["executable"] == str(fresh_venv / "bin" / "python")
     assert same(v["prefix"], fresh_venv)
@@ -561,9 +634,13 @@ async def test_plain_python_on_path(
     exe = tmp_path / "ardiq"
     shutil.copy2(binary(), exe)
     site = next(p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix))
-    env = {"ARDIQ_TEST_QUEUE": queue, "CLI_APP_REDIS_URL": redis_url,
-           "CLI_LEDGER_URL": redis_url, "PATH": f"{bindir}:/usr/bin:/bin",
-           "PYTHONPATH": f"{ROOT / 'python'}:{site}"}
+    env = {
+        "ARDIQ_TEST_QUEUE": queue,
+        "CLI_APP_REDIS_URL": redis_url,
+        "CLI_LEDGER_URL": redis_url,
+        "PATH": f"{bindir}:/usr/bin:/bin",
+        "PYTHONPATH": f"{ROOT / 'python'}:{site}",
+    }
     v = await probe(str(exe), env, make_app)
     assert same(v["executable"], base)
     assert same(v["prefix"], sys.base_prefix) and same(v["base_prefix"], sys.base_prefix)

@@ -108,8 +108,8 @@ def configure(app: Ardiq, overrides: Mapping[str, Any], worker_id: str) -> dict[
         default_prefetch = app._prefetch == 2 * app._concurrency
         app._concurrency = int(concurrency)
         if prefetch is None:
-            app._prefetch = 2 * app._concurrency if default_prefetch else max(
-                app._prefetch, app._concurrency
+            app._prefetch = (
+                2 * app._concurrency if default_prefetch else max(app._prefetch, app._concurrency)
             )
     if prefetch is not None:
         app._prefetch = int(prefetch)
@@ -193,7 +193,7 @@ def install_logging(emit: Callable[[int, str, str], None], level: int) -> None:
 def new_event_loop() -> asyncio.AbstractEventLoop:
     """uvloop's loop when it is installed, asyncio's otherwise."""
     try:
-        import uvloop
+        import uvloop  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         return asyncio.new_event_loop()
     loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
@@ -340,8 +340,17 @@ class Bridge:
         finally:
             self._tasks.pop(d.entry_id, None)
         self._pending.append(
-            (o.entry_id, o.task_id, o.kind, o.value, o.tries, o.enqueue_ms, o.start_ms, o.lane,
-             o.delay_ms)
+            (
+                o.entry_id,
+                o.task_id,
+                o.kind,
+                o.value,
+                o.tries,
+                o.enqueue_ms,
+                o.start_ms,
+                o.lane,
+                o.delay_ms,
+            )
         )
         if not self._flush_scheduled:
             # Everything that finishes in this loop iteration goes back in one call.

@@ -23,9 +23,9 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -33,6 +33,7 @@ CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "10"))
 SOCK_PATH = os.environ.get("BENCH_SOCK", "")
 INFLIGHT_ASYNC = 100  # enqueue calls in flight at once, asyncio producers
 INFLIGHT_THREADS = 16  # the same for producers whose client is synchronous (threads)
+# In-flight mode: that many lanes, each awaiting one enqueue after another.
 
 CPU_DATA = b"\x5a" * 1024
 CPU_ROUNDS = 1000
@@ -135,47 +136,54 @@ class _Runner:
     def is_async(self) -> bool:
         return inspect.iscoroutinefunction(self.p.enqueue)
 
-    def stage(self, kind: str, n: int, mode: str) -> float:
-        """Enqueue n tasks in one mode; the seconds it took."""
+    def stage(self, kind: str, n: int, mode: str, budget_s: float) -> tuple[int, float]:
+        """Enqueue up to n tasks in one mode, stopping once `budget_s` has passed;
+        returns (tasks enqueued, seconds)."""
         p = self.p
-        if mode == "bulk":
-            t = time.perf_counter()
-            self.call(p.enqueue_bulk, kind, n)
-            return time.perf_counter() - t
-        if mode == "single":
-            if self.is_async():
+        t = time.perf_counter()
+        deadline = t + budget_s
+        if mode == "bulk":  # chunk by chunk
+            done = 0
+            while done < n and time.perf_counter() < deadline:
+                chunk = min(p.bulk_chunk, n - done)
+                self.call(p.enqueue_bulk, kind, chunk)
+                done += chunk
+            return done, time.perf_counter() - t
+        lanes = 1 if mode == "single" else INFLIGHT_ASYNC if self.is_async() else INFLIGHT_THREADS
+        left = [n]  # tasks not yet claimed by a lane
 
-                async def one_by_one() -> None:
-                    for _ in range(n):
-                        await p.enqueue(kind, ())
+        def claim() -> bool:
+            if left[0] <= 0 or time.perf_counter() >= deadline:
+                return False
+            left[0] -= 1
+            return True
 
-                t = time.perf_counter()
-                self.loop.run_until_complete(one_by_one())
-                return time.perf_counter() - t
-            t = time.perf_counter()
-            for _ in range(n):
-                p.enqueue(kind, ())
-            return time.perf_counter() - t
-        if mode == "inflight":
-            if self.is_async():
+        if self.is_async():
 
-                async def many() -> None:
-                    sem = asyncio.Semaphore(INFLIGHT_ASYNC)
+            async def lane() -> None:
+                while claim():
+                    await p.enqueue(kind, ())
 
-                    async def one() -> None:
-                        async with sem:
-                            await p.enqueue(kind, ())
+            async def all_lanes() -> None:
+                await asyncio.gather(*(lane() for _ in range(lanes)))
 
-                    await asyncio.gather(*(one() for _ in range(n)))
+            self.loop.run_until_complete(all_lanes())
+        else:
+            lock = threading.Lock()
 
-                t = time.perf_counter()
-                self.loop.run_until_complete(many())
-                return time.perf_counter() - t
-            with ThreadPoolExecutor(INFLIGHT_THREADS) as pool:
-                t = time.perf_counter()
-                list(pool.map(lambda _: p.enqueue(kind, ()), range(n), chunksize=64))
-                return time.perf_counter() - t
-        raise ValueError(mode)
+            def thread_lane() -> None:
+                while True:
+                    with lock:
+                        if not claim():
+                            return
+                    p.enqueue(kind, ())
+
+            threads = [threading.Thread(target=thread_lane) for _ in range(lanes)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+        return n - left[0], time.perf_counter() - t
 
 
 def serve_producer(producer: Producer) -> None:
@@ -195,7 +203,9 @@ def serve_producer(producer: Producer) -> None:
                 if mode == "bulk" and not producer.bulk:
                     reply: dict[str, Any] = {"unsupported": True}
                 else:
-                    reply = {"seconds": run.stage(req["kind"], req["n"], mode)}
+                    count, secs = run.stage(req["kind"], req["n"], mode,
+                                            req.get("budget_s", 1e9))
+                    reply = {"count": count, "seconds": secs}
             elif op == "probe":  # one latency probe: t0 taken right before the call
                 delay_ms = req.get("delay_ms", 0)
                 t0 = time.time_ns()

@@ -4,6 +4,7 @@ subscription, timeouts, the TaskResult fields and result retention."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import threading
@@ -12,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import redis.asyncio as aioredis
-from ardiq import Ardiq, Job, Retry, TaskResult
+from ardiq import Ardiq, BrokerError, Job, Retry, TaskResult
 from support.redis_server import RedisServer
 
 AppFactory = Callable[..., Ardiq]
@@ -69,6 +70,8 @@ class Monitor:
             return [c for t, p, c in self.records if p in ports and since <= t <= until]
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the reading thread
         self.sock.close()
         self.thread.join(5)
 
@@ -407,3 +410,38 @@ async def test_result_of_aborted_task_ttl(make_app: AppFactory, redis_url: str) 
     finally:
         await r.aclose()
     assert 20_000 < pttl <= 30_000
+
+
+async def test_waiter_gets_broker_error_when_redis_goes_away(
+    private_redis: RedisServer, queue: str
+) -> None:
+    app = Ardiq(private_redis.url, queue_name=queue)
+    try:
+        job = await app.ref("t").enqueue()
+        waiter = asyncio.create_task(job.result(timeout=30))
+        await asyncio.sleep(0.3)
+        assert not waiter.done()
+        started = time.monotonic()
+        private_redis.kill()
+        with pytest.raises(BrokerError):
+            await asyncio.wait_for(waiter, 15)
+        assert time.monotonic() - started < 10
+        # A new waiter fails fast too, and once Redis is back waiting works again.
+        started = time.monotonic()
+        with pytest.raises(BrokerError):
+            await app.job("x").result(timeout=5)
+        assert time.monotonic() - started < 3
+        private_redis.start()
+        # The first call may still meet a pooled connection of the old server
+        # (BrokerError: the connection dropped); after that waiting works again.
+        for _ in range(3):
+            try:
+                await app.job("x").result(timeout=0.2)
+            except BrokerError:
+                continue
+            except TimeoutError:
+                break
+        else:
+            pytest.fail("waiting for results never recovered after Redis came back")
+    finally:
+        await app.aclose()

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 from ardiq import Ardiq
-from support.redis_server import free_port
+from support.redis_server import REDIS_SERVER, free_port
 from support.workers import ROOT, TESTS, native_binary
 
 APP = "apps.cli_app:app"
@@ -646,3 +647,64 @@ async def test_plain_python_on_path(
     assert same(v["prefix"], sys.base_prefix) and same(v["base_prefix"], sys.base_prefix)
     assert same(v["spawn"][0], base)
     assert same(v["subprocess_prefix"], sys.base_prefix)
+
+
+# ------------------------------------------------------------- runtime failures
+def test_wrong_password_exits_1_without_leaking_it(env: dict[str, str], tmp_path: Path) -> None:
+    # Started here: the harness's readiness check does not authenticate.
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            REDIS_SERVER,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+            "--requirepass",
+            "right-one",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(port=port, password="right-one")
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.02)
+        client.close()
+        url = f"redis://:wrong-one@127.0.0.1:{port}"
+        out = run("run", APP, "--redis-url", url, env=env)
+        assert out.returncode == 1, out.stderr
+        assert "refused the credentials" in out.stderr
+        assert "wrong-one" not in out.stderr
+        assert f"redis://:***@127.0.0.1:{port}" in out.stderr
+    finally:
+        server.kill()
+        server.wait()
+
+
+async def test_lifespan_wraps_the_worker_and_its_failure_exits_1(
+    env: dict[str, str], make_app: Callable[..., Ardiq]
+) -> None:
+    app = make_app()
+    job = await app.ref("ping").enqueue()
+    out = run("run", "apps.cli_lifespan:app", "--burst", env=env)
+    assert out.returncode == 0, out.stderr
+    r = await job.result()
+    assert r is not None and r.value == "yes"  # state the lifespan yielded
+
+    failed = run("run", "apps.cli_lifespan:app", "--burst", env={**env, "CLI_FAIL_WORKER": ""})
+    assert failed.returncode == 1, failed.stderr
+    assert "RuntimeError: lifespan refuses to start" in failed.stderr
+    assert failed.stderr.strip().splitlines()[-1] == "error: the app's lifespan failed to start"

@@ -16,7 +16,7 @@ app = Ardiq(
 
 @app.lifespan
 async def lifespan(app: Ardiq) -> AsyncIterator[dict[str, str]]:
-    if os.environ.get("ARDIQ_SUPERVISED") == os.environ.get("CLI_FAIL_WORKER", "-"):
+    if os.environ.get("ARDIQ_SUPERVISED", "") == os.environ.get("CLI_FAIL_WORKER", "-"):
         raise RuntimeError("lifespan refuses to start")
     yield {"ready": "yes"}
 

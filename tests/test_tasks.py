@@ -556,3 +556,15 @@ def test_every_next_after_is_aligned_to_the_epoch() -> None:
     assert e.next_after(59_999) == 60_000
     assert e.next_after(60_000) == 120_000
     assert Every(1500).next_after(ms(2024, 1, 1) + 1) == ms(2024, 1, 1) + 1500
+
+
+def test_cron_day_field_with_a_step_counts_as_unrestricted() -> None:
+    """`*/2` in day-of-week does not OR with day-of-month (Vixie cron, like the engine)."""
+    from ardiq.cron import CronSpec
+
+    spec = CronSpec.parse("0 0 1 * */2")
+    assert not spec.weekdays_restricted
+    # 2026-12-01 is a Tuesday (dow 2): day 1 and an even weekday, so it fires.
+    assert spec.next_after(1796083200000 - 60_000) == 1796083200000
+    # 2026-11-29 (Sunday, dow 0) is an even weekday but not the 1st: no OR, so no fire.
+    assert spec.next_after(1795910400000 - 60_000) != 1795910400000

@@ -80,8 +80,10 @@ class CronSpec:
             fields[2],
             fields[3],
             weekdays,
-            parts[2] != "*",
-            parts[4] != "*",
+            # As in Vixie cron (and the Rust engine): a day field starting with `*` (even
+            # `*/2`) counts as unrestricted, so it is AND-ed, not OR-ed, with the other.
+            not parts[2].startswith("*"),
+            not parts[4].startswith("*"),
         )
         if spec.next_after(0) is None and spec.next_after(_now_ms()) is None:
             raise ValueError(f"cron spec {text!r} can never fire")

@@ -237,6 +237,7 @@ class Bridge:
         self._on_outcomes = on_outcomes
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}  # entry id -> running attempt
+        self._starting: set[str] = set()  # task ids created but not yet run a step
         self._pending: list[OutcomeTuple] = []
         self._flush_scheduled = False
         self._stop: asyncio.Event | None = None
@@ -305,13 +306,20 @@ class Bridge:
         assert loop is not None
         for item in batch:
             d = Delivery(*item)
+            self._starting.add(d.task_id)
             self._tasks[d.entry_id] = loop.create_task(self._execute(d))
 
     def _abort(self, task_ids: list[str]) -> None:
+        loop = self._loop
+        assert loop is not None
         for task_id in task_ids:
-            self.runtime.abort(task_id)
+            if not self.runtime.abort(task_id) and task_id in self._starting:
+                # Handed over in the same batch and not yet entered the runtime: try again
+                # once its first step ran.
+                loop.call_soon(self.runtime.abort, task_id)
 
     async def _execute(self, d: Delivery) -> None:
+        self._starting.discard(d.task_id)
         try:
             o = await self.runtime.execute(d)
         except asyncio.CancelledError:

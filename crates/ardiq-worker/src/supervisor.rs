@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use tracing::{error, info};
 
 use crate::banner;
-use crate::cli::RunArgs;
+use crate::cli::{LogFormat, RunArgs};
 use crate::commands::run::SUPERVISED_ENV;
 use crate::failure::{code, Failure};
 use crate::interpreter::{self, Inputs};
@@ -63,7 +63,7 @@ async fn supervise(args: &RunArgs) -> i32 {
             return code::RUNTIME;
         }
     };
-    if !args.quiet {
+    if !args.quiet && args.log_format == LogFormat::Text {
         let (python, source) =
             match interpreter::discover(&Inputs::from_process(args.python.clone())) {
                 Ok(f) => (f.executable.display().to_string(), f.source),

@@ -21,7 +21,7 @@ use tracing::{error, info};
 
 use crate::app;
 use crate::banner;
-use crate::cli::RunArgs;
+use crate::cli::{LogFormat, RunArgs};
 use crate::embed;
 use crate::executor::{emit_log, Bridge};
 use crate::failure::{code, Failure};
@@ -182,7 +182,8 @@ impl Worker<'_> {
             return Ok((code::OK, true));
         }
         let python = self.found.executable.display().to_string();
-        if !args.quiet && self.supervised.is_none() {
+        // A log collector reading JSON lines gets no banner: "worker starting" says it all.
+        if !args.quiet && self.supervised.is_none() && args.log_format == LogFormat::Text {
             banner::print(
                 &banner::Info {
                     target: &args.target,

@@ -25,15 +25,22 @@ async def still_works(app: Ardiq) -> None:
     assert r is not None and r.success and r.value == 5
 
 
+# Adds the entry and its job hash in one step, so a worker cannot finish the entry before
+# the job hash exists (which would leave a job hash behind for a finished task).
+RAW_ENTRY = """
+local eid = redis.call('XADD', KEYS[1], '*', unpack(ARGV))
+redis.call('HSET', KEYS[2], 'fn', 'add', 'l', 'default', 's', 'q', 't', 0, 'enq', 1,
+  'x', 0, 'e', eid)
+return eid
+"""
+
+
 async def raw_entry(app: Ardiq, raw: aioredis.Redis, task_id: str, fields: dict[str, bytes]) -> str:
     """Add an entry by hand (as a broken producer would), with a job hash so status works."""
-    stream = app.keys.stream("default")
-    eid = (await raw.xadd(stream, fields)).decode()  # type: ignore[arg-type]
-    await raw.hset(
-        app.keys.job(task_id),
-        mapping={"fn": "add", "l": "default", "s": "q", "t": 0, "enq": 1, "x": 0, "e": eid},
-    )
-    return eid
+    flat = [x for pair in fields.items() for x in pair]
+    keys = [app.keys.stream("default"), app.keys.job(task_id)]
+    eid = await raw.eval(RAW_ENTRY, 2, *keys, *flat)  # type: ignore[misc]
+    return bytes(eid).decode()
 
 
 async def test_bad_input_fails_cleanly_and_worker_goes_on(

@@ -35,6 +35,9 @@ pub struct Ctx {
     /// Redis server time minus local time, ms, as last seen by `promote`. Expiry checks
     /// and cron timing use the server's clock, like the scripts do.
     clock_offset_ms: AtomicI64,
+    /// When the latest retry this worker scheduled falls due (server clock, ms). A burst
+    /// run waits for it: a task that failed and will run again is still in flight.
+    retry_due_ms: AtomicI64,
 }
 
 impl Ctx {
@@ -56,6 +59,7 @@ impl Ctx {
             sink: OutcomeSink::new(tx),
             executor,
             clock_offset_ms: AtomicI64::new(0),
+            retry_due_ms: AtomicI64::new(0),
         }
     }
 
@@ -74,6 +78,18 @@ impl Ctx {
     pub fn observe_server_time(&self, server_ms: i64) {
         self.clock_offset_ms
             .store(server_ms - local_now_ms(), Ordering::Relaxed);
+    }
+
+    /// Notes a retry this worker scheduled, due `delay_ms` from now.
+    pub fn retry_scheduled(&self, delay_ms: u64) {
+        let due = self.now_ms().saturating_add(delay_ms as i64);
+        self.retry_due_ms.fetch_max(due, Ordering::Relaxed);
+    }
+
+    /// How long until the latest retry this worker scheduled is due (zero if it is).
+    pub fn retry_wait_ms(&self) -> u64 {
+        let left = self.retry_due_ms.load(Ordering::Relaxed) - self.now_ms();
+        left.max(0) as u64
     }
 
     /// The consumer name.

@@ -254,7 +254,7 @@ impl Dispatcher {
             }
             let now = Instant::now();
             let free = self.free();
-            if free > 0 && self.maybe_more && self.fetch_retry_at.map_or(true, |t| now >= t) {
+            if free > 0 && self.maybe_more && self.fetch_retry_at.is_none_or(|t| now >= t) {
                 self.fetch(free).await;
             }
             self.start_ready();
@@ -271,7 +271,7 @@ impl Dispatcher {
                 && self.free() > 0
                 && !self.maybe_more
                 && self.read_task.is_none()
-                && self.read_retry_at.map_or(true, |t| now >= t)
+                && self.read_retry_at.is_none_or(|t| now >= t)
             {
                 self.spawn_read();
             }
@@ -400,6 +400,8 @@ impl Dispatcher {
                         },
                     );
                     // Never started: `tries` stays at the attempts already made.
+                    warn!(id = %d.task_id, name = %d.fn_name, worker = %ctx.worker(),
+                        try = d.attempt(), "task expired before it started");
                     let mut o = d.outcome(OutcomeKind::Expired, b"expired".to_vec(), 0, 0);
                     o.tries = d.tries;
                     expired.push(o);
@@ -411,10 +413,6 @@ impl Dispatcher {
         }
         ctx.sink.send(expired);
         if !batch.is_empty() {
-            for d in &batch {
-                tracing::debug!(id = %d.task_id, name = %d.fn_name, worker = %ctx.worker(),
-                    try = d.attempt(), "task started");
-            }
             ctx.executor.start(batch, &ctx.sink);
         }
     }
@@ -472,6 +470,16 @@ impl Dispatcher {
     /// if that fetch finds nothing. Promotion comes first: anything due has then been
     /// moved into a stream, by us or by another worker's promoter, before the fetch looks.
     async fn burst_drained(&mut self) -> bool {
+        // A retry we scheduled is still in flight: wait for it to fall due (a tick at
+        // most, then the serve loop comes back here).
+        let wait = self.ctx.retry_wait_ms();
+        if wait > 0 {
+            let tick = self.ctx.config.poll_block_ms.max(1);
+            tokio::time::sleep(Duration::from_millis(wait.min(tick))).await;
+            if self.ctx.retry_wait_ms() > 0 {
+                return false;
+            }
+        }
         if let Err(e) = promote::round(&self.ctx).await {
             warn!(error = %e, "delayed promotion failed, retrying");
             self.fetch_retry_at = Some(Instant::now() + self.fetch_backoff.next_delay());

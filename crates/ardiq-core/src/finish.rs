@@ -201,24 +201,13 @@ fn record(ctx: &Ctx, batch: &[Arrived], results: &[i64]) {
         } else {
             0
         };
-        match o.kind {
-            OutcomeKind::Ok => {
-                debug!(id = %o.task_id, name, worker, try = o.tries, duration_ms, "task succeeded")
-            }
-            OutcomeKind::Fail => {
-                error!(id = %o.task_id, name, worker, try = o.tries, "task failed for good (dead-lettered)")
-            }
-            OutcomeKind::Retry => {
-                warn!(id = %o.task_id, name, worker, try = o.tries, delay_ms = o.retry_delay_ms,
-                    "retry scheduled")
-            }
-            OutcomeKind::Abort => {
-                warn!(id = %o.task_id, name, worker, try = o.tries, "task aborted")
-            }
-            OutcomeKind::Expired => {
-                warn!(id = %o.task_id, name, worker, try = o.tries, "task expired before it started")
-            }
+        // Decisions are logged where they are made (the executor for bodies it ran, the
+        // engine for expired, malformed and buffered-abort entries); here only at debug.
+        if o.kind == OutcomeKind::Retry {
+            ctx.retry_scheduled(o.retry_delay_ms);
         }
+        debug!(id = %o.task_id, name, worker, try = o.tries, kind = %o.kind, duration_ms,
+            "outcome recorded");
     }
     {
         let mut held = ctx.held();

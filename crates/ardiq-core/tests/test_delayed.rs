@@ -114,3 +114,21 @@ async fn burst_waits_for_past_due_scheduled_tasks() {
     );
     assert_eq!(report.counters.ok, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_waits_for_the_retries_it_scheduled() {
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    let mut cfg = config(&server, "burstretry");
+    cfg.burst = true;
+    let keys = Keys::new(&cfg.queue, &cfg.lanes);
+    enqueue(&mut conn, &keys, &[Task::new("b1", "flaky", "300")]).await;
+    let exec = TestExecutor::new();
+    let report = spawn_engine(cfg, exec.clone())
+        .join(Duration::from_secs(10))
+        .await;
+    // A task that failed and will run again is still in flight: burst runs it.
+    assert_eq!(exec.calls_of("b1"), 2);
+    assert_eq!(report.counters.retried, 1);
+    assert_eq!(report.counters.ok, 1);
+}

@@ -60,6 +60,11 @@ def exit_code(worker: Any, timeout: float) -> int:
     try:
         code: int = worker.wait(timeout)
     except subprocess.TimeoutExpired:
+        if worker.kind == "incode":  # diagnostics: the runner prints its stacks on these
+            worker.signal(signal.SIGUSR2)
+            time.sleep(0.5)
+            worker.signal(signal.SIGUSR1)
+            time.sleep(0.5)
         raise AssertionError(
             f"worker did not exit within {timeout}s; its output:\n{worker.output()}"
         ) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import importlib
 import logging
 import os
@@ -40,10 +41,20 @@ def main() -> int:
         else:
             app._prefetch = max(app._prefetch, args.concurrency)
 
+    # Diagnostics for a worker that hangs in a test: SIGUSR1 prints every thread's stack
+    # (even with the loop blocked), SIGUSR2 every asyncio task's.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+
+    def dump_tasks() -> None:
+        for task in asyncio.all_tasks():
+            task.print_stack(file=sys.stderr)
+        sys.stderr.flush()
+
     async def serve() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, app.stop)
+        loop.add_signal_handler(signal.SIGUSR2, dump_tasks)
         await app.run()
 
     asyncio.run(serve())

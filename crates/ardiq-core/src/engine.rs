@@ -26,6 +26,7 @@ use crate::fetch::{self, BlockingReader, ReadOutcome};
 use crate::finish;
 use crate::heartbeat;
 use crate::lease;
+use crate::metrics::{self, Phase};
 use crate::promote;
 use crate::reclaim;
 use crate::report::{Counter, Counters, RunReport, StopReason};
@@ -125,7 +126,9 @@ impl Engine {
         }
 
         let mut d = Dispatcher::new(ctx.clone(), self.redis.clone(), stop_rx);
+        self.counters.live().set_phase(Phase::Serving);
         let reason = d.serve().await;
+        self.counters.live().set_phase(Phase::Draining);
         drop(serving);
         let (reason, abandoned) = match reason {
             StopReason::Signal => d.drain().await,
@@ -142,6 +145,7 @@ impl Engine {
     }
 
     fn finish_report(&self, reason: StopReason, abandoned: usize) -> RunReport {
+        self.counters.live().set_phase(Phase::Stopped);
         let counters = self.counters.snapshot();
         info!(worker = %self.config.worker_id, reason = reason.as_str(), abandoned,
             ok = counters.ok, failed = counters.failed, retried = counters.retried,
@@ -247,6 +251,7 @@ impl Dispatcher {
         let burst = self.ctx.config.burst;
         let tick = Duration::from_millis(self.ctx.config.poll_block_ms);
         loop {
+            metrics::beat(&self.ctx);
             match self.level() {
                 StopLevel::Running => {}
                 StopLevel::Graceful => return StopReason::Signal,
@@ -308,6 +313,7 @@ impl Dispatcher {
     async fn fetch(&mut self, count: usize) {
         match fetch::fetch(&self.ctx, count).await {
             Ok(entries) => {
+                self.ctx.counters.live().set_redis_ok(true);
                 self.fetch_backoff.reset();
                 self.fetch_retry_at = None;
                 if self.fetch_throttle.success() {
@@ -317,6 +323,7 @@ impl Dispatcher {
                 self.accept(entries);
             }
             Err(e) => {
+                self.ctx.counters.live().set_redis_ok(false);
                 if let Some(suppressed) = self.fetch_throttle.failure() {
                     warn!(error = %e, suppressed, "fetch failed, retrying");
                 }
@@ -447,6 +454,7 @@ impl Dispatcher {
         self.reader = Some(reader);
         match outcome {
             ReadOutcome::Entries(entries) => {
+                self.ctx.counters.live().set_redis_ok(true);
                 self.read_backoff.reset();
                 self.maybe_more = true;
                 // After a stop these land in the buffer too; the drain loop hands the
@@ -454,10 +462,12 @@ impl Dispatcher {
                 self.accept(entries);
             }
             ReadOutcome::Empty | ReadOutcome::NoGroup => {
+                self.ctx.counters.live().set_redis_ok(true);
                 self.read_backoff.reset();
                 self.maybe_more = true;
             }
             ReadOutcome::Failed => {
+                self.ctx.counters.live().set_redis_ok(false);
                 self.read_retry_at = Some(Instant::now() + self.read_backoff.next_delay());
                 // Fetch too: it goes over the shared connection, which may be fine.
                 self.maybe_more = true;
@@ -502,6 +512,7 @@ impl Dispatcher {
             "stopping: handing back the buffer, waiting for running tasks");
         let mut backoff = Backoff::redis();
         loop {
+            metrics::beat(&ctx);
             if self.level() == StopLevel::Immediate {
                 return (StopReason::Forced, ctx.held().in_flight());
             }

@@ -196,6 +196,7 @@ fn record(ctx: &Ctx, batch: &[Arrived], results: &[i64]) {
             continue;
         }
         ctx.counters.finished(o.kind);
+        crate::metrics::observe(ctx, o);
         let duration_ms = if o.started_ms > 0 {
             now - o.started_ms
         } else {

@@ -17,6 +17,10 @@
 //!   and retire.
 //! * [`report`]: [`RunReport`], [`StopReason`], live [`Counters`].
 //! * [`error`]: the [`EngineError`] type.
+//! * [`metrics`]: live state for health probes ([`Phase`], heartbeats, gauges) and the
+//!   run-time and wait-time histograms, rendered in the Prometheus text format.
+//! * [`ops`]: what operators' tools read and change (queue statistics, dead letters,
+//!   purge, one job), through the same scripts.
 //!
 //! One module per background job, each a loop on its own tokio task:
 //! * `fetch`: the `fetch` script and the dedicated blocking read.
@@ -77,6 +81,8 @@ mod finish;
 mod heartbeat;
 pub mod keys;
 mod lease;
+pub mod metrics;
+pub mod ops;
 mod promote;
 mod reclaim;
 mod reply;
@@ -92,5 +98,6 @@ pub use engine::Engine;
 pub use error::EngineError;
 pub use executor::{Delivery, Executor, Outcome, OutcomeKind, OutcomeSink};
 pub use keys::{Keys, GROUP};
+pub use metrics::{Live, Phase};
 pub use report::{Counters, CountersSnapshot, RunReport, StopReason};
 pub use shutdown::{StopHandle, StopLevel};

@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::executor::OutcomeKind;
+use crate::metrics::Live;
 
 /// Why [`crate::Engine::run`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +49,8 @@ pub struct Counters {
     promoted: AtomicU64,
     crons_fired: AtomicU64,
     delivered: AtomicU64,
+    /// Phase, Redis status, dispatcher heartbeat, gauges and histograms (health/metrics).
+    live: Live,
 }
 
 /// A copy of the counters at one moment.
@@ -111,6 +114,11 @@ impl Counters {
             Counter::Delivered => &self.delivered,
         };
         c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The run's live state: phase, Redis status, heartbeats, gauges, histograms.
+    pub fn live(&self) -> &Live {
+        &self.live
     }
 
     /// The current values.

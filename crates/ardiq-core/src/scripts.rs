@@ -43,3 +43,14 @@ pub static CRON: LazyLock<Script> = lua!("cron");
 pub static ENQUEUE: LazyLock<Script> = lua!("enqueue");
 /// `abort`: the producer's abort request. Exposed for tests and tools.
 pub static ABORT: LazyLock<Script> = lua!("abort");
+/// `inspect`: one task's status and what it is. Used by `ardiq job`.
+pub static INSPECT: LazyLock<Script> = lua!("inspect");
+/// `replay`: re-queue a dead letter. Used by `ardiq dlq replay`.
+pub static REPLAY: LazyLock<Script> = lua!("replay");
+/// `delete_dead`: drop a dead letter. Used by `ardiq dlq delete`.
+pub static DELETE_DEAD: LazyLock<Script> = lua!("delete_dead");
+/// `purge`: drop queued and scheduled tasks (finalized as aborted). Used by `ardiq purge`.
+pub static PURGE: LazyLock<Script> = lua!("purge");
+/// `queue_size`: undelivered plus delayed tasks. Used by `ardiq check` (a read that
+/// exercises the scripting permission on the queue's keys).
+pub static QUEUE_SIZE: LazyLock<Script> = lua!("queue_size");

@@ -88,8 +88,9 @@ def start_worker(
     `start_worker("apps.basic:app", "--burst", env={...})`."""
     procs: list[WorkerProcess] = []
 
-    def start(target: str = "apps.basic:app", *flags: str,
-              env: dict[str, str] | None = None) -> WorkerProcess:
+    def start(
+        target: str = "apps.basic:app", *flags: str, env: dict[str, str] | None = None
+    ) -> WorkerProcess:
         full_env = {"ARDIQ_REDIS_URL": redis_url, "ARDIQ_TEST_QUEUE": queue, **(env or {})}
         proc = WorkerProcess(worker_kind, target, *flags, env=full_env, log_dir=tmp_path)
         procs.append(proc)

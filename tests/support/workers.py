@@ -24,9 +24,12 @@ RUNNER = Path(__file__).with_name("incode_runner.py")
 
 def native_binary() -> str | None:
     """The `ardiq` binary to test: $ARDIQ_BIN, the venv's, or the cargo build's."""
-    candidates = [os.environ.get("ARDIQ_BIN"), str(Path(sys.executable).with_name("ardiq")),
-                  str(ROOT / "target" / "release" / "ardiq"),
-                  str(ROOT / "target" / "debug" / "ardiq")]
+    candidates = [
+        os.environ.get("ARDIQ_BIN"),
+        str(Path(sys.executable).with_name("ardiq")),
+        str(ROOT / "target" / "release" / "ardiq"),
+        str(ROOT / "target" / "debug" / "ardiq"),
+    ]
     for c in candidates:
         if c and Path(c).is_file() and os.access(c, os.X_OK):
             return c
@@ -45,15 +48,20 @@ def worker_command(kind: str, target: str, *flags: str) -> list[str]:
 class WorkerProcess:
     """A running worker process; its stderr is captured to a file for assertions."""
 
-    def __init__(self, kind: str, target: str, *flags: str, env: dict[str, str],
-                 log_dir: Path) -> None:
+    def __init__(
+        self, kind: str, target: str, *flags: str, env: dict[str, str], log_dir: Path
+    ) -> None:
         self.kind = kind
         self.log_path = log_dir / f"worker-{time.monotonic_ns()}.log"
         self._log = self.log_path.open("wb")
-        full_env = {**os.environ, **env, "PYTHONPATH": str(TESTS)}
+        # VIRTUAL_ENV lets a binary outside the venv (target/...) find the test venv.
+        full_env = {**os.environ, "VIRTUAL_ENV": sys.prefix, **env, "PYTHONPATH": str(TESTS)}
         self.proc = subprocess.Popen(
-            worker_command(kind, target, *flags), cwd=TESTS, env=full_env,
-            stdout=self._log, stderr=subprocess.STDOUT,
+            worker_command(kind, target, *flags),
+            cwd=TESTS,
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     @property

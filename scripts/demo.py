@@ -30,13 +30,26 @@ def free_port() -> int:
 def start_redis() -> tuple[subprocess.Popen[bytes], str, str]:
     server = shutil.which("redis-server")
     if server is None:
-        sys.exit("redis-server is not installed: install it (apt-get install redis-server) "
-                 "or set ARDIQ_REDIS_URL")
+        sys.exit(
+            "redis-server is not installed: install it (apt-get install redis-server) "
+            "or set ARDIQ_REDIS_URL"
+        )
     port = free_port()
     folder = tempfile.mkdtemp(prefix="ardiq-demo-")
     proc = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-         "no", "--dir", folder],
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            folder,
+        ],
         stdout=subprocess.DEVNULL,
     )
     for _ in range(200):
@@ -66,8 +79,10 @@ async def enqueue_and_report(run_worker: object) -> None:
         result = await job.result(timeout=10)
         assert result is not None
         state = "ok" if result.success else "failed"
-        print(f"  {label:<40} {state:<6} {result.value!r}  (tries={result.tries}, "
-              f"{result.duration_ms} ms)")
+        print(
+            f"  {label:<40} {state:<6} {result.value!r}  (tries={result.tries}, "
+            f"{result.duration_ms} ms)"
+        )
     sums = [(await j.result(timeout=10)) for j in many]
     print(f"  add(i, i) for i in 0..99: {sum(r.value for r in sums if r)} (expected 9900)")
     await example.app.aclose()
@@ -86,8 +101,10 @@ def main() -> None:
 
         async def run_worker() -> None:
             if binary.exists():
-                print(f"running: {binary.relative_to(ROOT) if binary.is_relative_to(ROOT) else binary}"
-                      " run example:app --burst")
+                print(
+                    f"running: {binary.relative_to(ROOT) if binary.is_relative_to(ROOT) else binary}"
+                    " run example:app --burst"
+                )
                 code = await asyncio.to_thread(
                     subprocess.call, [str(binary), "run", "example:app", "--burst"], cwd=ROOT
                 )

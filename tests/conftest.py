@@ -12,10 +12,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from support.redis_server import RedisServer  # noqa: E402
-from support.workers import WorkerProcess, native_binary  # noqa: E402
-
-from ardiq import Ardiq  # noqa: E402
+from ardiq import Ardiq
+from support.redis_server import RedisServer
+from support.workers import WorkerProcess, native_binary
 
 # Behaviour tests run against every worker kind. The native binary is part of the suite:
 # `make test` builds it first, and its absence is an error, not a skip.

@@ -101,10 +101,8 @@ def main() -> None:
 
         async def run_worker() -> None:
             if binary.exists():
-                print(
-                    f"running: {binary.relative_to(ROOT) if binary.is_relative_to(ROOT) else binary}"
-                    " run example:app --burst"
-                )
+                shown = binary.relative_to(ROOT) if binary.is_relative_to(ROOT) else binary
+                print(f"running: {shown} run example:app --burst")
                 code = await asyncio.to_thread(
                     subprocess.call, [str(binary), "run", "example:app", "--burst"], cwd=ROOT
                 )

@@ -5,6 +5,10 @@ use std::path::PathBuf;
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::cli_ops::{
+    CheckArgs, DlqAction, DlqArgs, IdsArgs, InfoArgs, JobArgs, PurgeArgs, QueueArgs, OPS_EXIT_CODES,
+};
+
 /// Documented in `--help` and the README; the same failure always gives the same code.
 pub const EXIT_CODES: &str = "\
 Exit codes:
@@ -12,7 +16,8 @@ Exit codes:
   1  runtime failure: the lifespan raised, Redis refused the credentials, internal error
   2  usage error: a bad option, or MODULE:ATTR cannot be imported or is not an app
   3  the embedded Python cannot start: no interpreter found, a different Python version,
-     or no shared libpython";
+     or no shared libpython
+  4-8  `check` and the ops commands: see their --help";
 
 /// `ardiq`: runs ArdiQ workers for a Python app.
 #[derive(Debug, Parser)]
@@ -27,6 +32,23 @@ pub enum Command {
     /// Serve an app's queue: run its tasks until stopped (or, with --burst, drained)
     #[command(after_help = RUN_HELP)]
     Run(RunArgs),
+    /// Check that an app imports and its queue can be served (for health checks): no
+    /// task runs, no engine starts
+    #[command(after_help = OPS_EXIT_CODES)]
+    Check(CheckArgs),
+    /// Show a queue's lanes (waiting, pending, running), scheduled and dead counts, and
+    /// its workers
+    #[command(after_help = OPS_EXIT_CODES)]
+    Info(InfoArgs),
+    /// List, replay or delete dead letters
+    #[command(after_help = OPS_EXIT_CODES)]
+    Dlq(DlqArgs),
+    /// Drop every queued and scheduled task (needs --yes)
+    #[command(after_help = OPS_EXIT_CODES)]
+    Purge(PurgeArgs),
+    /// Show one task: status, attempts, timings
+    #[command(after_help = OPS_EXIT_CODES)]
+    Job(JobArgs),
 }
 
 const RUN_HELP: &str = "\
@@ -107,6 +129,25 @@ pub struct RunArgs {
     /// virtualenv `ardiq` is installed in, else `python3` on PATH]
     #[arg(long, env = "ARDIQ_PYTHON", value_name = "PATH")]
     pub python: Option<PathBuf>,
+
+    /// Serve /livez, /readyz and /metrics over HTTP on this port [default: off]
+    #[arg(long, env = "ARDIQ_HEALTH_PORT", value_name = "PORT")]
+    pub health_port: Option<u16>,
+
+    /// The address the health endpoint binds (0.0.0.0 for probes from outside)
+    #[arg(
+        long,
+        env = "ARDIQ_HEALTH_HOST",
+        value_name = "ADDR",
+        default_value = "127.0.0.1"
+    )]
+    pub health_host: String,
+
+    /// /livez fails, and the systemd watchdog is held back, when the dispatcher or the
+    /// Python event loop has not run for this long
+    #[arg(long, env = "ARDIQ_LIVENESS_THRESHOLD", value_name = "SECONDS",
+          default_value_t = 30.0, value_parser = parse_seconds)]
+    pub liveness_threshold: f64,
 }
 
 /// How log lines look.
@@ -181,7 +222,7 @@ impl RunArgs {
     }
 }
 
-fn parse_seconds(text: &str) -> Result<f64, String> {
+pub(crate) fn parse_seconds(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
         _ => Err(format!("`{text}` is not a positive number of seconds")),
@@ -197,6 +238,7 @@ mod tests {
         full.extend_from_slice(args);
         Cli::try_parse_from(full).map(|cli| match cli.command {
             Command::Run(a) => a,
+            other => panic!("not run: {other:?}"),
         })
     }
 

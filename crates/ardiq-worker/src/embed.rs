@@ -119,6 +119,15 @@ pub fn exit(code: i32, graceful: bool) -> ! {
     std::process::exit(code)
 }
 
+/// For commands that may or may not have started Python (`check`, the ops commands):
+/// leaves through [`exit`] (gracefully) once it runs, else hands `code` back.
+pub fn exit_if_started(code: i32) -> i32 {
+    if STARTED.load(Ordering::SeqCst) {
+        exit(code, true)
+    }
+    code
+}
+
 fn exit_script(code: i32, graceful: bool) -> CString {
     let atexit = if graceful {
         "    import atexit\n    atexit._run_exitfuncs()\n"

@@ -108,6 +108,11 @@ impl Bridge {
         Ok((executor, Feeder { tx, handle }))
     }
 
+    /// The Python `Bridge` object (the health pulse posts onto its event loop).
+    pub fn object(&self) -> Py<PyAny> {
+        Python::attach(|py| self.bridge.clone_ref(py))
+    }
+
     /// Asks the loop to end (`hard`: cancel running attempts first, reporting nothing).
     pub fn stop(&self, hard: bool) {
         Python::attach(|py| {

@@ -174,7 +174,7 @@ fn short_target(target: &str) -> &str {
     target.split("::").next().unwrap_or(target)
 }
 
-fn json_str(out: &mut String, s: &str) {
+pub(crate) fn json_str(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {
@@ -193,7 +193,7 @@ fn json_str(out: &mut String, s: &str) {
 }
 
 /// RFC 3339 in UTC with milliseconds.
-fn timestamp(now: SystemTime) -> String {
+pub(crate) fn timestamp(now: SystemTime) -> String {
     let d = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));

@@ -6,17 +6,23 @@
 //! (`--workers N`), `interpreter` (which Python environment) and `embed` (the
 //! interpreter's start and exit), `app` (importing `MODULE:ATTR`, reading settings),
 //! `executor` (the engine's executor over `ardiq._bridge`), `signals`, `logging`,
-//! `banner`, `failure` (errors and exit codes).
+//! `banner`, `failure` (errors and exit codes); `health` (liveness, the `--health-port`
+//! endpoint) and `notify` (systemd's `sd_notify`); `ops` (what `check` and the ops
+//! commands share), `cli_ops` (their clap types).
 
 mod app;
 mod banner;
 mod cli;
+mod cli_ops;
 mod commands;
 mod embed;
 mod executor;
 mod failure;
+mod health;
 mod interpreter;
 mod logging;
+mod notify;
+mod ops;
 mod signals;
 mod supervisor;
 
@@ -26,6 +32,11 @@ fn main() {
     let cli = cli::Cli::parse();
     let code = match cli.command {
         cli::Command::Run(args) => commands::run::run(args),
+        cli::Command::Check(args) => commands::check::run(args),
+        cli::Command::Info(args) => commands::info::run(args),
+        cli::Command::Dlq(args) => commands::dlq::run(args),
+        cli::Command::Purge(args) => commands::purge::run(args),
+        cli::Command::Job(args) => commands::job::run(args),
     };
     std::process::exit(code);
 }

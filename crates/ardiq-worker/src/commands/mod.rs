@@ -1,3 +1,8 @@
 //! One module per subcommand.
 
+pub mod check;
+pub mod dlq;
+pub mod info;
+pub mod job;
+pub mod purge;
 pub mod run;

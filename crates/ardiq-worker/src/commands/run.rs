@@ -36,6 +36,10 @@ pub const SUPERVISED_ENV: &str = "ARDIQ_SUPERVISED";
 /// Runs the command; returns the exit code (or leaves the process itself).
 pub fn run(args: RunArgs) -> i32 {
     logging::init(args.log_format, args.verbosity());
+    if let Err(f) = crate::health::check_args(&args) {
+        f.print();
+        return f.code;
+    }
     if args.workers > 1 {
         return crate::supervisor::run(&args);
     }
@@ -102,7 +106,7 @@ pub fn run(args: RunArgs) -> i32 {
 }
 
 /// Finds the interpreter and starts it.
-fn start_python(args: &RunArgs) -> Result<interpreter::Found, Failure> {
+pub(crate) fn start_python(args: &RunArgs) -> Result<interpreter::Found, Failure> {
     if cfg!(ardiq_static_python) {
         return Err(Failure::new(
             code::PYTHON,
@@ -235,8 +239,16 @@ impl Worker<'_> {
         let (executor, feeder) = bridge
             .spawn_feeder()
             .map_err(|e| Failure::new(code::RUNTIME, format!("cannot start a thread: {e}")))?;
+        let probes = crate::health::Probes::start(
+            runtime,
+            args,
+            &loaded.config,
+            engine.counters(),
+            &bridge,
+        )?;
         self.stopper.attach(engine.stop_handle());
         let result = runtime.block_on(engine.run(executor));
+        probes.stop();
         drop(started);
 
         let (mut exit_code, hard) = match result {

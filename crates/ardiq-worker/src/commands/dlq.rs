@@ -1,0 +1,198 @@
+//! `ardiq dlq list|replay|delete`: the dead letters of one queue. Replay and delete go
+//! through the protocol's `replay` and `delete_dead` scripts, as `app.replay()` and
+//! `app.delete_dead()` do. Payloads are never printed (arguments may hold secrets).
+
+use ardiq_core::ops::{Client, DeadLetter};
+use ardiq_core::Keys;
+
+use crate::cli::{DlqAction, DlqArgs, IdsArgs};
+use crate::failure::{code, Failure};
+use crate::ops::{self, exit, when, Json};
+
+pub fn run(args: DlqArgs) -> i32 {
+    let code = match dlq(&args) {
+        Ok(c) => c,
+        Err(f) => {
+            f.print();
+            f.code
+        }
+    };
+    ops::leave(code)
+}
+
+fn dlq(args: &DlqArgs) -> Result<i32, Failure> {
+    let target = ops::resolve(&args.queue)?;
+    let queue = ops::need_queue(&target)?;
+    let json = args.queue.json;
+    let rt = ops::runtime()?;
+    rt.block_on(async {
+        let mut client = ops::connect(&target.url).await?;
+        let keys = ops::keys(&mut client, &queue, target.lanes.as_deref()).await?;
+        match &args.action {
+            DlqAction::List { limit, offset } => {
+                list(&mut client, &keys, *offset, *limit, json).await
+            }
+            DlqAction::Replay(ids) => each(&mut client, &keys, ids, Action::Replay, json).await,
+            DlqAction::Delete(ids) => each(&mut client, &keys, ids, Action::Delete, json).await,
+        }
+    })
+}
+
+async fn list(
+    client: &mut Client,
+    keys: &Keys,
+    offset: usize,
+    limit: usize,
+    json: bool,
+) -> Result<i32, Failure> {
+    let (total, letters) = client
+        .dead_letters(keys, offset, limit)
+        .await
+        .map_err(ops::failure)?;
+    if json {
+        Json::Obj(vec![
+            ("total", Json::Int(total as i64)),
+            (
+                "dead_letters",
+                Json::Arr(letters.iter().map(letter_json).collect()),
+            ),
+        ])
+        .print();
+        return Ok(code::OK);
+    }
+    println!(
+        "{total} dead letter(s){}",
+        if letters.len() < total as usize {
+            format!(", showing {}", letters.len())
+        } else {
+            String::new()
+        }
+    );
+    for d in &letters {
+        println!(
+            "{}  {}  lane={} tries={} failed={}\n    {}",
+            d.id,
+            d.fn_name,
+            d.lane,
+            d.tries,
+            when(d.failed_ms),
+            first_line(&d.error)
+        );
+    }
+    Ok(code::OK)
+}
+
+pub fn letter_json(d: &DeadLetter) -> Json {
+    Json::Obj(vec![
+        ("id", Json::str(&d.id)),
+        ("name", Json::str(&d.fn_name)),
+        ("lane", Json::str(&d.lane)),
+        ("error", Json::str(&d.error)),
+        ("tries", Json::Int(d.tries)),
+        ("enqueued_ms", Json::Int(d.enqueued_ms)),
+        ("failed_ms", Json::Int(d.failed_ms)),
+        ("failed", Json::str(when(d.failed_ms))),
+    ])
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Replay,
+    Delete,
+}
+
+async fn each(
+    client: &mut Client,
+    keys: &Keys,
+    ids: &IdsArgs,
+    action: Action,
+    json: bool,
+) -> Result<i32, Failure> {
+    let ids = if ids.all {
+        client.dead_ids(keys).await.map_err(ops::failure)?
+    } else {
+        ids.ids.clone()
+    };
+    let mut results = Vec::with_capacity(ids.len());
+    let mut missed = 0;
+    for id in &ids {
+        let r = match action {
+            Action::Replay => client.replay(keys, id).await,
+            Action::Delete => client.delete_dead(keys, id).await,
+        }
+        .map_err(ops::failure)?;
+        let status = match (action, r) {
+            (Action::Replay, 1) => "replayed",
+            (Action::Delete, 1) => "deleted",
+            (_, 0) => "not_found",
+            (_, -1) => "live", // a live task holds the id
+            _ => "unknown_lane",
+        };
+        if r != 1 {
+            missed += 1;
+        }
+        results.push((id.clone(), status));
+    }
+    let done = results.len() - missed;
+    if json {
+        Json::Obj(vec![
+            (
+                if action == Action::Replay {
+                    "replayed"
+                } else {
+                    "deleted"
+                },
+                Json::Int(done as i64),
+            ),
+            (
+                "results",
+                Json::Arr(
+                    results
+                        .iter()
+                        .map(|(id, s)| {
+                            Json::Obj(vec![("id", Json::str(id)), ("status", Json::str(*s))])
+                        })
+                        .collect(),
+                ),
+            ),
+        ])
+        .print();
+    } else {
+        let verb = if action == Action::Replay {
+            "replayed"
+        } else {
+            "deleted"
+        };
+        for (id, status) in &results {
+            match *status {
+                "not_found" => eprintln!(
+                    "error: `{id}` is not a dead letter of queue `{}`",
+                    queue_name(keys)
+                ),
+                "live" => eprintln!("error: `{id}` is queued or running again; not replayed"),
+                "unknown_lane" => eprintln!(
+                    "error: `{id}` belongs to a lane not in {:?}; pass `--lanes`",
+                    keys.lanes()
+                ),
+                _ => {}
+            }
+        }
+        println!("{verb} {done} dead letter(s)");
+    }
+    Ok(if missed > 0 {
+        exit::NOT_FOUND
+    } else {
+        code::OK
+    })
+}
+
+fn queue_name(keys: &Keys) -> &str {
+    keys.prefix()
+        .strip_prefix("ardiq:{")
+        .and_then(|s| s.strip_suffix("}:"))
+        .unwrap_or(keys.prefix())
+}

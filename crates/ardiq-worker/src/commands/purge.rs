@@ -1,0 +1,73 @@
+//! `ardiq purge --yes`: drops every queued and scheduled task of a queue without running
+//! it (each is finalized as aborted, error `purged`, so waiters wake). Tasks that live
+//! workers hold are left alone unless `--force`; those of dead workers go too (they would
+//! only be reclaimed and run). One protocol script (`purge`) per chunk of ids, each id
+//! checked again inside it.
+
+use crate::cli::PurgeArgs;
+use crate::failure::{code, Failure};
+use crate::ops::{self, Json};
+
+/// The app's default `result_ttl_ms`.
+const DEFAULT_RESULT_TTL_MS: i64 = 300_000;
+
+pub fn run(args: PurgeArgs) -> i32 {
+    let code = match purge(&args) {
+        Ok(()) => code::OK,
+        Err(f) => {
+            f.print();
+            f.code
+        }
+    };
+    ops::leave(code)
+}
+
+fn purge(args: &PurgeArgs) -> Result<(), Failure> {
+    let target = ops::resolve(&args.queue)?;
+    let queue = ops::need_queue(&target)?;
+    if !args.yes {
+        return Err(Failure::new(
+            code::USAGE,
+            format!("`purge` drops every queued and scheduled task of `{queue}`; nothing done"),
+        )
+        .hint("add `--yes` to do it (see `ardiq info` first)"));
+    }
+    let ttl = args
+        .result_ttl_ms
+        .or(target.result_ttl_ms)
+        .unwrap_or(DEFAULT_RESULT_TTL_MS);
+    let rt = ops::runtime()?;
+    let report = rt.block_on(async {
+        let mut client = ops::connect(&target.url).await?;
+        let keys = ops::keys(&mut client, &queue, target.lanes.as_deref()).await?;
+        client
+            .purge(&keys, ttl, args.force)
+            .await
+            .map_err(ops::failure)
+    })?;
+    if args.queue.json {
+        Json::Obj(vec![
+            ("queue", Json::str(&queue)),
+            ("queued", Json::Int(report.queued as i64)),
+            ("scheduled", Json::Int(report.scheduled as i64)),
+            ("delivered", Json::Int(report.delivered as i64)),
+            ("skipped", Json::Int(report.skipped as i64)),
+        ])
+        .print();
+    } else {
+        println!(
+            "purged {} task(s) of queue `{queue}`: {} queued, {} scheduled, {} delivered to workers that are gone",
+            report.queued + report.scheduled + report.delivered,
+            report.queued,
+            report.scheduled,
+            report.delivered
+        );
+        if report.skipped > 0 {
+            println!(
+                "left {} task(s) that live workers hold (`--force` drops them too)",
+                report.skipped
+            );
+        }
+    }
+    Ok(())
+}

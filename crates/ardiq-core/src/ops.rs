@@ -268,7 +268,10 @@ impl Client {
                 .collect();
             if fields.get("name").and_then(|v| reply::string(v)).as_deref() == Some(GROUP) {
                 out.group = true;
-                out.pending = fields.get("pending").and_then(|v| reply::int(v)).unwrap_or(0) as u64;
+                out.pending = fields
+                    .get("pending")
+                    .and_then(|v| reply::int(v))
+                    .unwrap_or(0) as u64;
                 last_delivered = fields
                     .get("last-delivered-id")
                     .and_then(|v| reply::string(v));
@@ -317,10 +320,8 @@ impl Client {
                 .and_then(reply::array)
                 .and_then(|e| e.first())
                 .and_then(reply::string);
-            out.oldest_waiting_age_ms = id
-                .as_deref()
-                .and_then(entry_ms)
-                .map(|ms| (now - ms).max(0));
+            out.oldest_waiting_age_ms =
+                id.as_deref().and_then(entry_ms).map(|ms| (now - ms).max(0));
         }
         Ok(out)
     }
@@ -460,7 +461,9 @@ impl Client {
                 inv.key(keys.stream(i));
             }
             for id in chunk {
-                inv.key(keys.job(id)).key(keys.wait(id)).key(keys.result(id));
+                inv.key(keys.job(id))
+                    .key(keys.wait(id))
+                    .key(keys.result(id));
             }
             inv.arg(keys.prefix())
                 .arg(GROUP)
@@ -638,7 +641,8 @@ impl Client {
             let has_group = match groups {
                 Ok(v) => reply::array(&v).unwrap_or_default().iter().any(|g| {
                     reply::pairs(g).unwrap_or_default().iter().any(|(k, v)| {
-                        reply::bytes(k) == Some(b"name") && reply::bytes(v) == Some(GROUP.as_bytes())
+                        reply::bytes(k) == Some(b"name")
+                            && reply::bytes(v) == Some(GROUP.as_bytes())
                     })
                 }),
                 Err(e) if is_denied(&e) => return Err(self.err(e)),
@@ -922,7 +926,11 @@ mod msgpack {
         }
 
         fn be(&mut self, n: usize) -> Option<u64> {
-            Some(self.take(n)?.iter().fold(0u64, |a, b| (a << 8) | u64::from(*b)))
+            Some(
+                self.take(n)?
+                    .iter()
+                    .fold(0u64, |a, b| (a << 8) | u64::from(*b)),
+            )
         }
 
         fn byte(&mut self) -> Option<u8> {
@@ -1017,7 +1025,10 @@ mod tests {
         ok.push(0xc2);
         let r = ResultRecord::decode(&ok).unwrap();
         assert!(r.ok && r.error.is_none() && !r.aborted);
-        assert_eq!((r.tries, r.enqueued_ms, r.started_ms, r.finished_ms), (1, 256, 256, 12));
+        assert_eq!(
+            (r.tries, r.enqueued_ms, r.started_ms, r.finished_ms),
+            (1, 256, 256, 12)
+        );
     }
 
     #[test]

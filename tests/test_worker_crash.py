@@ -125,3 +125,40 @@ async def test_stalled_worker_does_not_overwrite_the_new_owner(
     assert await app.dead_count() == 0
     assert stop_code(stale) == 0, stale.output()
     assert stop_code(fresh) == 0, fresh.output()
+
+
+async def test_prefetched_bystanders_of_a_killer_are_not_dead_lettered(
+    make_app: Callable[..., Ardiq], start_worker: Callable[..., WorkerProcess], ledger: Ledger
+) -> None:
+    """A worker that dies takes its prefetched tasks down with it; only the task that
+    was running counts towards the delivery cap once tasks are suspects (r >= 1)."""
+    app = make_app(priorities=LANES)
+    env = {
+        **FAST_RECLAIM,
+        "ARDIQ_TEST_MAX_DELIVERIES": "2",
+        "ARDIQ_TEST_CONCURRENCY": "1",
+        "ARDIQ_TEST_PREFETCH": "20",
+    }
+    killer = await app.ref("kill_worker").options(priority="high").enqueue()
+    others = await app.enqueue_many([app.ref("count").prepare(n) for n in range(10)])
+    worker = start_worker("apps.basic:app", env=env)
+    deaths = 0
+    deadline = time.monotonic() + 40
+    while await killer.result() is None:
+        assert time.monotonic() < deadline, worker.output()
+        code = worker.proc.poll()
+        if code is not None:
+            assert code == 17, worker.output()
+            deaths += 1
+            worker = start_worker("apps.basic:app", env=env)
+        await asyncio.sleep(0.05)
+    result = await killer.result()
+    assert result is not None and result.value == "worker lost (delivered 2 times)", result
+    assert deaths == 2
+    dead = await app.dead_letters()
+    assert [d.task_id for d in dead] == [killer.id], [(d.task_id, d.error) for d in dead]
+    for job in others:
+        r = await job.result(timeout=15)
+        assert r is not None and r.success, (r, worker.output())
+    assert sorted(int(x) for x in await ledger.items("count")) == list(range(10))
+    assert stop_code(worker) == 0, worker.output()

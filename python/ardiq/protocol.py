@@ -29,6 +29,7 @@ SCRIPT_NAMES = (
     "renew",
     "replay",
     "retire",
+    "started",
     "wait",
 )
 

@@ -51,6 +51,8 @@ class Delivery:
     """Attempts made before this one."""
     enqueue_ms: int
     expire_ms: int = 0
+    reclaims: int = 0
+    """Deliveries of this attempt lost with a worker (the entry's `r`): a suspect when >= 1."""
 
 
 @dataclass(slots=True)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from redis import exceptions as rexc
 
 from .broker import Broker, make_client, translate_errors
-from .errors import ArdiqError
+from .errors import ArdiqError, BrokerError
 from .protocol import GROUP
 from .runtime import ABORT, FAIL, RETRY, Delivery, Outcome, Runtime, now_ms
 from .settings import mask_url
@@ -99,6 +99,7 @@ def parse_entry(lane: str, eid: str, fields: Mapping[bytes, bytes]) -> Delivery 
             tries=int(fields.get(b"t", b"0")),
             enqueue_ms=int(fields.get(b"enq", b"0")),
             expire_ms=int(fields.get(b"x", b"0")),
+            reclaims=int(fields.get(b"r", b"0")),
         )
     except (ValueError, UnicodeDecodeError) as exc:
         return f"malformed entry: {exc}"
@@ -385,15 +386,63 @@ class Worker:
     def _dispatch(self) -> None:
         if self.stops:
             return
+        loop = asyncio.get_running_loop()
+        suspects: list[Delivery] = []
+        gate: asyncio.Future[set[Ref]] | None = None
         while self.buffer and len(self.running) < self.app.concurrency:
             _, _, ref = heapq.heappop(self.buffer)
             d = self.held.get(ref)
             if d is None or ref in self.running:
                 continue  # dropped (lease lost or aborted) while it waited
-            self.running[ref] = asyncio.get_running_loop().create_task(self._run_one(d))
+            if d.reclaims >= 1:
+                # A suspect (reclaimed before): marked as started before it runs, so a
+                # worker death blames it only if it really ran (PROTOCOL.md, Reclaim).
+                gate = gate or loop.create_future()
+                suspects.append(d)
+                self.running[ref] = loop.create_task(self._run_one(d, gate))
+            else:
+                self.running[ref] = loop.create_task(self._run_one(d))
+        if gate is not None:
+            self._spawn_once(self._mark_started(suspects, gate))
 
-    async def _run_one(self, d: Delivery) -> None:
+    async def _mark_started(self, suspects: list[Delivery], gate: asyncio.Future[set[Ref]]) -> None:
+        """One `started` call for a batch of suspects; opens `gate` with the ones this worker
+        still holds (the rest were reclaimed elsewhere meanwhile and must not run here)."""
+        k = self.app.keys
+        keys: list[str] = []
+        for d in suspects:
+            keys += [k.stream(d.lane), k.job(d.task_id)]
+        args = [GROUP, self.worker_id, *(d.entry_id for d in suspects)]
+        backoff = Backoff("marking reclaimed tasks as started")
+        reply: list[Any] = []  # none may run if this is cancelled (the worker is torn down)
         try:
+            while True:
+                try:
+                    reply = list(await self.broker.script("started", keys, args))
+                    break
+                except BrokerError as exc:
+                    await backoff.wait(exc)  # leases stay renewed meanwhile
+                except ArdiqError as exc:
+                    log.warning("could not mark reclaimed tasks as started (%s); running them", exc)
+                    reply = [1] * len(suspects)
+                    break
+        finally:
+            if not gate.done():
+                allowed = {ref_of(d) for d, ok in zip(suspects, reply, strict=False) if ok}
+                gate.set_result(allowed)
+
+    async def _run_one(self, d: Delivery, gate: asyncio.Future[set[Ref]] | None = None) -> None:
+        try:
+            if gate is not None and ref_of(d) not in await gate:
+                log.warning(
+                    "reclaimed elsewhere before it started; not run here id=%s worker=%s",
+                    d.task_id,
+                    self.worker_id,
+                )
+                self.held.pop(ref_of(d), None)
+                if self.by_task.get(d.task_id) == ref_of(d):
+                    del self.by_task[d.task_id]
+                return
             outcome = await self.runtime.execute(d)
         except asyncio.CancelledError:
             # Hard stop: no outcome, the entry stays pending for another worker's reclaim.

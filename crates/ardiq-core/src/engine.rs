@@ -32,6 +32,7 @@ use crate::reclaim;
 use crate::report::{Counter, Counters, RunReport, StopReason};
 use crate::scheduler;
 use crate::shutdown::{self, StopHandle, StopLevel};
+use crate::started;
 use crate::state::RunningTask;
 
 /// A worker engine for one queue. Create it, take a [`StopHandle`] (and the counters if a
@@ -214,6 +215,16 @@ struct Dispatcher {
     fetch_backoff: Backoff,
     read_backoff: Backoff,
     fetch_throttle: LogThrottle,
+    /// `started` calls in flight for reclaimed deliveries (see [`started`]).
+    marking: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Dispatcher {
+    fn drop(&mut self) {
+        for t in &self.marking {
+            t.abort();
+        }
+    }
 }
 
 impl Dispatcher {
@@ -230,6 +241,7 @@ impl Dispatcher {
             fetch_backoff: Backoff::redis(),
             read_backoff: Backoff::redis(),
             fetch_throttle: LogThrottle::default(),
+            marking: Vec::new(),
         }
     }
 
@@ -390,6 +402,7 @@ impl Dispatcher {
         let ctx = &self.ctx;
         let now = ctx.now_ms();
         let mut batch: Vec<Delivery> = Vec::new();
+        let mut suspects: Vec<(usize, Delivery)> = Vec::new();
         let mut expired: Vec<Outcome> = Vec::new();
         {
             let mut held = ctx.held();
@@ -414,13 +427,26 @@ impl Dispatcher {
                     expired.push(o);
                 } else {
                     held.mark_running(lane, &d);
-                    batch.push(d);
+                    if started::is_suspect(&d) {
+                        suspects.push((lane, d));
+                    } else {
+                        batch.push(d);
+                    }
                 }
             }
         }
         ctx.sink.send(expired);
         if !batch.is_empty() {
             ctx.executor.start(batch, &ctx.sink);
+        }
+        if !suspects.is_empty() {
+            // Reclaimed before: marked as started (one round trip for the batch), then
+            // run. The marking task is the dispatcher's, aborted if the engine returns.
+            self.marking.retain(|t| !t.is_finished());
+            self.marking.push(tokio::spawn(started::mark_then_start(
+                ctx.clone(),
+                suspects,
+            )));
         }
     }
 

@@ -27,6 +27,7 @@
 //! * `finish`: batches outcomes into `finish` calls.
 //! * `lease`: renews every held entry (`renew`) every `idle_timeout_ms / 3`.
 //! * `reclaim`: XAUTOCLAIM with a kept cursor, then `reclaim`.
+//! * `started`: marks reclaimed deliveries (`started`) before they run.
 //! * `promote`: moves due delayed tasks (`promote`, two steps).
 //! * `scheduler`: fires cron occurrences (`cron`); [`cron`] computes them.
 //! * `abort`: the `P abort` subscription.
@@ -90,6 +91,7 @@ pub mod report;
 mod scheduler;
 pub mod scripts;
 pub mod shutdown;
+mod started;
 mod state;
 
 pub use config::{mask_url, Config, CronEntry};

@@ -26,6 +26,9 @@ macro_rules! lua {
 pub static FETCH: LazyLock<Script> = lua!("fetch");
 /// `finish`: ack + record the outcome of finished attempts.
 pub static FINISH: LazyLock<Script> = lua!("finish");
+/// `started`: mark suspect entries (`r` >= 1) as started before running them, so
+/// `reclaim` blames only a task that really ran on a worker that died.
+pub static STARTED: LazyLock<Script> = lua!("started");
 /// `renew`: reset the idle time of entries this consumer still owns.
 pub static RENEW: LazyLock<Script> = lua!("renew");
 /// `reclaim`: re-queue (or dead-letter) entries taken over with XAUTOCLAIM.

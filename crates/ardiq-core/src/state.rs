@@ -102,6 +102,12 @@ impl Held {
         self.finishing.insert(key, task);
     }
 
+    /// A running entry that will never reach the executor (the `started` mark found it
+    /// held by another consumer): forget it without an outcome.
+    pub fn abandon(&mut self, key: &EntryKey) {
+        self.running.remove(key);
+    }
+
     /// An outcome arrived: the entry leaves `running` (freeing a concurrency slot) and
     /// waits in `finishing` for its ack. Returns what ran, when known.
     pub fn outcome_arrived(&mut self, key: &EntryKey) -> Option<RunningTask> {

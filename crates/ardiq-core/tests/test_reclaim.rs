@@ -71,6 +71,11 @@ async fn delivery_cap_dead_letters_worker_lost() {
         .await
         .unwrap();
     assert_eq!(read_as(&mut conn, &keys, 0, "ghost", 10).await.len(), 1);
+    // The ghost started it (a suspect is marked before it runs), then died.
+    assert_eq!(
+        mark_started(&mut conn, &keys, "ghost", &[(&eid, "c1")]).await,
+        vec![1]
+    );
 
     let exec = TestExecutor::new();
     let running = spawn_engine(cfg, exec.clone());
@@ -139,8 +144,12 @@ async fn task_killing_its_workers_is_dead_lettered_after_the_cap() {
         inv.arg(&eid).arg("k1").arg("default");
         let counts: Vec<i64> = inv.invoke_async(&mut conn).await.unwrap();
         assert_eq!(counts, vec![1, 0, 0], "delivery {} re-queued", n - 1);
-        let again = read_as(&mut conn, &keys, 0, &format!("dies-{n}"), 1).await;
+        let consumer = format!("dies-{n}");
+        let again = read_as(&mut conn, &keys, 0, &consumer, 1).await;
         assert_eq!(again[0].1["r"], (n - 1).to_string().as_bytes());
+        // A suspect: the worker marks it before running it (then dies running it).
+        let marked = mark_started(&mut conn, &keys, &consumer, &[(&again[0].0, "k1")]).await;
+        assert_eq!(marked, vec![1]);
     }
     // Third delivery's worker died too: the engine's reclaim reaches the cap.
     let exec = TestExecutor::new();
@@ -247,4 +256,205 @@ async fn stale_outcome_is_dropped_and_does_not_overwrite() {
     let report = running.stop(Duration::from_secs(5)).await;
     assert_eq!(report.counters.ok, 0);
     assert!(report.counters.lost_leases <= 1);
+}
+
+/// The `started` script, as a worker calls it before running suspects.
+async fn mark_started(
+    conn: &mut redis::aio::MultiplexedConnection,
+    keys: &Keys,
+    consumer: &str,
+    entries: &[(&str, &str)],
+) -> Vec<i64> {
+    let mut inv = scripts::STARTED.prepare_invoke();
+    for (_, id) in entries {
+        inv.key(keys.stream(0)).key(keys.job(id));
+    }
+    inv.arg("ardiq").arg(consumer);
+    for (eid, _) in entries {
+        inv.arg(*eid);
+    }
+    inv.invoke_async(conn).await.unwrap()
+}
+
+/// XAUTOCLAIM everything idle as `consumer`, then `reclaim` it with `cap`: the counts.
+async fn reclaim_all(
+    conn: &mut redis::aio::MultiplexedConnection,
+    keys: &Keys,
+    consumer: &str,
+    ids: &[&str],
+    cap: u32,
+) -> Vec<i64> {
+    let claimed: Value = redis::cmd("XAUTOCLAIM")
+        .arg(keys.stream(0))
+        .arg("ardiq")
+        .arg(consumer)
+        .arg(0)
+        .arg("0-0")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let Value::Array(parts) = claimed else {
+        panic!()
+    };
+    let Value::Array(entries) = &parts[1] else {
+        panic!()
+    };
+    let mut pairs = Vec::new();
+    for e in entries {
+        let Value::Array(e) = e else { panic!() };
+        let eid: String = redis::from_redis_value(e[0].clone()).unwrap();
+        let fields: std::collections::HashMap<String, String> =
+            redis::from_redis_value(e[1].clone()).unwrap();
+        assert!(ids.contains(&fields["id"].as_str()));
+        pairs.push((eid, fields["id"].clone()));
+    }
+    let mut inv = scripts::RECLAIM.prepare_invoke();
+    inv.key(keys.dead_index());
+    for (_, id) in &pairs {
+        inv.key(keys.stream(0))
+            .key(keys.job(id))
+            .key(keys.wait(id))
+            .key(keys.result(id))
+            .key(keys.dead(id));
+    }
+    inv.arg(keys.prefix())
+        .arg("ardiq")
+        .arg(consumer)
+        .arg(300_000)
+        .arg(cap)
+        .arg(pairs.len());
+    for (eid, id) in &pairs {
+        inv.arg(eid).arg(id).arg("default");
+    }
+    inv.invoke_async(conn).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetched_suspects_are_not_blamed_for_a_workers_death() {
+    // Two tasks, each already reclaimed once (r = 1), delivered to a worker that dies:
+    // it had started `guilty` (marked) but only prefetched `innocent` (unmarked). The
+    // reclaim counts a delivery for the guilty one only; at a cap of 2 it is dead.
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    let cfg = config(&server, "blame");
+    let keys = Keys::new(&cfg.queue, &cfg.lanes);
+    enqueue(
+        &mut conn,
+        &keys,
+        &[
+            Task::new("guilty", "echo", "g"),
+            Task::new("innocent", "echo", "i"),
+        ],
+    )
+    .await;
+    // First delivery (r = 0) to a worker that dies holding both: both counted, r = 1.
+    assert_eq!(read_as(&mut conn, &keys, 0, "first", 10).await.len(), 2);
+    assert_eq!(
+        reclaim_all(&mut conn, &keys, "reaper", &["guilty", "innocent"], 2).await,
+        vec![2, 0, 0]
+    );
+    let second = read_as(&mut conn, &keys, 0, "second", 10).await;
+    assert_eq!(second.len(), 2);
+    for (_, f) in &second {
+        assert_eq!(f["r"], b"1");
+    }
+    let guilty = second.iter().find(|(_, f)| f["id"] == b"guilty").unwrap();
+    assert_eq!(
+        mark_started(&mut conn, &keys, "second", &[(&guilty.0, "guilty")]).await,
+        vec![1]
+    );
+    // A consumer that does not hold an entry cannot mark it.
+    assert_eq!(
+        mark_started(&mut conn, &keys, "stranger", &[(&guilty.0, "guilty")]).await,
+        vec![0]
+    );
+    assert_eq!(
+        reclaim_all(&mut conn, &keys, "reaper", &["guilty", "innocent"], 2).await,
+        vec![1, 1, 0],
+        "guilty reaches the cap, innocent is re-queued"
+    );
+    let dl = dead_letter(&mut conn, &keys, "guilty").await.expect("dead");
+    assert_eq!(dl["err"], b"worker lost (delivered 2 times)");
+    assert!(dead_letter(&mut conn, &keys, "innocent").await.is_none());
+    // The innocent one keeps r = 1 however often a dying worker merely prefetches it.
+    for _ in 0..3 {
+        let again = read_as(&mut conn, &keys, 0, "third", 10).await;
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].1["r"], b"1");
+        assert_eq!(
+            reclaim_all(&mut conn, &keys, "reaper", &["innocent"], 2).await,
+            vec![1, 0, 0]
+        );
+    }
+    // And an engine runs it (marking it first).
+    let exec = TestExecutor::new();
+    let running = spawn_engine(cfg, exec.clone());
+    let r = wait_result(&mut conn, &keys, "innocent", Duration::from_secs(5)).await;
+    assert!(r.ok);
+    assert_eq!(exec.deliveries.lock().unwrap()[0].reclaims, 1);
+    running.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_marks_a_suspect_before_running_it() {
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    let cfg = config(&server, "mark");
+    let keys = Keys::new(&cfg.queue, &cfg.lanes);
+    enqueue(
+        &mut conn,
+        &keys,
+        &[
+            Task::new("sus", "sleep", "1500"),
+            Task::new("fresh", "sleep", "1500"),
+        ],
+    )
+    .await;
+    assert_eq!(read_as(&mut conn, &keys, 0, "dead-one", 1).await.len(), 1);
+    assert_eq!(
+        reclaim_all(&mut conn, &keys, "reaper", &["sus"], 5).await,
+        vec![1, 0, 0]
+    );
+    let exec = TestExecutor::new();
+    let running = spawn_engine(cfg, exec.clone());
+    eventually(Duration::from_secs(5), "both started", || async {
+        exec.calls_of("sus") == 1 && exec.calls_of("fresh") == 1
+    })
+    .await;
+    let st_of = |id: &str| keys.job(id);
+    let sus_st: Option<String> = redis::cmd("HGET")
+        .arg(st_of("sus"))
+        .arg("st")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let fresh_st: Option<String> = redis::cmd("HGET")
+        .arg(st_of("fresh"))
+        .arg("st")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let sus_entry = exec
+        .deliveries
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|d| d.task_id == "sus")
+        .unwrap()
+        .entry_id
+        .clone();
+    assert_eq!(
+        sus_st.as_deref(),
+        Some(sus_entry.as_str()),
+        "marked before it ran"
+    );
+    assert_eq!(fresh_st, None, "a first delivery costs no mark");
+    for id in ["sus", "fresh"] {
+        assert!(
+            wait_result(&mut conn, &keys, id, Duration::from_secs(5))
+                .await
+                .ok
+        );
+    }
+    running.stop(Duration::from_secs(5)).await;
 }

@@ -1,8 +1,12 @@
 -- reclaim: take over entries whose worker stopped renewing them (found by the caller
 -- with XAUTOCLAIM, which made this consumer their owner). Each is re-queued as a fresh
--- entry with its reclaim count raised, so the stale worker's later ack finds nothing;
--- once an attempt has been delivered `cap` times it goes to the dead letters as
--- "worker lost". A task whose abort was requested is finalized as aborted.
+-- entry, so the stale worker's later ack finds nothing. Its reclaim count `r` is raised
+-- only when the lost delivery may have run the task: always for a first delivery
+-- (`r` = 0), and for a suspect (`r` >= 1) only when the job's `st` names this entry (the
+-- worker marked it with `started` before running it) or the job record is missing. An
+-- unmarked suspect was merely prefetched by the worker that died: it is re-queued with
+-- `r` unchanged. Once the raised count reaches `cap` the task goes to the dead letters
+-- as "worker lost". A task whose abort was requested is finalized as aborted.
 -- KEYS[1]        dead-letter index
 -- KEYS[2+5i..]   per entry i: stream, job hash, wait key, result key, dead-letter hash
 -- ARGV[1..6]     key prefix, group, consumer, result ttl ms, delivery cap, n
@@ -26,12 +30,16 @@ for i = 0, n - 1 do
     redis.call('XDEL', stream, eid)
     if f and f['id'] and f['fn'] and f['p'] then
       local tries = tonumber(f['t']) or 0
-      local deliveries = (tonumber(f['r']) or 0) + 1
+      local reclaims = tonumber(f['r']) or 0
+      local counted = reclaims == 0 or redis.call('HGET', job, 'st') == eid
+        or redis.call('EXISTS', job) == 0
+      local deliveries = reclaims
+      if counted then deliveries = reclaims + 1 end
       if redis.call('HGET', job, 'a') == '1' then
         finalize(prefix, job, wait, result, id,
           result_blob(false, 'aborted', tries, f['enq'], 0, now, true), ttl)
         aborted = aborted + 1
-      elseif deliveries >= cap then
+      elseif counted and deliveries >= cap then
         local err = 'worker lost (delivered ' .. deliveries .. ' times)'
         bury(dead_index, dead_key, id, f, lane, err, tries + 1, now)
         finalize(prefix, job, wait, result, id,

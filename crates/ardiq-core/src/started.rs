@@ -1,0 +1,98 @@
+//! Marking suspects as started, right before they run.
+//!
+//! A suspect is a delivery whose entry was reclaimed before (`r` >= 1): its task may be
+//! what killed a worker. `reclaim` raises `r` (and applies the delivery cap) for a
+//! suspect only when its job carries the `started` mark for that entry, so tasks that
+//! were merely prefetched by a dying worker are never blamed for its death. First
+//! deliveries (`r` = 0) need no mark and start at once: the mark costs a round trip only
+//! after a reclaim.
+//!
+//! The dispatcher hands a batch of suspects here; one `started` call marks them all,
+//! then the ones this worker still holds go to the executor. One it no longer holds (its
+//! lease was lost meanwhile) is not run here: its new owner runs it.
+
+use std::sync::Arc;
+
+use redis::Value;
+use tracing::{info, warn};
+
+use crate::backoff::{Backoff, LogThrottle};
+use crate::connection::is_transient;
+use crate::context::Ctx;
+use crate::executor::Delivery;
+use crate::keys::GROUP;
+use crate::reply;
+use crate::scripts;
+
+/// Is this delivery a suspect (reclaimed at least once)?
+pub fn is_suspect(d: &Delivery) -> bool {
+    d.reclaims >= 1
+}
+
+/// Marks `batch` (lane index, delivery) as started, retrying Redis trouble with backoff,
+/// then starts the ones still held. Runs on its own task; the deliveries already count
+/// as running, so their concurrency slots and leases are kept meanwhile.
+pub async fn mark_then_start(ctx: Arc<Ctx>, batch: Vec<(usize, Delivery)>) {
+    let mut backoff = Backoff::redis();
+    let mut throttle = LogThrottle::default();
+    let held = loop {
+        match mark(&ctx, &batch).await {
+            Ok(held) => {
+                if throttle.success() {
+                    info!("marking started tasks works again");
+                }
+                break held;
+            }
+            Err(e) if is_transient(&e) => {
+                if let Some(suppressed) = throttle.failure() {
+                    warn!(error = %e, suppressed, tasks = batch.len(),
+                        "could not mark reclaimed tasks as started, retrying");
+                }
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(e) => {
+                // A script error would fail the same way again: run them unmarked (a
+                // crash then re-queues them without counting, which only delays the cap).
+                warn!(error = %e, tasks = batch.len(),
+                    "could not mark reclaimed tasks as started; running them unmarked");
+                break vec![true; batch.len()];
+            }
+        }
+    };
+    let mut start = Vec::with_capacity(batch.len());
+    {
+        let mut state = ctx.held();
+        for ((lane, d), keep) in batch.into_iter().zip(held) {
+            if keep {
+                start.push(d);
+            } else {
+                warn!(id = %d.task_id, name = %d.fn_name, worker = %ctx.worker(),
+                    entry = %d.entry_id, "reclaimed elsewhere before it started; not run here");
+                state.abandon(&(lane, d.entry_id));
+            }
+        }
+    }
+    if !start.is_empty() {
+        ctx.executor.start(start, &ctx.sink);
+    }
+    ctx.wake.notify_one();
+}
+
+/// One `started` call: per delivery, whether this consumer still holds it.
+async fn mark(ctx: &Ctx, batch: &[(usize, Delivery)]) -> Result<Vec<bool>, redis::RedisError> {
+    let keys = &ctx.keys;
+    let mut inv = scripts::STARTED.prepare_invoke();
+    for (lane, d) in batch {
+        inv.key(keys.stream(*lane)).key(keys.job(&d.task_id));
+    }
+    inv.arg(GROUP).arg(ctx.worker());
+    for (_, d) in batch {
+        inv.arg(&d.entry_id);
+    }
+    let mut conn = ctx.conn.clone();
+    let value: Value = inv.invoke_async(&mut conn).await?;
+    let items = reply::array(&value).unwrap_or_default();
+    Ok((0..batch.len())
+        .map(|i| items.get(i).and_then(reply::int).unwrap_or(1) != 0)
+        .collect())
+}

@@ -148,6 +148,8 @@ def configure(app: Ardiq, overrides: Mapping[str, Any], worker_id: str) -> dict[
         "burst": app.burst,
         "tasks": len(app.tasks),
         "crons": crons,
+        # The engine seals the cron occurrences it enqueues with the signing key.
+        "signing_key": app.signing_key,
     }
 
 

@@ -21,6 +21,7 @@ from .settings import (
     check_redis_url,
     default_redis_url,
 )
+from .signing import Signer, check_signing_keys
 from .task import PreparedTask, Task
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ _SETTINGS = (
     "max_deliveries",
     "max_payload_bytes",
     "shutdown_timeout_s",
+    "signing_key",
 )
 
 
@@ -168,6 +170,9 @@ class Ardiq:
             raise ValueError(f"shutdown_timeout_s must be positive, got {shutdown_timeout!r}")
         self._shutdown_timeout_s: float | None = shutdown_timeout
         self.burst: bool = bool(settings.get("burst", False))
+        # HMAC keys (first signs, all verify): from `signing_key`, else ARDIQ_SIGNING_KEY.
+        self._signing_keys = check_signing_keys(settings.get("signing_key"))
+        self._signer = Signer(self._signing_keys)
 
         self.keys = Keys(queue_name)
         self._tasks: dict[str, Task[Any, Any]] = {}
@@ -250,6 +255,11 @@ class Ardiq:
     def shutdown_timeout_s(self) -> float | None:
         """Drain deadline after a graceful stop; None waits for running tasks."""
         return self._shutdown_timeout_s
+
+    @property
+    def signing_key(self) -> bytes | None:
+        """The key that signs payloads (None: unsigned). See ``ardiq.signing``."""
+        return self._signing_keys[0] if self._signing_keys else None
 
     @property
     def tasks(self) -> list[str]:
@@ -434,7 +444,8 @@ class Ardiq:
                 if other.is_closed():
                     del self._clients[key]
             broker = Broker(self._redis_url, self.keys, self._priorities)
-            entry = (loop, RedisClient(broker, self._deserializer, self._result_ttl_ms))
+            client = RedisClient(broker, self._deserializer, self._result_ttl_ms, self._signer)
+            entry = (loop, client)
             self._clients[id(loop)] = entry
         return entry[1]
 
@@ -492,6 +503,7 @@ class Ardiq:
                 f"payload of task {p.name!r} is {len(payload)} bytes, over the limit of "
                 f"{self._max_payload_bytes} (max_payload_bytes)"
             )
+        payload = self._signer.seal(task_id, p.name, payload)
         return EncodedTask(
             task_id, p.name, payload, p.priority, p.schedule_ms, p.delay_ms, p.expire_ms
         )

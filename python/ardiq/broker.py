@@ -29,6 +29,11 @@ def translate_errors(url: str) -> Iterator[None]:
     try:
         yield
     except (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, OSError) as exc:
+        if is_certificate_error(exc):
+            raise BrokerError(
+                f"Redis at {mask_url(url)} presented a certificate that is not trusted: "
+                f"{exc} (trust its CA with `?ssl_ca_certs=PATH` on the rediss:// URL)"
+            ) from exc
         raise BrokerError(f"Redis at {mask_url(url)} unreachable: {exc}") from exc
     except rexc.ResponseError as exc:
         text = str(exc)
@@ -39,6 +44,20 @@ def translate_errors(url: str) -> Iterator[None]:
         raise ArdiqError(f"Redis error: {text}") from exc
     except rexc.RedisError as exc:
         raise BrokerError(f"Redis at {mask_url(url)} error: {exc}") from exc
+
+
+def is_certificate_error(exc: BaseException | None) -> bool:
+    """True when `exc` (or what it wraps) is a failed TLS certificate check: retrying
+    cannot help until the settings change."""
+    import ssl
+
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
 
 
 def make_client(url: str, *, socket_timeout: float | None) -> aioredis.Redis:

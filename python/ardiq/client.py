@@ -16,6 +16,7 @@ from .serializers import Deserializer
 
 if TYPE_CHECKING:
     from .broker import Broker
+    from .signing import Signer
 
 # Tasks per enqueue script call: large enough that bulk enqueue is one round trip per
 # chunk, small enough that one call does not stall Redis for long.
@@ -38,11 +39,27 @@ class EncodedTask:
 class RedisClient:
     """The producer operations of one app on one event loop."""
 
-    def __init__(self, broker: Broker, deserialize: Deserializer, result_ttl_ms: int) -> None:
+    def __init__(
+        self, broker: Broker, deserialize: Deserializer, result_ttl_ms: int, signer: Signer
+    ) -> None:
         self.broker = broker
         self.keys = broker.keys
         self.deserialize = deserialize
         self.result_ttl_ms = result_ttl_ms
+        self.signer = signer
+
+    def _arguments(
+        self, task_id: str, name: str, payload: bytes
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """A stored payload's arguments, for display. One whose signature does not verify
+        is never handed to the deserializer (it may be pickle): it shows as no arguments."""
+        from .signing import SignatureError
+
+        try:
+            body = self.signer.open(task_id, name, payload)
+        except SignatureError:
+            return [], {}
+        return decode_payload(body, self.deserialize)
 
     def _lane_args(self) -> tuple[list[str], list[str | int]]:
         """Stream keys and ARGV tail (count, names) naming every lane of the app."""
@@ -103,7 +120,7 @@ class RedisClient:
         if status in (Status.COMPLETE, Status.NOT_FOUND):
             return None
         _, fn, payload, enq, tries, at, _lane = reply
-        args, kwargs = decode_payload(bytes(payload), self.deserialize)
+        args, kwargs = self._arguments(task_id, fn.decode(), bytes(payload))
         return TaskInfo(
             task_id=task_id,
             fn_name=fn.decode(),
@@ -147,11 +164,12 @@ class RedisClient:
         for raw_id, rec in zip(ids, records, strict=True):
             if not rec:
                 continue  # deleted between the two reads
-            args, kwargs = decode_payload(rec.get(b"p", b""), self.deserialize)
+            fn_name = rec.get(b"fn", b"").decode()
+            args, kwargs = self._arguments(raw_id.decode(), fn_name, rec.get(b"p", b""))
             letters.append(
                 DeadLetter(
                     task_id=raw_id.decode(),
-                    fn_name=rec.get(b"fn", b"").decode(),
+                    fn_name=fn_name,
                     args=args,
                     kwargs=kwargs,
                     priority=rec.get(b"l", b"").decode(),

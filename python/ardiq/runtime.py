@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from .context import ErrorContext, TaskContext, _current
 from .errors import Retry
+from .signing import SignatureError
 
 if TYPE_CHECKING:
     from .app import Ardiq
@@ -204,7 +205,14 @@ class Runtime:
             await self._on_error(d, LookupError(error), tries, will_retry=False)
             return outcome(FAIL, error)
         try:
-            args, kwargs, headers = self._decode(d.payload)
+            # The signature is checked before the deserializer sees a byte.
+            body = self.app._signer.open(d.task_id, d.name, d.payload)
+        except SignatureError as exc:
+            log.error("task payload refused %s reason=%s", fields, exc)
+            await self._on_error(d, exc, tries, will_retry=False)
+            return outcome(FAIL, str(exc))
+        try:
+            args, kwargs, headers = self._decode(body)
         except Exception as exc:
             error = f"undecodable payload: {exc!r}"
             log.error("task payload could not be decoded %s error=%s", fields, type(exc).__name__)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .jobs import DeadLetter, Job, Status, TaskResult, decode_payload
 from .runtime import FAIL, OK, RETRY, Delivery, Runtime, now_ms
+from .signing import SignatureError
 
 if TYPE_CHECKING:
     from .app import Ardiq
@@ -70,7 +71,11 @@ class InlineQueue:
             ok, value, tries, enqueued, outcome.start_ms, now_ms(), outcome.kind == "abort"
         )
         if outcome.kind == FAIL:
-            args, kwargs = decode_payload(task.payload, self.app.deserializer)
+            try:
+                body = self.app._signer.open(task.task_id, task.name, task.payload)
+            except SignatureError:
+                body = b""
+            args, kwargs = decode_payload(body, self.app.deserializer)
             letter = DeadLetter(
                 task.task_id, task.name, args, kwargs, task.lane, value, tries, enqueued, now_ms()
             )

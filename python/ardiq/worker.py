@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis import exceptions as rexc
 
-from .broker import Broker, make_client, translate_errors
+from .broker import Broker, is_certificate_error, make_client, translate_errors
 from .errors import ArdiqError, BrokerError
 from .protocol import GROUP
 from .runtime import ABORT, FAIL, RETRY, Delivery, Outcome, Runtime, now_ms
@@ -264,18 +264,23 @@ class Worker:
         while not self.stops:
             try:
                 await self.broker.command("PING")
-                policy = await self.broker.command("CONFIG", "GET", "maxmemory-policy")
-                if policy and len(policy) == 2 and policy[1] not in (b"noeviction",):
-                    log.warning(
-                        "Redis maxmemory-policy is %s: Redis may evict queued tasks; "
-                        "use noeviction",
-                        policy[1].decode(),
-                    )
-                return
-            except rexc.ResponseError:
-                return  # CONFIG not allowed for this user: nothing to check
             except ArdiqError as exc:
+                if is_certificate_error(exc):
+                    raise  # an untrusted certificate stays untrusted: say so and stop
                 await backoff.wait(exc)
+                continue
+            try:
+                policy = await self.broker.command("CONFIG", "GET", "maxmemory-policy")
+            except ArdiqError:
+                # A least-privilege ACL user may not run CONFIG (README, "Security"):
+                # the check is advice, not a condition to start.
+                return
+            if policy and len(policy) == 2 and policy[1] not in (b"noeviction",):
+                log.warning(
+                    "Redis maxmemory-policy is %s: Redis may evict queued tasks; use noeviction",
+                    policy[1].decode(),
+                )
+            return
 
     async def _consume(self) -> str:
         app = self.app
@@ -718,7 +723,7 @@ class Worker:
             job = app._crons[name]
             task_id = f"cron:{name}:{when}"
             try:
-                payload = app.serializer([[], {}, None])
+                payload = app._signer.seal(task_id, name, app.serializer([[], {}, None]))
                 fired = await self.broker.script(
                     "cron",
                     [k.crons, k.stream(job.task.priority), k.job(task_id), k.result(task_id)],

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::cron::CronSchedule;
 use crate::error::{EngineError, Result};
+use crate::sign::SigningKey;
 
 /// The settings of one engine (one consumer in each lane's group).
 ///
@@ -47,6 +48,9 @@ pub struct Config {
     pub command_timeout: Duration,
     /// Cron jobs this worker fires (ignored in burst mode).
     pub crons: Vec<CronEntry>,
+    /// Seals the cron occurrences this worker enqueues (`None`: payloads go unsigned).
+    /// Workers check the tags in Python, before decoding; see [`crate::sign`].
+    pub signing_key: Option<SigningKey>,
 }
 
 impl Config {
@@ -69,6 +73,7 @@ impl Config {
             heartbeat_interval: Duration::from_secs(5),
             command_timeout: Duration::from_secs(5),
             crons: Vec::new(),
+            signing_key: None,
         }
     }
 
@@ -149,6 +154,7 @@ impl fmt::Debug for Config {
             .field("burst", &self.burst)
             .field("drain_timeout", &self.drain_timeout)
             .field("crons", &self.crons)
+            .field("signing_key", &self.signing_key)
             .finish_non_exhaustive()
     }
 }

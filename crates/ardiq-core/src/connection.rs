@@ -33,10 +33,9 @@ impl Redis {
     /// Parses the URL. Nothing connects yet.
     pub fn open(url: &str, command_timeout: Duration) -> Result<Self> {
         let masked_url = mask_url(url);
-        let client = Client::open(url).map_err(|e| EngineError::Url {
+        let client = open_client(url).map_err(|reason| EngineError::Url {
             url: masked_url.clone(),
-            // The library's message can quote the URL: mask anything that looks like it.
-            reason: e.to_string().replace(url, &masked_url),
+            reason,
         })?;
         Ok(Redis {
             client,
@@ -101,6 +100,12 @@ impl Redis {
                     }
                     return Ok(Some(conn));
                 }
+                Err(e) if is_tls_error(&e) => {
+                    return Err(EngineError::Tls {
+                        url: self.masked_url.clone(),
+                        reason: e.to_string(),
+                    });
+                }
                 Err(e) if is_auth_error(&e) => {
                     return Err(EngineError::Auth {
                         url: self.masked_url.clone(),
@@ -121,6 +126,156 @@ impl Redis {
             }
         }
     }
+}
+
+/// The client for `url`, with the TLS settings its query carries (see [`split_tls`]).
+/// The error is one line that never quotes the password.
+pub(crate) fn open_client(url: &str) -> std::result::Result<Client, String> {
+    let masked = mask_url(url);
+    // The library's message can quote the URL: mask anything that looks like it.
+    let hide = |e: RedisError| e.to_string().replace(url, &masked);
+    let (url, tls) = split_tls(url)?;
+    match tls {
+        None => Client::open(url.as_str()).map_err(hide),
+        Some(tls) => tls_client(&url, tls).map_err(|e| e.replace(url.as_str(), &masked)),
+    }
+}
+
+/// TLS settings given as `rediss://` URL query parameters, named as redis-py names them
+/// so one URL serves producers and workers alike.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct TlsParams {
+    /// `ssl_ca_certs`: a PEM file of the CAs to trust instead of the built-in roots.
+    pub ca_certs: Option<String>,
+    /// `ssl_certfile` and `ssl_keyfile`: a client certificate (PEM) and its key.
+    pub certfile: Option<String>,
+    pub keyfile: Option<String>,
+}
+
+/// Removes the `ssl_*` parameters from the URL's query and returns them. Certificate
+/// verification cannot be turned off here: `ssl_cert_reqs` other than `required` and
+/// `ssl_check_hostname=false` are refused, as are `ssl_*` parameters the engine does not
+/// know and TLS parameters on a URL that is not `rediss://`.
+pub(crate) fn split_tls(url: &str) -> std::result::Result<(String, Option<TlsParams>), String> {
+    let (head, fragment) = match url.find('#') {
+        Some(i) => (&url[..i], &url[i..]),
+        None => (url, ""),
+    };
+    let Some((base, query)) = head.split_once('?') else {
+        return Ok((url.to_owned(), None));
+    };
+    let mut kept = Vec::new();
+    let mut tls = TlsParams::default();
+    let mut any = false;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if !key.starts_with("ssl_") {
+            kept.push(pair);
+            continue;
+        }
+        any = true;
+        let value = percent_decode(value);
+        match key {
+            "ssl_ca_certs" => tls.ca_certs = Some(value),
+            "ssl_certfile" => tls.certfile = Some(value),
+            "ssl_keyfile" => tls.keyfile = Some(value),
+            "ssl_cert_reqs" if value.eq_ignore_ascii_case("required") => {}
+            "ssl_check_hostname" if matches!(value.as_str(), "true" | "True" | "1") => {}
+            "ssl_cert_reqs" | "ssl_check_hostname" => {
+                return Err(format!(
+                    "`{key}={value}`: the native worker always verifies the server's \
+                     certificate and host name; trust a private CA with `ssl_ca_certs=PATH`"
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "unsupported TLS parameter `{key}` (the native worker takes \
+                     ssl_ca_certs, ssl_certfile and ssl_keyfile)"
+                ))
+            }
+        }
+    }
+    if !any {
+        return Ok((url.to_owned(), None));
+    }
+    if !(url.starts_with("rediss://") || url.starts_with("valkeys://")) {
+        return Err("TLS parameters (`ssl_*`) need a `rediss://` URL".to_owned());
+    }
+    if tls.certfile.is_some() != tls.keyfile.is_some() {
+        return Err("`ssl_certfile` and `ssl_keyfile` go together".to_owned());
+    }
+    let rest = if kept.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", kept.join("&"))
+    };
+    Ok((format!("{base}{rest}{fragment}"), Some(tls)))
+}
+
+/// `%2F` and friends in a query value (a path); invalid escapes stay as they are.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(feature = "tls")]
+fn tls_client(url: &str, tls: TlsParams) -> std::result::Result<Client, String> {
+    let read = |what: &str, path: &str| {
+        std::fs::read(path).map_err(|e| format!("cannot read {what} `{path}`: {e}"))
+    };
+    let root_cert = match &tls.ca_certs {
+        Some(path) => Some(read("ssl_ca_certs", path)?),
+        None => None,
+    };
+    let client_tls = match (&tls.certfile, &tls.keyfile) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read("ssl_certfile", cert)?,
+            client_key: read("ssl_keyfile", key)?,
+        }),
+        _ => None,
+    };
+    Client::build_with_tls(
+        url,
+        redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        },
+    )
+    .map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls_client(_url: &str, _tls: TlsParams) -> std::result::Result<Client, String> {
+    Err("this build has no TLS support (the `tls` feature of ardiq-core)".to_owned())
+}
+
+/// The server's certificate was not accepted (unknown CA, wrong host name, expired):
+/// retrying cannot help until the settings change.
+pub fn is_tls_error(e: &RedisError) -> bool {
+    let text = e.to_string();
+    text.contains("invalid peer certificate")
+        || text.contains("certificate")
+            && (text.contains("UnknownIssuer")
+                || text.contains("NotValidForName")
+                || text.contains("Expired"))
 }
 
 /// Bad credentials or missing auth: retrying will not help.
@@ -155,4 +310,45 @@ pub fn is_transient(e: &RedisError) -> bool {
                     | "NOSCRIPT"
             )
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_parameters_leave_the_url() {
+        let (url, tls) =
+            split_tls("rediss://u:p@h:1/0?ssl_ca_certs=%2Ftmp%2Fca.pem&protocol=resp2").unwrap();
+        assert_eq!(url, "rediss://u:p@h:1/0?protocol=resp2");
+        let tls = tls.unwrap();
+        assert_eq!(tls.ca_certs.as_deref(), Some("/tmp/ca.pem"));
+        let (url, tls) =
+            split_tls("rediss://h/?ssl_certfile=c.pem&ssl_keyfile=k.pem&ssl_cert_reqs=required")
+                .unwrap();
+        assert_eq!(url, "rediss://h/");
+        assert_eq!(tls.unwrap().keyfile.as_deref(), Some("k.pem"));
+        // Nothing to do: the URL is untouched.
+        assert_eq!(
+            split_tls("redis://h:1/2?protocol=resp3").unwrap(),
+            ("redis://h:1/2?protocol=resp3".to_owned(), None)
+        );
+    }
+
+    #[test]
+    fn verification_cannot_be_turned_off() {
+        for bad in [
+            "rediss://h?ssl_cert_reqs=none",
+            "rediss://h?ssl_check_hostname=false",
+            "rediss://h?ssl_password=x",
+            "redis://h?ssl_ca_certs=/ca.pem",
+            "rediss://h?ssl_certfile=c.pem",
+        ] {
+            assert!(split_tls(bad).is_err(), "{bad}");
+        }
+        let err = open_client("rediss://u:hunter2@h?ssl_ca_certs=/nonexistent/ca.pem")
+            .err()
+            .unwrap();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
 }

@@ -31,6 +31,19 @@ pub enum EngineError {
         reason: String,
     },
 
+    /// The TLS handshake failed on the server's certificate (unknown CA, wrong host
+    /// name, expired): retrying cannot help until the settings change.
+    #[error(
+        "redis at `{url}` presented a certificate that is not trusted: {reason} \
+         (trust its CA with `?ssl_ca_certs=PATH` on the rediss:// URL)"
+    )]
+    Tls {
+        /// The URL with any password masked.
+        url: String,
+        /// What the TLS library said.
+        reason: String,
+    },
+
     /// A Lua script returned something its header does not allow: the scripts and the
     /// engine disagree about the protocol (a version mismatch, or a bug).
     #[error("script `{script}` returned an unexpected reply: {detail}")]

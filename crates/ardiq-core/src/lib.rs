@@ -91,6 +91,7 @@ pub mod report;
 mod scheduler;
 pub mod scripts;
 pub mod shutdown;
+pub mod sign;
 mod started;
 mod state;
 
@@ -103,3 +104,4 @@ pub use keys::{Keys, GROUP};
 pub use metrics::{Live, Phase};
 pub use report::{Counters, CountersSnapshot, RunReport, StopReason};
 pub use shutdown::{StopHandle, StopLevel};
+pub use sign::SigningKey;

@@ -68,6 +68,11 @@ async fn fire(ctx: &Ctx, cron: &CronEntry, occurrence: i64) -> Result<bool, redi
     let keys = &ctx.keys;
     let lane = keys.lane_index(&cron.lane).unwrap_or(0);
     let id = occurrence_id(&cron.name, occurrence);
+    // Workers that hold the signing key refuse unsigned payloads: seal each occurrence.
+    let payload = match &ctx.config.signing_key {
+        Some(key) => key.seal(&id, &cron.fn_name, &cron.payload),
+        None => cron.payload.clone(),
+    };
     let mut inv = scripts::CRON.prepare_invoke();
     inv.key(keys.crons())
         .key(keys.stream(lane))
@@ -77,7 +82,7 @@ async fn fire(ctx: &Ctx, cron: &CronEntry, occurrence: i64) -> Result<bool, redi
         .arg(occurrence)
         .arg(&id)
         .arg(&cron.fn_name)
-        .arg(&cron.payload[..])
+        .arg(&payload[..])
         .arg(&keys.lanes()[lane]);
     let mut conn = ctx.conn.clone();
     let value: redis::Value = inv.invoke_async(&mut conn).await?;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ardiq_core::{Config, CronEntry, CronSchedule, CronSpec, Every};
+use ardiq_core::{Config, CronEntry, CronSchedule, CronSpec, Every, SigningKey};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyModule};
 
@@ -105,6 +105,8 @@ fn read_config(s: &Bound<'_, PyAny>) -> PyResult<Config> {
     c.burst = s.get_item("burst")?.extract()?;
     let timeout: Option<f64> = s.get_item("shutdown_timeout_s")?.extract()?;
     c.drain_timeout = timeout.map(Duration::from_secs_f64);
+    let signing_key: Option<Vec<u8>> = s.get_item("signing_key")?.extract()?;
+    c.signing_key = signing_key.map(SigningKey::new);
     let crons: Vec<(String, String, String, String, Vec<u8>)> = s.get_item("crons")?.extract()?;
     for (name, kind, spec, lane, payload) in crons {
         let schedule: Arc<dyn CronSchedule> = if kind == "every" {

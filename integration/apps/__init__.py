@@ -1,0 +1,1 @@
+"""Apps the fault tests run in worker processes."""

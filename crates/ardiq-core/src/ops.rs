@@ -71,9 +71,10 @@ impl Client {
     /// Connects (and authenticates) within `timeout`.
     pub async fn connect(url: &str, timeout: Duration) -> Result<Client, OpsError> {
         let masked = mask_url(url);
-        let client = RedisClient::open(url).map_err(|e| OpsError::Url {
+        // The same URL reading as the engine's (TLS parameters included).
+        let client = crate::connection::open_client(url).map_err(|reason| OpsError::Url {
             url: masked.clone(),
-            reason: e.to_string().replace(url, &masked),
+            reason,
         })?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))

@@ -7,6 +7,7 @@ and workers exactly as the behaviour tests do."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -40,7 +41,10 @@ class Worker:
         self._log = self.log_path.open("wb")
         full = {**os.environ, "VIRTUAL_ENV": sys.prefix, **env, "PYTHONPATH": str(HERE)}
         self.proc = subprocess.Popen(
-            worker_command(kind, TARGET), cwd=HERE, env=full, stdout=self._log,
+            worker_command(kind, TARGET),
+            cwd=HERE,
+            env=full,
+            stdout=self._log,
             stderr=subprocess.STDOUT,
         )
 
@@ -143,8 +147,15 @@ class Env:
             await r.aclose()
         raise AssertionError(f"worker not ready in {timeout}s:\n{worker.output()}")
 
-    async def enqueue(self, name: str, args_list: list[tuple[Any, ...]], *, prefix: str = "t",
-                      chunk: int = 500, retry: bool = True) -> list[str]:
+    async def enqueue(
+        self,
+        name: str,
+        args_list: list[tuple[Any, ...]],
+        *,
+        prefix: str = "t",
+        chunk: int = 500,
+        retry: bool = True,
+    ) -> list[str]:
         """Enqueue with explicit ids (idempotent), recording in the ledger each id Redis
         accepted. With `retry`, a BrokerError is retried until Redis takes the chunk."""
         ids = [f"{prefix}{i}-{uuid.uuid4().hex[:6]}" for i in range(len(args_list))]
@@ -223,9 +234,7 @@ class Env:
                 w.stop(15)
             w.close()
         self.ledger.r.close()
-        try:
+        with contextlib.suppress(Exception):
             await self.app.aclose()
-        except Exception:
-            pass
         self.redis.cleanup()
         self.ledger_server.cleanup()

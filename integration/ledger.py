@@ -11,6 +11,7 @@ times, and what is left in Redis (pending entries, leftover keys).
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 from collections import Counter, defaultdict
@@ -71,7 +72,7 @@ class Report:
         r = sorted(self.recovery_ms)
         if not r:
             return "-"
-        p99 = r[min(len(r) - 1, int(round(0.99 * (len(r) - 1))))]
+        p99 = r[min(len(r) - 1, round(0.99 * (len(r) - 1)))]
         return f"{int(statistics.median(r))}/{p99}/{r[-1]}"
 
     @property
@@ -122,10 +123,7 @@ class Ledger:
 
     def starts_by(self, pid: int, after_ms: int = 0) -> int:
         return sum(
-            1
-            for e in self.executions().values()
-            for x in e
-            if x.pid == pid and x.start >= after_ms
+            1 for e in self.executions().values() for x in e if x.pid == pid and x.start >= after_ms
         )
 
     # ------------------------------------------------------------------ report
@@ -191,7 +189,7 @@ class Ledger:
             if tid in ignore or len(ex) < 2:
                 continue
             rep.duplicates += 1
-            for first, second in zip(ex, ex[1:], strict=False):
+            for first, second in itertools.pairwise(ex):
                 if second.pid in stopped and second.start >= stopped[second.pid].end_ms > 0:
                     # Its blocking read was answered while it was stopped; it ran the
                     # entry on waking although another worker had reclaimed it (its ack

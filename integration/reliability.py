@@ -31,7 +31,9 @@ def row(rep: Report) -> str:
     left = f"{rep.pending} / {len(rep.leftover_keys)}"
     verdict = "PASS" if rep.ok else "FAIL: " + "; ".join(rep.problems)[:300]
     notes = "; ".join(rep.notes)
-    overl = f"{rep.overlaps}" + (f" (+{rep.expected_overlaps} stalled)" if rep.expected_overlaps else "")
+    overl = f"{rep.overlaps}" + (
+        f" (+{rep.expected_overlaps} stalled)" if rep.expected_overlaps else ""
+    )
     return (
         f"| {rep.scenario} | {rep.kind} | {rep.enqueued} | {rep.completed} | {rep.lost} | "
         f"{dup} | {overl} | {dead} | {rep.recovery()} | {left} | {rep.seconds:.0f} | "

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import redis as sync_redis
-from harness import Env, Worker
-from ledger import Report, ms
-
 from ardiq import ArdiqError, BrokerError
+from harness import Env
+from ledger import Report, ms
 
 
 @dataclass(frozen=True)
@@ -34,10 +33,18 @@ class Scale:
     soak_rate: int  # fault 9: tasks per second
 
 
-FAST = Scale("fast", kill_tasks=1500, kills=3, killer_others=150, restart_tasks=600,
-             soak_s=20, soak_rate=100)
-FULL = Scale("full", kill_tasks=20000, kills=20, killer_others=1000, restart_tasks=5000,
-             soak_s=600, soak_rate=200)
+FAST = Scale(
+    "fast", kill_tasks=1500, kills=3, killer_others=150, restart_tasks=600, soak_s=20, soak_rate=100
+)
+FULL = Scale(
+    "full",
+    kill_tasks=20000,
+    kills=20,
+    killer_others=1000,
+    restart_tasks=5000,
+    soak_s=600,
+    soak_rate=200,
+)
 
 Scenario = Callable[[str, Scale, Path], Awaitable[Report]]
 LEASE_MS = 2000
@@ -97,7 +104,7 @@ async def kill_before_ack(kind: str, scale: Scale, logs: Path) -> Report:
             await asyncio.sleep(0.05)
         env.start_worker()
         rep = await _finish(env, "SIGKILL between body end and ack", ids, 60)
-        k = [i for i in ids if i.startswith("k")][0]
+        k = next(i for i in ids if i.startswith("k"))
         runs = len(env.ledger.executions().get(k, []))
         if runs != 2:
             rep.problems.append(f"the killed-before-ack task ran {runs} times, expected 2")
@@ -156,7 +163,7 @@ async def gil_hold(kind: str, scale: Scale, logs: Path) -> Report:
         b = env.start_worker()
         await env.wait_ready(a)
         await env.wait_ready(b)
-        n = _calibrate(3 * lease / 1000)
+        n = _calibrate(3.6 * lease / 1000)
         t0 = ms()
         ids = await env.enqueue("hold_gil", [(n,)], prefix="gil")
         ids += await env.enqueue("work", [(10,)] * 100, prefix="w")
@@ -187,8 +194,13 @@ async def _producer(env: Env, total: int, per_s: float, ids: list[str]) -> None:
 async def redis_restart_aof(kind: str, scale: Scale, logs: Path) -> Report:
     """redis-server SIGKILLed and restarted mid-run with AOF appendfsync always: nothing
     lost, every worker resumes on its own."""
-    env = Env(kind, logs, redis_args=["--appendonly", "yes", "--appendfsync", "always"],
-              idle_ms=LEASE_MS, concurrency=16)
+    env = Env(
+        kind,
+        logs,
+        redis_args=["--appendonly", "yes", "--appendfsync", "always"],
+        idle_ms=LEASE_MS,
+        concurrency=16,
+    )
     try:
         for w in [env.start_worker(), env.start_worker()]:
             await env.wait_ready(w)
@@ -228,8 +240,14 @@ async def redis_restart_empty(kind: str, scale: Scale, logs: Path) -> Report:
         f.probe_ms = ms() - f.at_ms + await env.probe()
         after = await env.enqueue("work", [(20,)] * 400, prefix="a")
         await env.wait_results(after, 60)
-        rep = await _finish(env, "Redis restart (no persistence)", after, 60,
-                            redis_lost_data=True, ignore_ids=set(before))
+        rep = await _finish(
+            env,
+            "Redis restart (no persistence)",
+            after,
+            60,
+            redis_lost_data=True,
+            ignore_ids=set(before),
+        )
         for w in env.workers:
             if env.ledger.starts_by(w.pid, f.end_ms) == 0:
                 rep.problems.append(f"worker {w.pid} ran nothing after the restart (zombie)")
@@ -240,7 +258,9 @@ async def redis_restart_empty(kind: str, scale: Scale, logs: Path) -> Report:
 
 async def redis_debug_sleep(kind: str, scale: Scale, logs: Path) -> Report:
     """`DEBUG SLEEP` longer than every client timeout, mid-run."""
-    env = Env(kind, logs, idle_ms=30000, concurrency=16)
+    env = Env(
+        kind, logs, redis_args=["--enable-debug-command", "yes"], idle_ms=30000, concurrency=16
+    )
     try:
         for w in [env.start_worker(), env.start_worker()]:
             await env.wait_ready(w)
@@ -287,8 +307,13 @@ async def redis_oom(kind: str, scale: Scale, logs: Path) -> Report:
     """maxmemory small under noeviction: producers get BrokerError; finished tasks are
     still acknowledged; flow resumes when memory frees. Also: a Redis whose policy can
     evict gets a warning at worker start."""
-    env = Env(kind, logs, redis_args=["--maxmemory-policy", "noeviction"], idle_ms=LEASE_MS,
-              concurrency=8, result_ttl_ms=2000)
+    env = Env(
+        kind,
+        logs,
+        redis_args=["--maxmemory-policy", "noeviction"],
+        idle_ms=LEASE_MS,
+        concurrency=4,
+    )
     try:
         w = env.start_worker()
         await env.wait_ready(w)
@@ -301,7 +326,7 @@ async def redis_oom(kind: str, scale: Scale, logs: Path) -> Report:
         t_first = None
         while refused < 20 and len(ids) < 3000:
             try:
-                ids += await env.enqueue("work", [(50, big)] * 20, prefix="m", retry=False)
+                ids += await env.enqueue("work", [(200, big)] * 20, prefix="m", retry=False)
             except BrokerError as exc:
                 refused += 1
                 t_first = t_first or ms()
@@ -407,10 +432,22 @@ async def garbage(kind: str, scale: Scale, logs: Path) -> Report:
             "g-notlist": b"\xa3abc",
         }
         for tid, payload in odd.items():
-            r.xadd(stream, {"id": tid, "fn": "work", "p": payload, "t": "x", "enq": now,
-                            "x": "soon", "r": "-3"})
-            r.hset(k.job(tid), mapping={"fn": "work", "l": "default", "s": "q", "t": 0,
-                                        "enq": now, "x": 0})
+            r.xadd(
+                stream,
+                {
+                    "id": tid,
+                    "fn": "work",
+                    "p": payload,
+                    "t": "x",
+                    "enq": now,
+                    "x": "soon",
+                    "r": "-3",
+                },
+            )
+            r.hset(
+                k.job(tid),
+                mapping={"fn": "work", "l": "default", "s": "q", "t": 0, "enq": now, "x": 0},
+            )
             env.ledger.enqueued([tid])
             expect.add(tid)
         expect |= set(await env.enqueue("no_such_task", [()], prefix="g-unknown"))
@@ -425,8 +462,9 @@ async def garbage(kind: str, scale: Scale, logs: Path) -> Report:
         good = await env.enqueue("work", [(5,)] * 100, prefix="ok")
         await env.wait_results(sorted(expect) + good, 60)
         await asyncio.sleep(0.5)
-        rep = await _finish(env, "garbage entries and payloads", sorted(expect) + good, 60,
-                            expect_failed=expect)
+        rep = await _finish(
+            env, "garbage entries and payloads", sorted(expect) + good, 60, expect_failed=expect
+        )
         if oversized != "refused":
             rep.problems.append(f"oversized payload {oversized} at enqueue")
         rep.notes.append("oversized payload refused at enqueue (ArdiqError, max_payload_bytes)")
@@ -525,8 +563,7 @@ async def soak(kind: str, scale: Scale, logs: Path) -> Report:
         samples: list[tuple[float, int]] = []
         next_sample = 0.0
         while (el := time.monotonic() - t0) < scale.soak_s:
-            ids += await env.enqueue("work", [(2, "x" * 200)] * (scale.soak_rate // 10),
-                                     prefix="s")
+            ids += await env.enqueue("work", [(2, "x" * 200)] * (scale.soak_rate // 10), prefix="s")
             if el >= next_sample:
                 samples.append((el, w.rss_kb()))
                 next_sample += max(1.0, scale.soak_s / 60)
@@ -546,8 +583,13 @@ async def soak(kind: str, scale: Scale, logs: Path) -> Report:
         rss0, rss1 = warm[0][1], samples[-1][1]
         growth = (rss1 - rss0) / rss0 * 100 if rss0 else 0.0
         rep = await _finish(env, f"soak {scale.soak_s:.0f}s at {scale.soak_rate}/s", ids, 60)
-        rep.extra.update(rss_start_kb=rss0, rss_end_kb=rss1, rss_growth_pct=round(growth, 2),
-                         redis_keys=(base_keys, end_keys), redis_mem=(base_mem, end_mem))
+        rep.extra.update(
+            rss_start_kb=rss0,
+            rss_end_kb=rss1,
+            rss_growth_pct=round(growth, 2),
+            redis_keys=(base_keys, end_keys),
+            redis_mem=(base_mem, end_mem),
+        )
         rep.notes.append(
             f"RSS {rss0}->{rss1} KB ({growth:+.1f}%) after warm-up; Redis keys {base_keys}->"
             f"{end_keys}, used_memory {base_mem // 1024}->{end_mem // 1024} KB"

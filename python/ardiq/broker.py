@@ -14,6 +14,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
+from redis.asyncio.retry import Retry as RedisRetry
+from redis.backoff import ConstantBackoff
 from redis.commands.core import AsyncScript
 
 from .errors import ArdiqError, BrokerError
@@ -68,6 +70,11 @@ def make_client(url: str, *, socket_timeout: float | None) -> aioredis.Redis:
         socket_timeout=socket_timeout,
         socket_connect_timeout=5.0,
         health_check_interval=30,
+        # One retry on a dropped connection (a restarted Redis, CLIENT KILL): the pooled
+        # socket is dead, a fresh one usually works. Safe for every call we make: enqueue
+        # is idempotent by id, and a repeated finish or renew finds its work done.
+        retry=RedisRetry(ConstantBackoff(0.05), 1),
+        retry_on_error=[rexc.ConnectionError],
     )
 
 

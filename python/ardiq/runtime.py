@@ -252,6 +252,14 @@ class Runtime:
             log.error("task result could not be serialized %s error=%s", fields, type(exc).__name__)
             await self._on_error(d, exc, tries, will_retry=False)
             return outcome(FAIL, f"result could not be serialized: {exc!r}")
+        limit = self.app.max_payload_bytes
+        if len(data) > limit:
+            # Stored as is, a huge result would bloat Redis (and could be refused there
+            # under maxmemory): the same limit as for payloads.
+            error = f"result too large: {len(data)} bytes, over the limit of {limit}"
+            log.error("task result too large %s size=%d limit=%d", fields, len(data), limit)
+            await self._on_error(d, ValueError(error), tries, will_retry=False)
+            return outcome(FAIL, error + " (max_payload_bytes)")
         log.debug("task succeeded %s duration_ms=%d", fields, now_ms() - start)
         return outcome(OK, data)
 

@@ -90,6 +90,7 @@ impl Engine {
         let Some(conn) = self.redis.connect_with_retry(&mut stop_rx).await? else {
             return Ok(self.finish_report(StopReason::Signal, 0));
         };
+        warn_if_evicting(&conn).await;
         let (tx, rx) = mpsc::unbounded_channel::<Vec<Outcome>>();
         let ctx = Arc::new(Ctx::new(
             config.clone(),
@@ -173,6 +174,24 @@ impl Drop for Tasks {
     fn drop(&mut self) {
         for t in &self.0 {
             t.abort();
+        }
+    }
+}
+
+/// A Redis that may evict keys under memory pressure can drop queued tasks, job records
+/// and pending entries: say so at start. A user not allowed to run CONFIG (a
+/// least-privilege ACL) gets no check: it is advice, not a condition to start.
+async fn warn_if_evicting(conn: &redis::aio::ConnectionManager) {
+    let mut conn = conn.clone();
+    let reply: Result<Vec<String>, _> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(&mut conn)
+        .await;
+    if let Ok(pair) = reply {
+        if let Some(policy) = pair.get(1).filter(|p| p.as_str() != "noeviction") {
+            warn!(policy = %policy,
+                "Redis maxmemory-policy is {policy}: Redis may evict queued tasks; use noeviction");
         }
     }
 }

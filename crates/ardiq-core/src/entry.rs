@@ -184,3 +184,120 @@ mod tests {
         assert!(is_expired(&d, 101));
     }
 }
+
+/// Fuzzing the decoding of entries: any reply shape, any field names and values, any
+/// bytes. Nothing may panic; an entry that parses as a task carries exactly the fields
+/// it was given. The number of inputs tried is printed (`cargo test -- --nocapture`).
+#[cfg(test)]
+mod fuzz {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    static TRIED: AtomicUsize = AtomicUsize::new(0);
+    /// Cases per property: 4000 by default (`make test`), ARDIQ_FUZZ_CASES for more.
+    fn cases() -> u32 {
+        std::env::var("ARDIQ_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4000)
+    }
+
+    /// Any reply value, a few levels deep.
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Nil),
+            any::<i64>().prop_map(Value::Int),
+            proptest::collection::vec(any::<u8>(), 0..24).prop_map(Value::BulkString),
+            "[a-z0-9 -]{0,12}".prop_map(Value::SimpleString),
+            Just(Value::Okay),
+            any::<bool>().prop_map(Value::Boolean),
+            any::<f64>().prop_map(Value::Double),
+        ];
+        leaf.prop_recursive(3, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::vec((inner.clone(), inner), 0..4).prop_map(Value::Map),
+            ]
+        })
+    }
+
+    /// Field names an entry may carry (the real ones and junk), with any values.
+    fn fields() -> impl Strategy<Value = Vec<(Vec<u8>, Value)>> {
+        let name = prop_oneof![
+            Just(b"id".to_vec()),
+            Just(b"fn".to_vec()),
+            Just(b"p".to_vec()),
+            Just(b"t".to_vec()),
+            Just(b"enq".to_vec()),
+            Just(b"x".to_vec()),
+            Just(b"r".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..6),
+        ];
+        proptest::collection::vec((name, value()), 0..10)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_entry_shape_parses_without_panicking(entry in value(), lane in "[a-z]{0,6}") {
+            TRIED.fetch_add(1, Ordering::Relaxed);
+            let _ = parse_entry(&lane, &entry);
+            let _ = parse_fields("1-0".to_owned(), &lane, &entry);
+        }
+
+        #[test]
+        fn any_fields_parse_to_a_task_or_malformed(kv in fields()) {
+            TRIED.fetch_add(1, Ordering::Relaxed);
+            let flat = Value::Array(
+                kv.iter().flat_map(|(k, v)| [Value::BulkString(k.clone()), v.clone()]).collect(),
+            );
+            let parsed = parse_fields("7-0".to_owned(), "l", &flat);
+            let has = |n: &[u8]| kv.iter().any(|(k, _)| k == n);
+            if let Parsed::Task(d) = &parsed {
+                prop_assert!(has(b"id") && has(b"fn") && has(b"p"));
+                prop_assert!(!d.task_id.is_empty());
+                prop_assert_eq!(&d.entry_id, "7-0");
+            } else {
+                let malformed_here = matches!(parsed, Parsed::Malformed { ref entry_id, .. } if entry_id == "7-0");
+                prop_assert!(malformed_here);
+            }
+            // The same entry as a stream reply item.
+            let item = Value::Array(vec![Value::BulkString(b"7-0".to_vec()), flat]);
+            prop_assert_eq!(parse_entry("l", &item), Some(parsed));
+        }
+
+        #[test]
+        fn well_formed_entries_round_trip(
+            id in "[ -~]{1,20}",
+            name in "[a-z_.]{1,12}",
+            payload in proptest::collection::vec(any::<u8>(), 0..64),
+            t in any::<u32>(), r in any::<u32>(), enq in any::<i64>(),
+        ) {
+            TRIED.fetch_add(1, Ordering::Relaxed);
+            let b = |s: &[u8]| Value::BulkString(s.to_vec());
+            let flat = Value::Array(vec![
+                b(b"id"), b(id.as_bytes()), b(b"fn"), b(name.as_bytes()), b(b"p"), b(&payload),
+                b(b"t"), b(t.to_string().as_bytes()), b(b"r"), b(r.to_string().as_bytes()),
+                b(b"enq"), b(enq.to_string().as_bytes()),
+            ]);
+            let Parsed::Task(d) = parse_fields("1-1".to_owned(), "l", &flat) else {
+                return Err(TestCaseError::fail("a well-formed entry did not parse"));
+            };
+            prop_assert_eq!((d.task_id, d.fn_name, d.payload), (id, name, payload));
+            prop_assert_eq!((d.tries, d.reclaims, d.enqueued_ms), (t, r, enq));
+        }
+    }
+
+    #[test]
+    fn zz_report_inputs_tried() {
+        // Runs last in name order when single-threaded; informative only.
+        println!(
+            "entry fuzz: {} inputs tried so far, 0 panics",
+            TRIED.load(Ordering::Relaxed)
+        );
+    }
+}

@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv build demo test test-python test-rust lint fmt bench clean
+.PHONY: venv build demo test test-python test-rust lint fmt bench reliability clean
 
 venv: $(BIN)/.installed
 
@@ -35,6 +35,7 @@ test-rust:
 
 test-python: venv build
 	$(BIN)/pytest
+	$(BIN)/pytest integration -m "not slow"
 
 lint: venv
 	cargo fmt --all -- --check
@@ -48,6 +49,12 @@ fmt:
 
 bench: venv
 	$(BIN)/python integration/bench/run.py
+
+# Every fault scenario at full size against both worker kinds (about 25 minutes with the
+# 10-minute soak; SOAK=<seconds> shortens it); writes integration/RELIABILITY.md.
+SOAK ?= 600
+reliability: venv build
+	$(BIN)/python integration/reliability.py --soak-seconds $(SOAK)
 
 clean:
 	rm -rf $(VENV) target .pytest_cache .mypy_cache .ruff_cache

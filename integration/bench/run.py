@@ -91,14 +91,30 @@ class Queue:
 
 
 QUEUES = [
-    Queue("ardiq-native", "ardiq-native", "ardiq_adapter.py", "`ardiq run` (Rust engine)",
-          pure_python=False),
-    Queue("ardiq-native-w2", "ardiq-native", "ardiq_adapter.py",
-          "`ardiq run --workers 2` (cpu only)", pure_python=False,
-          only=frozenset({"cpu"}), workers=2),
+    Queue(
+        "ardiq-native",
+        "ardiq-native",
+        "ardiq_adapter.py",
+        "`ardiq run` (Rust engine)",
+        pure_python=False,
+    ),
+    Queue(
+        "ardiq-native-w2",
+        "ardiq-native",
+        "ardiq_adapter.py",
+        "`ardiq run --workers 2` (cpu only)",
+        pure_python=False,
+        only=frozenset({"cpu"}),
+        workers=2,
+    ),
     Queue("ardiq-incode", "ardiq-incode", "ardiq_adapter.py", "`await app.run()`"),
-    Queue("ardiq-pypi", "ardiq-pypi", "ardiq_pypi_adapter.py",
-          "PyPI `ardiq==1.2.0` (other project, Rust core), its `ardiq run`", pure_python=False),
+    Queue(
+        "ardiq-pypi",
+        "ardiq-pypi",
+        "ardiq_pypi_adapter.py",
+        "PyPI `ardiq==1.2.0` (other project, Rust core), its `ardiq run`",
+        pure_python=False,
+    ),
     Queue("taskiq", "taskiq", "taskiq_adapter.py", "stream broker, in-process receiver"),
     Queue("streaq", "streaq", "streaq_adapter.py", "`worker.run_sync()`"),
     Queue("arq", "arq", "arq_adapter.py", "`Worker.run()`, max_jobs=10"),
@@ -126,12 +142,30 @@ class Config:
     timeout: dict[str, float]
 
 
-FULL = Config(rounds=3, noop=20_000, cpu=1_000, io=1_000, enqueue=20_000, lat=200,
-              delayed=8, delay_ms=100, backlog=100_000,
-              timeout={"noop": 20, "cpu": 15, "io": 15, "enqueue": 10, "latency": 10})
-QUICK = Config(rounds=1, noop=2_000, cpu=200, io=200, enqueue=2_000, lat=40, delayed=3,
-               delay_ms=100, backlog=10_000,
-               timeout={"noop": 8, "cpu": 8, "io": 8, "enqueue": 5, "latency": 5})
+FULL = Config(
+    rounds=3,
+    noop=20_000,
+    cpu=1_000,
+    io=1_000,
+    enqueue=20_000,
+    lat=200,
+    delayed=8,
+    delay_ms=100,
+    backlog=100_000,
+    timeout={"noop": 20, "cpu": 15, "io": 15, "enqueue": 10, "latency": 10},
+)
+QUICK = Config(
+    rounds=1,
+    noop=2_000,
+    cpu=200,
+    io=200,
+    enqueue=2_000,
+    lat=40,
+    delayed=3,
+    delay_ms=100,
+    backlog=10_000,
+    timeout={"noop": 8, "cpu": 8, "io": 8, "enqueue": 5, "latency": 5},
+)
 
 
 # ----------------------------------------------------------------------------- redis
@@ -153,10 +187,24 @@ class RedisServer:
         self.dir.mkdir(parents=True, exist_ok=True)
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir),
-             "--logfile", str(self.dir / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+                "--logfile",
+                str(self.dir / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.client = redis.Redis(host="127.0.0.1", port=self.port)
         deadline = time.monotonic() + 10
@@ -266,8 +314,15 @@ class Sink:
         self.arm(0)
         threading.Thread(target=self._loop, daemon=True).start()
 
-    def arm(self, n: int, *, keep: bool = False, on_first: Callable[[], None] | None = None,
-            on_last: Callable[[], None] | None = None, mark: int = 0) -> None:
+    def arm(
+        self,
+        n: int,
+        *,
+        keep: bool = False,
+        on_first: Callable[[], None] | None = None,
+        on_last: Callable[[], None] | None = None,
+        mark: int = 0,
+    ) -> None:
         self.target, self.keep, self.on_first, self.on_last = n, keep, on_first, on_last
         self.mark, self.mark_ns = mark, 0  # arrival time of the mark-th report
         self.count = 0
@@ -339,20 +394,26 @@ class Monitor:
 class Proc:
     """A child process in its own session (so its whole group can be signalled)."""
 
-    def __init__(self, cmd: list[str], env: dict[str, str], log: Path,
-                 stdin: bool = False) -> None:
+    def __init__(self, cmd: list[str], env: dict[str, str], log: Path, stdin: bool = False) -> None:
         self.log_path = log
         self._log = log.open("ab")
         self.p = subprocess.Popen(
-            cmd, cwd=ADAPTERS, env=env, start_new_session=True,
+            cmd,
+            cwd=ADAPTERS,
+            env=env,
+            start_new_session=True,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE if stdin else self._log, stderr=self._log)
+            stdout=subprocess.PIPE if stdin else self._log,
+            stderr=self._log,
+        )
         self.pid = self.p.pid
 
     def alive(self) -> bool:
         return self.p.poll() is None
 
-    def stop(self, grace: float = 10) -> None:
+    def stop(self, grace: float = 3) -> None:
+        """SIGTERM, then SIGKILL to the whole group after `grace` s (nothing is measured
+        while a worker shuts down, so its graceful drain is not waited for)."""
         if self.alive():
             try:
                 os.killpg(self.pid, signal.SIGTERM)
@@ -396,12 +457,18 @@ class Producer:
         self.proc.p.stdin.flush()
         return self._read()
 
-    def stage(self, kind: str, n: int, mode: str | None = None,
-              budget_s: float = 1e9) -> tuple[int, float] | None:
+    def stage(
+        self, kind: str, n: int, mode: str | None = None, budget_s: float = 1e9
+    ) -> tuple[int, float] | None:
         """Enqueue up to n tasks (stopping after budget_s): (count, seconds), or None when
         the queue has no such mode. Default mode: the fastest it has."""
-        reply = self.request(op="stage", kind=kind, n=n, budget_s=budget_s,
-                             mode=mode or ("bulk" if self.bulk else "inflight"))
+        reply = self.request(
+            op="stage",
+            kind=kind,
+            n=n,
+            budget_s=budget_s,
+            mode=mode or ("bulk" if self.bulk else "inflight"),
+        )
         if reply.get("unsupported"):
             return None
         return int(reply["count"]), float(reply["seconds"])
@@ -420,7 +487,8 @@ class Bench:
     scenarios: list[str]
     workdir: Path
     results: dict[str, dict[str, list[float]]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(list)))
+        default_factory=lambda: defaultdict(lambda: defaultdict(list))
+    )
     notes: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     bare: list[float] = field(default_factory=list)
     breakdown: dict[str, dict[str, float]] = field(default_factory=dict)  # last noop run
@@ -432,11 +500,19 @@ class Bench:
 
     # -- plumbing
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("VIRTUAL_ENV", "PYTHON", "ARDIQ_", "REDIS_URL"))}
-        env.update(BENCH_REDIS_URL=self.redis.url, BENCH_SOCK=str(self.sink.path),
-                   BENCH_CONCURRENCY=str(CONCURRENCY), PYTHONPATH=str(ADAPTERS),
-                   ARDIQ_REDIS_URL=self.redis.url, PYTHONDONTWRITEBYTECODE="1")
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("VIRTUAL_ENV", "PYTHON", "ARDIQ_", "REDIS_URL"))
+        }
+        env.update(
+            BENCH_REDIS_URL=self.redis.url,
+            BENCH_SOCK=str(self.sink.path),
+            BENCH_CONCURRENCY=str(CONCURRENCY),
+            PYTHONPATH=str(ADAPTERS),
+            ARDIQ_REDIS_URL=self.redis.url,
+            PYTHONDONTWRITEBYTECODE="1",
+        )
         return env
 
     def log(self, q: Queue, what: str) -> Path:
@@ -470,8 +546,10 @@ class Bench:
     def run_round(self, rnd: int) -> None:
         k = rnd % len(self.queues)
         order = self.queues[k:] + self.queues[:k]
-        print(f"\n=== round {rnd + 1}/{self.cfg.rounds}: "
-              f"{', '.join(q.name for q in order)}", flush=True)
+        print(
+            f"\n=== round {rnd + 1}/{self.cfg.rounds}: {', '.join(q.name for q in order)}",
+            flush=True,
+        )
         if "cpu" in self.scenarios:
             self.bare_loop()
         for q in order:
@@ -493,8 +571,9 @@ class Bench:
                     producer.close()
                 self.redis.flush()
 
-    def run_queue(self, q: Queue, python: Path, producer: Producer, wanted: list[str],
-                  rnd: int) -> None:
+    def run_queue(
+        self, q: Queue, python: Path, producer: Producer, wanted: list[str], rnd: int
+    ) -> None:
         cfg = self.cfg
         staged = 0
         if "enqueue" in wanted:
@@ -515,9 +594,14 @@ class Bench:
     def bare_loop(self) -> None:
         python = envs.REPO_VENV / "bin" / "python"
         self.sink.arm(self.cfg.cpu)
-        out = subprocess.run([str(python), "benchcommon.py", "bare", str(self.cfg.cpu)],
-                             cwd=ADAPTERS, env=self.env(), capture_output=True, text=True,
-                             check=True)
+        out = subprocess.run(
+            [str(python), "benchcommon.py", "bare", str(self.cfg.cpu)],
+            cwd=ADAPTERS,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         rate = json.loads(out.stdout)["rate"]
         self.bare.append(rate)
         print(f"    bare loop cpu: {rate:,.0f}/s", flush=True)
@@ -526,8 +610,7 @@ class Bench:
         """Enqueue noop tasks in each mode; the last mode's tasks stay for the noop run
         (their number is returned)."""
         n = self.cfg.enqueue
-        modes = ["single", "inflight", "bulk"] if producer.bulk else ["bulk", "single",
-                                                                      "inflight"]
+        modes = ["single", "inflight", "bulk"] if producer.bulk else ["bulk", "single", "inflight"]
         left = 0
         for i, mode in enumerate(modes):
             self.redis.flush()
@@ -536,15 +619,26 @@ class Bench:
                 continue
             count, secs = got
             if count < n:
-                self.note(q, f"enqueue {mode}: {count}/{n} tasks in the "
-                             f"{self.cfg.timeout['enqueue']:.0f} s limit; rate over those")
+                self.note(
+                    q,
+                    f"enqueue {mode}: {count}/{n} tasks in the "
+                    f"{self.cfg.timeout['enqueue']:.0f} s limit; rate over those",
+                )
             self.put(q, f"enq_{mode}", count / secs)
             print(f"    enqueue {mode:8}: {count / secs:10,.0f}/s", flush=True)
             left = count if i == len(modes) - 1 else 0
         return left
 
-    def throughput(self, q: Queue, python: Path, producer: Producer, kind: str, n: int,
-                   staged: bool = False, skip: float = 0.0) -> None:
+    def throughput(
+        self,
+        q: Queue,
+        python: Path,
+        producer: Producer,
+        kind: str,
+        n: int,
+        staged: bool = False,
+        skip: float = 0.0,
+    ) -> None:
         """Tasks staged before the worker starts. With `skip`, the rate leaves out the
         first `skip` share of the tasks (while a multi-process worker is still starting)."""
         snap: dict[str, Any] = {}
@@ -579,8 +673,10 @@ class Bench:
                     raise RuntimeError(f"worker exited {worker.p.returncode}:\n{worker.tail()}")
                 if self.sink.count == 0 and now > started_by:
                     raise RuntimeError(f"no task started in 30 s:\n{worker.tail()}")
-                if self.sink.count and (now > deadline or time.time_ns() - self.sink.first_start
-                                        > self.cfg.timeout[kind] * 1e9):
+                if self.sink.count and (
+                    now > deadline
+                    or time.time_ns() - self.sink.first_start > self.cfg.timeout[kind] * 1e9
+                ):
                     break
             if "cpu1" not in snap:
                 last()
@@ -591,8 +687,11 @@ class Bench:
             worker.stop()
         done = snap["n1"]
         if done < n:
-            self.note(q, f"{kind}: only {done}/{n} tasks in the {self.cfg.timeout[kind]:.0f} s "
-                         "limit; rate over those")
+            self.note(
+                q,
+                f"{kind}: only {done}/{n} tasks in the {self.cfg.timeout[kind]:.0f} s "
+                "limit; rate over those",
+            )
         if skip and self.sink.mark_ns and done > self.sink.mark:
             rate = (done - self.sink.mark) / ((self.sink.last_ns - self.sink.mark_ns) / 1e9)
         else:
@@ -610,11 +709,14 @@ class Bench:
             self.put(q, "cpu_us", cpu_us)
             self.put(q, "rss_mb", rss)
             self.put(q, "procs", nprocs)
-            top = sorted(((v, k) for k, v in cmds.items() if k not in DRIVER_CMDS and v > 0),
-                         reverse=True)
+            top = sorted(
+                ((v, k) for k, v in cmds.items() if k not in DRIVER_CMDS and v > 0), reverse=True
+            )
             self.breakdown[q.name] = {k: v / window for v, k in top}
-            line += (f", {total / window:.2f} Redis cmds/task ({scripts / window:.2f} scripts),"
-                     f" {cpu_us:.0f} us CPU/task, peak RSS {rss:.1f} MB in {nprocs} proc(s)")
+            line += (
+                f", {total / window:.2f} Redis cmds/task ({scripts / window:.2f} scripts),"
+                f" {cpu_us:.0f} us CPU/task, peak RSS {rss:.1f} MB in {nprocs} proc(s)"
+            )
         print(line, flush=True)
 
     def client_commands(self, q: Queue, python: Path, producer: Producer) -> None:
@@ -628,13 +730,19 @@ class Bench:
         time.sleep(0.1)
         snap: dict[str, tuple[int, int]] = {}
         worker = self.start_worker(q, python)
-        self.sink.arm(n, on_first=lambda: snap.__setitem__("a", mon.counts()),
-                      on_last=lambda: snap.__setitem__("b", mon.counts()))
+        self.sink.arm(
+            n,
+            on_first=lambda: snap.__setitem__("a", mon.counts()),
+            on_last=lambda: snap.__setitem__("b", mon.counts()),
+        )
         deadline = time.monotonic() + 30
         try:
             while not self.sink.done.wait(0.2):
-                if not worker.alive() or time.monotonic() > deadline or (
-                        self.sink.count and time.time_ns() - self.sink.first_start > 10e9):
+                if (
+                    not worker.alive()
+                    or time.monotonic() > deadline
+                    or (self.sink.count and time.time_ns() - self.sink.first_start > 10e9)
+                ):
                     break
             if "a" in snap and "b" not in snap:
                 snap["b"] = mon.counts()
@@ -649,8 +757,10 @@ class Bench:
         lua = (snap["b"][1] - snap["a"][1]) / window
         self.put(q, "client_cmds", client)
         self.put(q, "lua_cmds", lua)
-        print(f"    MONITOR: {client:.2f} client commands/task (+{lua:.2f} inside scripts)",
-              flush=True)
+        print(
+            f"    MONITOR: {client:.2f} client commands/task (+{lua:.2f} inside scripts)",
+            flush=True,
+        )
 
     def latency(self, q: Queue, python: Path, producer: Producer) -> None:
         self.redis.flush()
@@ -658,11 +768,15 @@ class Bench:
         try:
             self.first_task(worker, producer)
             time.sleep(0.5)
-            immediate = self._probes(producer, worker, self.cfg.lat, 0,
-                                     budget_s=self.cfg.timeout["latency"])
+            immediate = self._probes(
+                producer, worker, self.cfg.lat, 0, budget_s=self.cfg.timeout["latency"]
+            )
             if len(immediate) < self.cfg.lat:
-                self.note(q, f"latency: {len(immediate)}/{self.cfg.lat} probes in the "
-                             f"{self.cfg.timeout['latency']:.0f} s limit")
+                self.note(
+                    q,
+                    f"latency: {len(immediate)}/{self.cfg.lat} probes in the "
+                    f"{self.cfg.timeout['latency']:.0f} s limit",
+                )
             delayed = []
             if producer.delayed:
                 delayed = self._probes(producer, worker, self.cfg.delayed, self.cfg.delay_ms)
@@ -676,8 +790,10 @@ class Bench:
                 self.put(q, f"{name}_p99", pct(samples, 99))
         line = f"    latency p50 {pct(immediate, 50):.2f} ms, p99 {pct(immediate, 99):.2f} ms"
         if delayed:
-            line += f"; delayed start late by p50 {pct(delayed, 50):.1f} ms, " \
-                    f"p99 {pct(delayed, 99):.1f} ms"
+            line += (
+                f"; delayed start late by p50 {pct(delayed, 50):.1f} ms, "
+                f"p99 {pct(delayed, 99):.1f} ms"
+            )
         print(line, flush=True)
 
     def first_task(self, worker: Proc, producer: Producer) -> None:
@@ -690,8 +806,9 @@ class Bench:
             if not worker.alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"the worker never started a task:\n{worker.tail()}")
 
-    def _probes(self, producer: Producer, worker: Proc, n: int, delay_ms: int,
-                budget_s: float = 1e9) -> list[float]:
+    def _probes(
+        self, producer: Producer, worker: Proc, n: int, delay_ms: int, budget_s: float = 1e9
+    ) -> list[float]:
         out: list[float] = []
         stop_at = time.monotonic() + budget_s
         for _ in range(n):
@@ -768,30 +885,72 @@ def cell(values: list[float]) -> str:
 
 
 TABLES = [
-    ("Worker throughput, tasks/s (higher is better)",
-     [("noop", "noop_rate"), ("cpu", "cpu_rate"), ("io", "io_rate")]),
-    ("Cost per finished noop task (lower is better)",
-     [("Redis cmds, all", "cmds"), ("sent by clients", "client_cmds"),
-      ("of which script calls", "scripts"), ("worker CPU µs", "cpu_us"),
-      ("peak RSS MB", "rss_mb"), ("processes", "procs")]),
-    ("Enqueue, tasks/s (higher is better)",
-     [("one awaited call at a time", "enq_single"), ("100 in flight (16 threads if sync)",
-                                                       "enq_inflight"),
-      ("bulk API", "enq_bulk")]),
-    ("Latency into an idle worker, ms (lower is better)",
-     [("enqueue→start p50", "lat_p50"), ("p99", "lat_p99"),
-      ("delayed task late by p50", "delayed_p50"), ("p99", "delayed_p99")]),
+    (
+        "Worker throughput, tasks/s (higher is better)",
+        [("noop", "noop_rate"), ("cpu", "cpu_rate"), ("io", "io_rate")],
+    ),
+    (
+        "Cost per finished noop task (lower is better)",
+        [
+            ("Redis cmds, all", "cmds"),
+            ("sent by clients", "client_cmds"),
+            ("of which script calls", "scripts"),
+            ("worker CPU µs", "cpu_us"),
+            ("peak RSS MB", "rss_mb"),
+            ("processes", "procs"),
+        ],
+    ),
+    (
+        "Enqueue, tasks/s (higher is better)",
+        [
+            ("one awaited call at a time", "enq_single"),
+            ("100 in flight (16 threads if sync)", "enq_inflight"),
+            ("bulk API", "enq_bulk"),
+        ],
+    ),
+    (
+        "Latency into an idle worker, ms (lower is better)",
+        [
+            ("enqueue→start p50", "lat_p50"),
+            ("p99", "lat_p99"),
+            ("delayed task late by p50", "delayed_p50"),
+            ("p99", "delayed_p99"),
+        ],
+    ),
     ("Redis memory (lower is better)", [("bytes per queued task", "bytes")]),
 ]
-RATIO_METRICS = ["noop_rate", "cpu_rate", "io_rate", "enq_single", "enq_inflight", "enq_bulk",
-                 "cmds", "client_cmds", "cpu_us", "rss_mb", "lat_p50", "lat_p99", "delayed_p99",
-                 "bytes"]
-RATIO_LABELS = {"noop_rate": "noop", "cpu_rate": "cpu", "io_rate": "io",
-                "enq_single": "enq single", "enq_inflight": "enq in flight",
-                "enq_bulk": "enq bulk", "cmds": "cmds/task", "client_cmds": "client cmds",
-                "cpu_us": "CPU/task",
-                "rss_mb": "RSS", "lat_p50": "lat p50", "lat_p99": "lat p99",
-                "delayed_p99": "delayed p99", "bytes": "bytes/task"}
+RATIO_METRICS = [
+    "noop_rate",
+    "cpu_rate",
+    "io_rate",
+    "enq_single",
+    "enq_inflight",
+    "enq_bulk",
+    "cmds",
+    "client_cmds",
+    "cpu_us",
+    "rss_mb",
+    "lat_p50",
+    "lat_p99",
+    "delayed_p99",
+    "bytes",
+]
+RATIO_LABELS = {
+    "noop_rate": "noop",
+    "cpu_rate": "cpu",
+    "io_rate": "io",
+    "enq_single": "enq single",
+    "enq_inflight": "enq in flight",
+    "enq_bulk": "enq bulk",
+    "cmds": "cmds/task",
+    "client_cmds": "client cmds",
+    "cpu_us": "CPU/task",
+    "rss_mb": "RSS",
+    "lat_p50": "lat p50",
+    "lat_p99": "lat p99",
+    "delayed_p99": "delayed p99",
+    "bytes": "bytes/task",
+}
 
 
 def advantage(res: dict[str, dict[str, list[float]]], a: str, b: str, m: str) -> float | None:
@@ -805,10 +964,12 @@ def advantage(res: dict[str, dict[str, list[float]]], a: str, b: str, m: str) ->
 def targets(b: Bench) -> list[tuple[str, str, str]]:
     res = b.results
     nat, inc, pypi = "ardiq-native", "ardiq-incode", "ardiq-pypi"
-    peers = [q.name for q in b.queues if not q.name.startswith("ardiq-native")
-             and q.name != inc and res.get(q.name)]
-    py_peers = [q.name for q in b.queues if q.pure_python and q.name != inc
-                and res.get(q.name)]
+    peers = [
+        q.name
+        for q in b.queues
+        if not q.name.startswith("ardiq-native") and q.name != inc and res.get(q.name)
+    ]
+    py_peers = [q.name for q in b.queues if q.pure_python and q.name != inc and res.get(q.name)]
     producer = nat if res.get(nat) else inc
 
     def m(q: str, k: str) -> float | None:
@@ -831,53 +992,107 @@ def targets(b: Bench) -> list[tuple[str, str, str]]:
 
     out = []
     adv = advantage(res, nat, pypi, "noop_rate")
-    out.append(row("noop tasks/s, native ≥ 5x ardiq 1.2.0", adv,
-                   adv is not None and adv >= 5, f"{adv or 0:.2f}x"))
+    out.append(
+        row(
+            "noop tasks/s, native ≥ 5x ardiq 1.2.0",
+            adv,
+            adv is not None and adv >= 5,
+            f"{adv or 0:.2f}x",
+        )
+    )
     v, shown = vs(nat, "noop_rate", peers)
     out.append(row("noop tasks/s, native ahead of every peer", v, v is not None and v > 1, shown))
     c = m(nat, "cmds")
-    out.append(row("Redis commands per noop task ≤ 4 (native; every command Redis ran, "
-                   "script internals included)", c, c is not None and c <= 4, fmt(c)))
+    out.append(
+        row(
+            "Redis commands per noop task ≤ 4 (native; every command Redis ran, "
+            "script internals included)",
+            c,
+            c is not None and c <= 4,
+            fmt(c),
+        )
+    )
     c = m(nat, "client_cmds")
-    out.append(row("Redis commands per noop task ≤ 4 (native; sent by the worker: MONITOR)",
-                   c, c is not None and c <= 4, fmt(c)))
+    out.append(
+        row(
+            "Redis commands per noop task ≤ 4 (native; sent by the worker: MONITOR)",
+            c,
+            c is not None and c <= 4,
+            fmt(c),
+        )
+    )
     adv = advantage(res, nat, pypi, "cpu_us")
-    out.append(row("worker CPU per task ≤ 1/5 of ardiq 1.2.0's", adv,
-                   adv is not None and adv >= 5, f"1/{adv or 0:.2f}"))
+    out.append(
+        row(
+            "worker CPU per task ≤ 1/5 of ardiq 1.2.0's",
+            adv,
+            adv is not None and adv >= 5,
+            f"1/{adv or 0:.2f}",
+        )
+    )
     bare = med(b.bare)
     cr = m(nat, "cpu_rate")
     frac = cr / bare if cr and bare else None
-    out.append(row("cpu tasks/s ≥ 99% of the bare loop", frac, frac is not None and frac >= 0.99,
-                   f"{(frac or 0) * 100:.1f}% ({fmt(cr)} vs {fmt(bare)})"))
+    out.append(
+        row(
+            "cpu tasks/s ≥ 99% of the bare loop",
+            frac,
+            frac is not None and frac >= 0.99,
+            f"{(frac or 0) * 100:.1f}% ({fmt(cr)} vs {fmt(bare)})",
+        )
+    )
     w2 = m("ardiq-native-w2", "cpu_rate")
     sc = w2 / cr if w2 and cr else None
-    out.append(row("cpu, --workers 2 ≥ 1.8x one worker", sc, sc is not None and sc >= 1.8,
-                   f"{sc or 0:.2f}x"))
+    out.append(
+        row(
+            "cpu, --workers 2 ≥ 1.8x one worker",
+            sc,
+            sc is not None and sc >= 1.8,
+            f"{sc or 0:.2f}x",
+        )
+    )
     io = m(nat, "io_rate")
     ceiling = CONCURRENCY / IO_SLEEP_S
     f_io = io / ceiling if io else None
-    out.append(row(f"io tasks/s ≥ 99% of the ceiling ({ceiling:.0f}/s)", f_io,
-                   f_io is not None and f_io >= 0.99, f"{(f_io or 0) * 100:.1f}%"))
+    out.append(
+        row(
+            f"io tasks/s ≥ 99% of the ceiling ({ceiling:.0f}/s)",
+            f_io,
+            f_io is not None and f_io >= 0.99,
+            f"{(f_io or 0) * 100:.1f}%",
+        )
+    )
     adv = advantage(res, producer, pypi, "enq_bulk")
-    out.append(row("bulk enqueue ≥ 2x ardiq 1.2.0's", adv, adv is not None and adv >= 2,
-                   f"{adv or 0:.2f}x"))
+    out.append(
+        row(
+            "bulk enqueue ≥ 2x ardiq 1.2.0's", adv, adv is not None and adv >= 2, f"{adv or 0:.2f}x"
+        )
+    )
     for k, label in (("enq_single", "one at a time"), ("enq_inflight", "in flight")):
         v, shown = vs(producer, k, [p for p in peers if p != pypi] + [pypi])
-        out.append(row(f"enqueue {label}, ahead of every peer", v, v is not None and v > 1,
-                       shown))
-    for k, limit, label in (("lat_p50", 1, "latency p50 < 1 ms"),
-                            ("lat_p99", 5, "latency p99 < 5 ms"),
-                            ("delayed_p99", 10, "delayed task starts within 10 ms (p99)")):
+        out.append(row(f"enqueue {label}, ahead of every peer", v, v is not None and v > 1, shown))
+    for k, limit, label in (
+        ("lat_p50", 1, "latency p50 < 1 ms"),
+        ("lat_p99", 5, "latency p99 < 5 ms"),
+        ("delayed_p99", 10, "delayed task starts within 10 ms (p99)"),
+    ):
         v = m(nat, k)
         out.append(row(label, v, v is not None and v < limit, f"{fmt(v)} ms"))
     rss = m(nat, "rss_mb")
-    out.append(row("worker peak RSS (noop) ≤ 25 MB", rss, rss is not None and rss <= 25,
-                   f"{fmt(rss)} MB"))
+    out.append(
+        row("worker peak RSS (noop) ≤ 25 MB", rss, rss is not None and rss <= 25, f"{fmt(rss)} MB")
+    )
     v, shown = vs(nat, "rss_mb", peers)
     out.append(row("worker peak RSS below every peer", v, v is not None and v > 1, shown))
     v, shown = vs(inc, "noop_rate", py_peers)
-    out.append(row("in-code noop tasks/s ahead of every pure-Python peer", v,
-                   v is not None and v > 1, shown))
+    out.append(
+        row(
+            "in-code noop tasks/s ahead of every pure-Python peer",
+            v,
+            v is not None and v > 1,
+            shown,
+        )
+    )
     return out
 
 
@@ -888,21 +1103,26 @@ def machine_line(b: Bench) -> str:
             model = line.split(":", 1)[1].strip()
             break
     py312 = envs.PY312
-    pyp = (subprocess.run([str(py312), "--version"], capture_output=True, text=True).stdout.strip()
-           if py312.is_file() else "absent")
+    pyp = (
+        subprocess.run([str(py312), "--version"], capture_output=True, text=True).stdout.strip()
+        if py312.is_file()
+        else "absent"
+    )
     venv_py = envs.REPO_VENV / "bin" / "python"
-    pyv = subprocess.run([str(venv_py), "--version"], capture_output=True,
-                         text=True).stdout.strip()
-    return (f"{os.cpu_count()} cores, {model}, Linux {platform.release()}; {pyv} (ArdiQ and "
-            f"every peer but ardiq 1.2.0, which needs 3.12: {pyp}); "
-            f"Redis {b.redis.version()} (own server on 127.0.0.1, no persistence)")
+    pyv = subprocess.run([str(venv_py), "--version"], capture_output=True, text=True).stdout.strip()
+    return (
+        f"{os.cpu_count()} cores, {model}, Linux {platform.release()}; {pyv} (ArdiQ and "
+        f"every peer but ardiq 1.2.0, which needs 3.12: {pyp}); "
+        f"Redis {b.redis.version()} (own server on 127.0.0.1, no persistence)"
+    )
 
 
 def render(b: Bench, command: str, mode: str, started: str, minutes: float) -> str:
     res = b.results
     rows = [q for q in b.queues if q.name in res or q.name in b.notes]
     out = [
-        "# ArdiQ benchmark results", "",
+        "# ArdiQ benchmark results",
+        "",
         f"- Run: {started}, {mode}, {b.cfg.rounds} round(s), {minutes:.1f} min",
         f"- Machine: {machine_line(b)}",
         f"- Command: `{command}`",
@@ -912,27 +1132,39 @@ def render(b: Bench, command: str, mode: str, started: str, minutes: float) -> s
         f"{b.cfg.backlog:,} tasks (first round only); worker concurrency {CONCURRENCY}",
         "- Cells: median over rounds, <sub>min-max</sub> below it when there was more "
         "than one round. How each figure is measured: the docstring of "
-        "`integration/bench/run.py`.", "",
+        "`integration/bench/run.py`.",
+        "",
     ]
     for title, cols in TABLES:
-        out += [f"## {title}", "", "| queue | " + " | ".join(c for c, _ in cols) + " |",
-                "|---|" + "---:|" * len(cols)]
+        out += [
+            f"## {title}",
+            "",
+            "| queue | " + " | ".join(c for c, _ in cols) + " |",
+            "|---|" + "---:|" * len(cols),
+        ]
         for q in rows:
             if not any(res[q.name].get(k) for _, k in cols):
                 continue
-            out.append(f"| {q.name} | " + " | ".join(cell(res[q.name].get(k, []))
-                                                     for _, k in cols) + " |")
+            out.append(
+                f"| {q.name} | " + " | ".join(cell(res[q.name].get(k, [])) for _, k in cols) + " |"
+            )
         if title.startswith("Worker throughput") and b.bare:
             out.append(f"| bare Python loop (cpu body) | - | {cell(b.bare)} | - |")
         out.append("")
     for ours in ("ardiq-native", "ardiq-incode"):
         if not res.get(ours):
             continue
-        peers = [q.name for q in b.queues if q.name in res
-                 and (not q.name.startswith("ardiq-") or q.name == "ardiq-pypi")]
-        out += [f"## {ours}: how many times better than each peer (>1: ArdiQ is better)", "",
-                "| peer | " + " | ".join(RATIO_LABELS[k] for k in RATIO_METRICS) + " |",
-                "|---|" + "---:|" * len(RATIO_METRICS)]
+        peers = [
+            q.name
+            for q in b.queues
+            if q.name in res and (not q.name.startswith("ardiq-") or q.name == "ardiq-pypi")
+        ]
+        out += [
+            f"## {ours}: how many times better than each peer (>1: ArdiQ is better)",
+            "",
+            "| peer | " + " | ".join(RATIO_LABELS[k] for k in RATIO_METRICS) + " |",
+            "|---|" + "---:|" * len(RATIO_METRICS),
+        ]
         for p in peers:
             cells = []
             for k in RATIO_METRICS:
@@ -941,9 +1173,14 @@ def render(b: Bench, command: str, mode: str, started: str, minutes: float) -> s
             out.append(f"| {p} | " + " | ".join(cells) + " |")
         out.append("")
     if b.breakdown:
-        out += ["## Redis commands per noop task, by command (last round)", "",
-                "Every command Redis ran, those inside Lua scripts and MULTI included.", "",
-                "| queue | commands |", "|---|---|"]
+        out += [
+            "## Redis commands per noop task, by command (last round)",
+            "",
+            "Every command Redis ran, those inside Lua scripts and MULTI included.",
+            "",
+            "| queue | commands |",
+            "|---|---|",
+        ]
         for q in rows:
             if q.name in b.breakdown:
                 parts = [f"{k} {v:.2f}" for k, v in b.breakdown[q.name].items() if v >= 0.01]
@@ -957,27 +1194,35 @@ def render(b: Bench, command: str, mode: str, started: str, minutes: float) -> s
         if b.notes.get(q.name):
             line += " " + " ".join(n.rstrip(".") + "." for n in b.notes[q.name])
         out.append(line)
-    out += ["", "Notes:",
-            "- Each queue keeps its library's defaults apart from concurrency and logging "
-            "(per-task INFO lines off everywhere). Results are stored where that is the "
-            "default (ArdiQ, ardiq 1.2.0, streaq, arq, saq, rq) and not where it is not "
-            "(taskiq, dramatiq, celery).",
-            "- Async libraries run `async def` bodies on their event loop; dramatiq, celery "
-            "and rq run plain functions (threads, processes).",
-            "- Completion is reported by the task body over a Unix datagram, never through "
-            "Redis, so no queue pays a counting command.",
-            ""]
+    out += [
+        "",
+        "Notes:",
+        "- Each queue keeps its library's defaults apart from concurrency and logging "
+        "(per-task INFO lines off everywhere). Results are stored where that is the "
+        "default (ArdiQ, ardiq 1.2.0, streaq, arq, saq, rq) and not where it is not "
+        "(taskiq, dramatiq, celery).",
+        "- Async libraries run `async def` bodies on their event loop; dramatiq, celery "
+        "and rq run plain functions (threads, processes).",
+        "- Completion is reported by the task body over a Unix datagram, never through "
+        "Redis, so no queue pays a counting command.",
+        "",
+    ]
     return "\n".join(out)
 
 
 # ---------------------------------------------------------------------------- main
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="fewer tasks, one round (smoke run)")
     ap.add_argument("--only", help="comma-separated queues: " + ",".join(BY_NAME))
-    ap.add_argument("--scenarios", help="comma-separated: " + ",".join(SCENARIOS)
-                    + " (memory, commands and CPU per task come with noop)")
+    ap.add_argument(
+        "--scenarios",
+        help="comma-separated: "
+        + ",".join(SCENARIOS)
+        + " (memory, commands and CPU per task come with noop)",
+    )
     ap.add_argument("--rounds", type=int, help="override the number of rounds")
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     args = ap.parse_args()
@@ -1018,8 +1263,12 @@ def main() -> int:
     finally:
         bench.close()
     args.out.write_text(text)
-    raw = {"results": bench.results, "notes": bench.notes, "bare": bench.bare,
-           "breakdown": bench.breakdown}
+    raw = {
+        "results": bench.results,
+        "notes": bench.notes,
+        "bare": bench.bare,
+        "breakdown": bench.breakdown,
+    }
     (workdir / "results.json").write_text(json.dumps(raw, indent=1))
     print("\n" + text)
     print(f"\nwrote {args.out} ({minutes:.1f} min)")

@@ -46,8 +46,7 @@ class Producer(bc.Producer):
 
 
 def run_worker() -> None:
-    Worker(functions=[noop, cpu, io, lat], redis_settings=SETTINGS,
-           max_jobs=bc.CONCURRENCY).run()
+    Worker(functions=[noop, cpu, io, lat], redis_settings=SETTINGS, max_jobs=bc.CONCURRENCY).run()
 
 
 if __name__ == "__main__":

@@ -191,8 +191,9 @@ def serve_producer(producer: Producer) -> None:
     run = _Runner(producer)
     run.call(producer.setup)
     out = sys.stdout
-    out.write(json.dumps({"ready": True, "bulk": producer.bulk,
-                          "delayed": producer.delayed}) + "\n")
+    out.write(
+        json.dumps({"ready": True, "bulk": producer.bulk, "delayed": producer.delayed}) + "\n"
+    )
     out.flush()
     for line in sys.stdin:
         req = json.loads(line)
@@ -203,15 +204,15 @@ def serve_producer(producer: Producer) -> None:
                 if mode == "bulk" and not producer.bulk:
                     reply: dict[str, Any] = {"unsupported": True}
                 else:
-                    count, secs = run.stage(req["kind"], req["n"], mode,
-                                            req.get("budget_s", 1e9))
+                    count, secs = run.stage(req["kind"], req["n"], mode, req.get("budget_s", 1e9))
                     reply = {"count": count, "seconds": secs}
             elif op == "probe":  # one latency probe: t0 taken right before the call
                 delay_ms = req.get("delay_ms", 0)
                 t0 = time.time_ns()
                 if delay_ms:
-                    run.call(producer.enqueue_delayed, "lat", (t0, t0 + delay_ms * 1_000_000),
-                             delay_ms)
+                    run.call(
+                        producer.enqueue_delayed, "lat", (t0, t0 + delay_ms * 1_000_000), delay_ms
+                    )
                 else:
                     run.call(producer.enqueue, "lat", (t0, 0))
                 reply = {"t0": t0}

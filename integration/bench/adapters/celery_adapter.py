@@ -48,8 +48,17 @@ class Producer(bc.Producer):
 
 
 def run_worker() -> None:
-    app.worker_main(["worker", "--pool", "prefork", "--concurrency", str(bc.CONCURRENCY),
-                     "--loglevel", "WARNING"])
+    app.worker_main(
+        [
+            "worker",
+            "--pool",
+            "prefork",
+            "--concurrency",
+            str(bc.CONCURRENCY),
+            "--loglevel",
+            "WARNING",
+        ]
+    )
 
 
 if __name__ == "__main__":

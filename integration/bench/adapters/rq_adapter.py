@@ -30,7 +30,6 @@ def lat(t0: int, due: int) -> None:
     bc.lat_body(t0, due)
 
 
-
 class Producer(bc.Producer):
     # Jobs are named by import path (this file runs as __main__ when producing).
     def setup(self) -> None:
@@ -44,13 +43,18 @@ class Producer(bc.Producer):
 
     def enqueue_bulk(self, kind: str, n: int) -> None:
         for start in range(0, n, self.bulk_chunk):
-            self.queue.enqueue_many([Queue.prepare_data(f"rq_adapter.{kind}")
-                                     for _ in range(min(self.bulk_chunk, n - start))])
+            self.queue.enqueue_many(
+                [
+                    Queue.prepare_data(f"rq_adapter.{kind}")
+                    for _ in range(min(self.bulk_chunk, n - start))
+                ]
+            )
 
 
 def run_worker() -> None:
-    pool = WorkerPool(["bench"], connection=Redis.from_url(bc.REDIS_URL),
-                      num_workers=bc.CONCURRENCY)
+    pool = WorkerPool(
+        ["bench"], connection=Redis.from_url(bc.REDIS_URL), num_workers=bc.CONCURRENCY
+    )
     pool.start(logging_level="WARNING")
 
 

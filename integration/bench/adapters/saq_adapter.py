@@ -45,8 +45,9 @@ class Producer(bc.Producer):
 
     async def enqueue_delayed(self, kind: str, args: tuple[int, ...], delay_ms: int) -> Any:
         # `scheduled` is epoch seconds; a float keeps the millisecond part
-        return await queue.enqueue(kind, scheduled=time.time() + delay_ms / 1000,
-                                   **kwargs(kind, args))
+        return await queue.enqueue(
+            kind, scheduled=time.time() + delay_ms / 1000, **kwargs(kind, args)
+        )
 
     async def close(self) -> None:
         await queue.disconnect()

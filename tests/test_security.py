@@ -609,6 +609,7 @@ async def canary(
             json.loads(ln)
     elif worker_kind == "native":
         assert re.search(r"redis\s+redis://:\*\*\*@127\.0\.0\.1", out), out  # the banner
+        assert re.search(r"payloads\s+signed", out), out
 
 
 def test_password_on_the_command_line_is_masked(

@@ -47,6 +47,10 @@ pub fn render(info: &Info<'_>, colour: bool) -> String {
             "concurrency",
             format!("{} (prefetch {})", c.concurrency, c.prefetch),
         );
+        if c.signing_key.is_some() {
+            // Says that payloads are checked; never anything about the key.
+            row("payloads", "signed (unsigned or altered ones are refused)".to_owned());
+        }
         if c.burst {
             row("mode", "burst: exit once the queue is drained".to_owned());
         }

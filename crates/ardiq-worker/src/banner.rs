@@ -49,7 +49,10 @@ pub fn render(info: &Info<'_>, colour: bool) -> String {
         );
         if c.signing_key.is_some() {
             // Says that payloads are checked; never anything about the key.
-            row("payloads", "signed (unsigned or altered ones are refused)".to_owned());
+            row(
+                "payloads",
+                "signed (unsigned or altered ones are refused)".to_owned(),
+            );
         }
         if c.burst {
             row("mode", "burst: exit once the queue is drained".to_owned());

@@ -149,10 +149,10 @@ FULL = Config(
     io=1_000,
     enqueue=20_000,
     lat=200,
-    delayed=8,
+    delayed=6,
     delay_ms=100,
     backlog=100_000,
-    timeout={"noop": 20, "cpu": 15, "io": 15, "enqueue": 10, "latency": 10},
+    timeout={"noop": 12, "cpu": 12, "io": 10, "enqueue": 6, "latency": 6},
 )
 QUICK = Config(
     rounds=1,
@@ -490,6 +490,10 @@ class Bench:
         default_factory=lambda: defaultdict(lambda: defaultdict(list))
     )
     notes: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    # queue -> what hit a time limit -> how many times (rounds)
+    limited: dict[str, dict[str, int]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(int))
+    )
     bare: list[float] = field(default_factory=list)
     breakdown: dict[str, dict[str, float]] = field(default_factory=dict)  # last noop run
 
@@ -522,6 +526,11 @@ class Bench:
         if text not in self.notes[q.name]:
             self.notes[q.name].append(text)
         print(f"    ! {q.name}: {text}", flush=True)
+
+    def limit(self, q: Queue, what: str, got: str) -> None:
+        """`what` stopped at its time limit: its figure is over what was done by then."""
+        self.limited[q.name][what] += 1
+        print(f"    ! {q.name}: {what} stopped at its time limit after {got}", flush=True)
 
     def put(self, q: Queue, metric: str, value: float | None) -> None:
         if value is not None and math.isfinite(value):
@@ -565,7 +574,9 @@ class Bench:
                 producer = Producer(q, python, self.env(), self.log(q, "producer"))
                 self.run_queue(q, python, producer, wanted, rnd)
             except Exception as exc:
-                self.note(q, f"round {rnd + 1} failed: {str(exc)[-800:]}")
+                print(f"    {exc}", flush=True)
+                last = str(exc).strip().splitlines()[-1:] or [repr(exc)]
+                self.note(q, f"round {rnd + 1} failed: {last[0][:300]} (run log: {self.workdir})")
             finally:
                 if producer is not None:
                     producer.close()
@@ -619,11 +630,7 @@ class Bench:
                 continue
             count, secs = got
             if count < n:
-                self.note(
-                    q,
-                    f"enqueue {mode}: {count}/{n} tasks in the "
-                    f"{self.cfg.timeout['enqueue']:.0f} s limit; rate over those",
-                )
+                self.limit(q, f"enqueue {mode}", f"{count}/{n} tasks")
             self.put(q, f"enq_{mode}", count / secs)
             print(f"    enqueue {mode:8}: {count / secs:10,.0f}/s", flush=True)
             left = count if i == len(modes) - 1 else 0
@@ -687,11 +694,7 @@ class Bench:
             worker.stop()
         done = snap["n1"]
         if done < n:
-            self.note(
-                q,
-                f"{kind}: only {done}/{n} tasks in the {self.cfg.timeout[kind]:.0f} s "
-                "limit; rate over those",
-            )
+            self.limit(q, kind, f"{done}/{n} tasks")
         if skip and self.sink.mark_ns and done > self.sink.mark:
             rate = (done - self.sink.mark) / ((self.sink.last_ns - self.sink.mark_ns) / 1e9)
         else:
@@ -741,7 +744,7 @@ class Bench:
                 if (
                     not worker.alive()
                     or time.monotonic() > deadline
-                    or (self.sink.count and time.time_ns() - self.sink.first_start > 10e9)
+                    or (self.sink.count and time.time_ns() - self.sink.first_start > 6e9)
                 ):
                     break
             if "a" in snap and "b" not in snap:
@@ -772,16 +775,12 @@ class Bench:
                 producer, worker, self.cfg.lat, 0, budget_s=self.cfg.timeout["latency"]
             )
             if len(immediate) < self.cfg.lat:
-                self.note(
-                    q,
-                    f"latency: {len(immediate)}/{self.cfg.lat} probes in the "
-                    f"{self.cfg.timeout['latency']:.0f} s limit",
-                )
+                self.limit(q, "latency", f"{len(immediate)}/{self.cfg.lat} probes")
             delayed = []
             if producer.delayed:
                 delayed = self._probes(producer, worker, self.cfg.delayed, self.cfg.delay_ms)
             else:
-                self.note(q, "no delayed-task figure: the adapter has no way to delay a task")
+                self.note(q, "no delayed-task figure (why: the adapter's docstring)")
         finally:
             worker.stop()
         for name, samples in (("lat", immediate), ("delayed", delayed)):
@@ -879,7 +878,7 @@ def cell(values: list[float]) -> str:
     if not values:
         return "-"
     m = med(values)
-    if len(values) == 1:
+    if len(values) == 1 or fmt(min(values)) == fmt(max(values)):
         return fmt(m)
     return f"{fmt(m)} <sub>{fmt(min(values))}-{fmt(max(values))}</sub>"
 
@@ -1130,6 +1129,8 @@ def render(b: Bench, command: str, mode: str, started: str, minutes: float) -> s
         f"io {b.cfg.io:,} (100 ms sleep), enqueue {b.cfg.enqueue:,} per mode, latency "
         f"{b.cfg.lat} probes + {b.cfg.delayed} delayed by {b.cfg.delay_ms} ms, backlog "
         f"{b.cfg.backlog:,} tasks (first round only); worker concurrency {CONCURRENCY}",
+        "- Time limits per run (s; a slower queue's figure is over the work done by then): "
+        + ", ".join(f"{k} {v:g}" for k, v in b.cfg.timeout.items()),
         "- Cells: median over rounds, <sub>min-max</sub> below it when there was more "
         "than one round. How each figure is measured: the docstring of "
         "`integration/bench/run.py`.",
@@ -1193,6 +1194,11 @@ def render(b: Bench, command: str, mode: str, started: str, minutes: float) -> s
         line = f"- **{q.name}**: {q.note}."
         if b.notes.get(q.name):
             line += " " + " ".join(n.rstrip(".") + "." for n in b.notes[q.name])
+        if b.limited.get(q.name):
+            hits = ", ".join(
+                f"{w} ({k} of {b.cfg.rounds} rounds)" for w, k in b.limited[q.name].items()
+            )
+            line += f" Stopped at a time limit, figure over the work done by then: {hits}."
         out.append(line)
     out += [
         "",
@@ -1266,6 +1272,7 @@ def main() -> int:
     raw = {
         "results": bench.results,
         "notes": bench.notes,
+        "limited": bench.limited,
         "bare": bench.bare,
         "breakdown": bench.breakdown,
     }

@@ -89,6 +89,17 @@ def parse_entry(lane: str, eid: str, fields: Mapping[bytes, bytes]) -> Delivery 
     for name in (b"id", b"fn", b"p"):
         if name not in fields:
             return f"malformed entry: missing field {name.decode()!r}"
+    if not fields[b"id"]:
+        return "malformed entry: empty id"
+
+    def number(name: bytes) -> int:
+        # As the native engine reads them: an unreadable or negative count is 0, so a
+        # garbled `t` or `enq` does not cost the task its run.
+        try:
+            return int(fields.get(name, b"0"))
+        except ValueError:
+            return 0
+
     try:
         return Delivery(
             entry_id=eid,
@@ -96,12 +107,12 @@ def parse_entry(lane: str, eid: str, fields: Mapping[bytes, bytes]) -> Delivery 
             task_id=fields[b"id"].decode(),
             name=fields[b"fn"].decode(),
             payload=bytes(fields[b"p"]),
-            tries=int(fields.get(b"t", b"0")),
-            enqueue_ms=int(fields.get(b"enq", b"0")),
-            expire_ms=int(fields.get(b"x", b"0")),
-            reclaims=int(fields.get(b"r", b"0")),
+            tries=max(0, number(b"t")),
+            enqueue_ms=number(b"enq"),
+            expire_ms=number(b"x"),
+            reclaims=max(0, number(b"r")),
         )
-    except (ValueError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         return f"malformed entry: {exc}"
 
 

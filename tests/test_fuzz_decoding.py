@@ -32,7 +32,8 @@ def test_any_entry_fields_parse_to_a_delivery_or_a_reason(
     TRIED["entries"] += 1
     parsed = parse_entry(lane, eid, fields)
     if isinstance(parsed, Delivery):
-        assert {b"id", b"fn", b"p"} <= fields.keys()
+        assert {b"id", b"fn", b"p"} <= fields.keys() and fields[b"id"]
+        assert parsed.tries >= 0 and parsed.reclaims >= 0
         assert parsed.payload == fields[b"p"] and parsed.entry_id == eid
     else:
         assert parsed.startswith("malformed entry")

@@ -495,6 +495,7 @@ class Bench:
         default_factory=lambda: defaultdict(lambda: defaultdict(int))
     )
     bare: list[float] = field(default_factory=list)
+    loads: list[float] = field(default_factory=list)  # 1-min load average, each round's start
     breakdown: dict[str, dict[str, float]] = field(default_factory=dict)  # last noop run
 
     def __post_init__(self) -> None:
@@ -555,6 +556,7 @@ class Bench:
     def run_round(self, rnd: int) -> None:
         k = rnd % len(self.queues)
         order = self.queues[k:] + self.queues[:k]
+        self.loads.append(os.getloadavg()[0])
         print(
             f"\n=== round {rnd + 1}/{self.cfg.rounds}: {', '.join(q.name for q in order)}",
             flush=True,
@@ -1124,6 +1126,10 @@ def render(b: Bench, command: str, mode: str, started: str, minutes: float) -> s
         "",
         f"- Run: {started}, {mode}, {b.cfg.rounds} round(s), {minutes:.1f} min",
         f"- Machine: {machine_line(b)}",
+        "- Load average (1 min) at the start of each round, the benchmark's own processes "
+        "included; anything else running on the machine shares its cores: "
+        + ", ".join(f"{x:.1f}" for x in [*b.loads, os.getloadavg()[0]])
+        + " (the last: at the end)",
         f"- Command: `{command}`",
         f"- Sizes: noop {b.cfg.noop:,}, cpu {b.cfg.cpu:,} (1,000 SHA-256 of 1 KiB each), "
         f"io {b.cfg.io:,} (100 ms sleep), enqueue {b.cfg.enqueue:,} per mode, latency "

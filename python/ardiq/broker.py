@@ -39,7 +39,12 @@ def translate_errors(url: str) -> Iterator[None]:
         raise BrokerError(f"Redis at {mask_url(url)} unreachable: {exc}") from exc
     except rexc.ResponseError as exc:
         text = str(exc)
-        if text.startswith("OOM") or "OOM command not allowed" in text:
+        # redis-py raises OutOfMemoryError (its text has no "OOM" prefix any more).
+        if (
+            isinstance(exc, rexc.OutOfMemoryError)
+            or text.startswith("OOM")
+            or ("used memory > 'maxmemory'" in text)
+        ):
             raise BrokerError(f"Redis at {mask_url(url)} refused the write: out of memory") from exc
         if text.startswith("NOPERM") or "NOPERM" in text:
             raise BrokerError(f"Redis user lacks a permission: {text}") from exc

@@ -34,13 +34,24 @@ SCRIPT_NAMES = (
 )
 
 
+# Scripts Redis must refuse while it is out of memory (maxmemory under noeviction). A
+# script without a shebang runs in Redis's compatibility mode, where writes inside it are
+# never refused: the right thing for `finish` (the ack must land) but not for producers,
+# who must hear "out of memory" instead of growing Redis past its limit. The shebang
+# (no `allow-oom` flag) makes Redis deny the whole call up front: nothing half-done.
+OOM_REFUSED = frozenset({"enqueue"})
+SHEBANG = "#!lua\n"
+
+
 @cache
 def script_source(name: str) -> str:
-    """The full source of a script: the shared helpers followed by the script itself."""
+    """The full source of a script: the shared helpers followed by the script itself
+    (after the shebang for the scripts in OOM_REFUSED)."""
     folder = LUA_DIR
     lib = (folder / "_lib.lua").read_text(encoding="utf-8")
     body = (folder / f"{name}.lua").read_text(encoding="utf-8")
-    return lib + "\n" + body
+    head = SHEBANG if name in OOM_REFUSED else ""
+    return head + lib + "\n" + body
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,14 @@ use redis::Script;
 
 macro_rules! lua {
     ($name:literal) => {
+        lua!($name, "")
+    };
+    // `head`: a shebang for the scripts Redis must refuse while out of memory (see
+    // `OOM_REFUSED` in python/ardiq/protocol.py); empty for the rest.
+    ($name:literal, $head:literal) => {
         LazyLock::new(|| {
             Script::new(concat!(
+                $head,
                 include_str!("../../../python/ardiq/lua/_lib.lua"),
                 // A newline between the two files so the last line of `_lib.lua` never
                 // runs into the first line of the script.
@@ -43,7 +49,7 @@ pub static RETIRE: LazyLock<Script> = lua!("retire");
 pub static CRON: LazyLock<Script> = lua!("cron");
 /// `enqueue`: the producer's script. The engine never enqueues; exposed for tests and
 /// tools written in Rust.
-pub static ENQUEUE: LazyLock<Script> = lua!("enqueue");
+pub static ENQUEUE: LazyLock<Script> = lua!("enqueue", "#!lua\n");
 /// `abort`: the producer's abort request. Exposed for tests and tools.
 pub static ABORT: LazyLock<Script> = lua!("abort");
 /// `inspect`: one task's status and what it is. Used by `ardiq job`.

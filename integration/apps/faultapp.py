@@ -69,7 +69,8 @@ async def ledger_mw(ctx: TaskContext, call_next: Callable[[], Awaitable[Any]]) -
 
 
 @app.task(max_retries=0)
-async def work(sleep_ms: int) -> int:
+async def work(sleep_ms: int, pad: str = "") -> int:
+    """Sleeps; `pad` only makes the payload bigger (memory scenarios)."""
     await asyncio.sleep(sleep_ms / 1000)
     return PID
 

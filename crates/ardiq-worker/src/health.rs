@@ -43,6 +43,11 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The dispatcher is given at least this long, whatever the threshold: while Redis is
+/// down it legitimately sleeps through its backoff (up to 5 s) after a command that may
+/// take its timeout (5 s). A low threshold still catches a blocked event loop quickly.
+const DISPATCHER_FLOOR_MS: i64 = 12_000;
+
 /// The Python side of liveness, and the threshold both heartbeats are held to.
 #[derive(Debug)]
 pub struct Liveness {
@@ -75,7 +80,8 @@ impl Liveness {
         }
         let phase = live.phase();
         let dispatcher_idle = live.dispatcher_idle_ms();
-        if phase == Phase::Serving && dispatcher_idle > self.threshold_ms {
+        let limit = self.threshold_ms.max(DISPATCHER_FLOOR_MS);
+        if phase == Phase::Serving && dispatcher_idle > limit {
             return Err(format!(
                 "the dispatcher has not run for {:.1}s",
                 dispatcher_idle as f64 / 1000.0

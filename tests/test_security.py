@@ -19,8 +19,9 @@ from apps.ledger import exit_code, stop_code, wait_until
 from ardiq import Ardiq, BrokerError, Job
 from ardiq.serializers import msgpack_dumps, msgpack_loads
 from ardiq.signing import MAGIC, SignatureError, Signer, check_signing_keys
+from conftest import WORKER_KINDS
 from support.redis_server import RedisServer, free_port
-from support.workers import WorkerProcess
+from support.workers import WorkerProcess, native_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "k3y-for-signing-tests-0123456789"
@@ -78,6 +79,10 @@ async def admin(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 @pytest.fixture
 def native(redis_url: str, queue: str, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """Start `ardiq run` (for what only the binary has: its command line, JSON logs)."""
+    if "native" not in WORKER_KINDS:
+        pytest.skip("native worker tests are off (ARDIQ_NATIVE=0)")
+    if native_binary() is None:
+        pytest.fail("the native `ardiq` binary is not built: run `make build` first")
     procs: list[WorkerProcess] = []
 
     def start(target: str, *flags: str, env: dict[str, str] | None = None) -> WorkerProcess:

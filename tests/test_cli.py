@@ -589,6 +589,9 @@ def same(a: str, b: str | Path) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
+# The first test to use `fresh_venv` pays for its wheel build: a cold release build
+# of the worker takes minutes on 2 cores.
+@pytest.mark.timeout(1200)
 async def test_activated_venv(
     fresh_venv: Path, env: dict[str, str], make_app: Callable[..., Ardiq]
 ) -> None:
@@ -607,6 +610,9 @@ async def test_activated_venv(
     assert same(v["subprocess_prefix"], fresh_venv)
 
 
+# The first test to use `fresh_venv` pays for its wheel build: a cold release build
+# of the worker takes minutes on 2 cores.
+@pytest.mark.timeout(1200)
 async def test_absolute_path_from_empty_environment(
     fresh_venv: Path, redis_url: str, queue: str, make_app: Callable[..., Ardiq]
 ) -> None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -313,3 +315,63 @@ def test_ops_usage_errors(seeded: Seeded) -> None:
     out = ardiq("info", "--redis-url", f"redis://127.0.0.1:{free_port()}", env=seeded.env)
     assert out.returncode == 4
     assert "Exit codes:" in ardiq("purge", "--help", env=seeded.env).stdout
+
+
+def test_least_privilege_worker_user(own_redis: Any, tmp_path: Path, queue: str) -> None:
+    """With the README's `ardiq-worker` ACL user, the worker's own probes work: `ardiq
+    check` and the metrics endpoint's queue counts (both read with the worker's
+    credentials)."""
+    readme = (TESTS.parent / "README.md").read_text()
+    line = next(x for x in readme.splitlines() if x.startswith("ACL SETUSER ardiq-worker "))
+    server: RedisServer = own_redis()
+    admin = redis.Redis(port=server.port)
+    admin.execute_command(*line.split())
+    admin.close()
+    password = next(a[1:] for a in line.split() if a.startswith(">"))
+    url = f"redis://ardiq-worker:{password}@127.0.0.1:{server.port}"
+    env = env_for(url, queue)
+    port = free_port()
+    log = (tmp_path / "worker.log").open("wb")
+    proc = subprocess.Popen(
+        [binary(), "run", APP, "--health-port", str(port)],
+        cwd=TESTS,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            out = check("--health-port", str(port), env=env)
+            if out.returncode == 0:
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, out.stderr
+            time.sleep(0.1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        assert f'ardiq_queue_up{{queue="{queue}"}} 1' in text, text
+        info = ardiq("info", "--queue", queue, "--lanes", ",".join(LANES), "--json", env=env)
+        assert info.returncode == 0, info.stderr
+        assert json.loads(info.stdout)["queues"][0]["workers"][0]["alive"]
+    finally:
+        proc.kill()
+        proc.wait()
+        log.close()
+
+
+def test_exit_codes_are_documented_alike(seeded: Seeded) -> None:
+    """`--help` of each ops command and the README's table list the same codes."""
+    readme = (TESTS.parent / "README.md").read_text()
+    table = readme.split("### Exit codes", 1)[1].split("\n## ", 1)[0]
+    documented = {
+        int(m.group(1)) for m in map(re.compile(r"^\| (\d) \|").match, table.splitlines()) if m
+    }
+    for command in ("check", "info", "dlq", "purge", "job"):
+        out = ardiq(command, "--help", env=seeded.env).stdout
+        codes = {
+            int(x.split()[0])
+            for x in out.split("Exit codes:")[1].strip().splitlines()
+            if x.strip()[:1].isdigit()
+        }
+        assert codes == set(range(9)), (command, codes)
+        assert codes <= documented, (command, documented)

@@ -2,11 +2,11 @@
 //! job, and the checks behind a health probe. The `ardiq` commands `info`, `dlq`,
 //! `purge`, `job` and `check`, and the metrics endpoint, are thin layers over this.
 //!
-//! Reads are plain commands (XLEN, XINFO GROUPS, XPENDING, ZCARD, ...): they change
+//! Reads are plain commands (XLEN, XPENDING, XRANGE, ZCARD, ...): they change
 //! nothing, so they need no script. Every change goes through a protocol script
 //! (`replay`, `delete_dead`, `purge`), as the engine's do. Nothing here runs a task.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -247,64 +247,30 @@ impl Client {
             oldest_waiting_age_ms: None,
             consumers: Vec::new(),
         };
-        // XINFO GROUPS fails on a missing stream: the lane never had a task.
-        let groups: Value = match redis::cmd("XINFO")
-            .arg("GROUPS")
-            .arg(stream)
-            .query_async(&mut self.conn)
-            .await
-        {
-            Ok(v) => v,
-            Err(e) if e.code() == Some("ERR") || e.to_string().contains("no such key") => {
-                return Ok(out)
-            }
-            Err(e) => return Err(self.err(e)),
+        // The XPENDING summary: count, lowest and highest pending id, per-consumer counts.
+        // (XPENDING rather than XINFO: the worker's least-privilege ACL user has it, and
+        // the metrics endpoint reads with the worker's credentials.)
+        let summary = match self.pending_summary(stream).await? {
+            Some(s) => s,
+            None => return Ok(out), // no stream or no group: never served
         };
-        let mut last_delivered = None;
-        for g in reply::array(&groups).unwrap_or_default() {
-            let fields: BTreeMap<String, &Value> = reply::pairs(g)
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|(k, v)| Some((reply::string(k)?, v)))
-                .collect();
-            if fields.get("name").and_then(|v| reply::string(v)).as_deref() == Some(GROUP) {
-                out.group = true;
-                out.pending = fields
-                    .get("pending")
-                    .and_then(|v| reply::int(v))
-                    .unwrap_or(0) as u64;
-                last_delivered = fields
-                    .get("last-delivered-id")
-                    .and_then(|v| reply::string(v));
+        out.group = true;
+        out.pending = summary.count;
+        for (name, n) in summary.consumers {
+            if alive.contains(name.as_str()) {
+                out.running += n;
             }
+            out.consumers.push((name, n));
         }
-        // Every entry is deleted when finished, so the stream holds exactly the waiting
-        // entries (after the group's last delivered id) and the pending ones.
+        // Every entry is deleted when finished (and re-added when handed back or
+        // reclaimed), so the stream holds exactly the pending entries and, after the
+        // highest pending one, the waiting ones.
         out.waiting = len.saturating_sub(out.pending);
-        if out.pending > 0 {
-            let summary: Value = self
-                .query(redis::cmd("XPENDING").arg(stream).arg(GROUP))
-                .await?;
-            let parts = reply::array(&summary).unwrap_or_default();
-            if let Some(consumers) = parts.get(3).and_then(reply::array) {
-                for c in consumers {
-                    let pair = reply::array(c).unwrap_or_default();
-                    if let (Some(name), Some(n)) = (
-                        pair.first().and_then(reply::string),
-                        pair.get(1).and_then(reply::int),
-                    ) {
-                        if alive.contains(name.as_str()) {
-                            out.running += n as u64;
-                        }
-                        out.consumers.push((name, n as u64));
-                    }
-                }
-            }
-        }
+        let highest_pending = summary.max_id;
         if out.waiting > 0 {
-            let start = match &last_delivered {
-                Some(id) if out.group => format!("({id}"),
-                _ => "-".to_owned(),
+            let start = match &highest_pending {
+                Some(id) => format!("({id}"),
+                None => "-".to_owned(),
             };
             let first: Value = self
                 .query(
@@ -325,6 +291,40 @@ impl Client {
                 id.as_deref().and_then(entry_ms).map(|ms| (now - ms).max(0));
         }
         Ok(out)
+    }
+
+    /// `XPENDING <stream> ardiq`; `None` when the stream or the group does not exist.
+    async fn pending_summary(&mut self, stream: &str) -> Result<Option<PendingSummary>, OpsError> {
+        let reply: Result<Value, RedisError> = redis::cmd("XPENDING")
+            .arg(stream)
+            .arg(GROUP)
+            .query_async(&mut self.conn)
+            .await;
+        let reply = match reply {
+            Ok(v) => v,
+            Err(e) if e.code() == Some("NOGROUP") || e.to_string().contains("NOGROUP") => {
+                return Ok(None)
+            }
+            Err(e) => return Err(self.err(e)),
+        };
+        let parts = reply::array(&reply).unwrap_or_default();
+        let mut summary = PendingSummary {
+            count: parts.first().and_then(reply::int).unwrap_or(0).max(0) as u64,
+            max_id: parts.get(2).and_then(reply::string),
+            consumers: Vec::new(),
+        };
+        if let Some(consumers) = parts.get(3).and_then(reply::array) {
+            for c in consumers {
+                let pair = reply::array(c).unwrap_or_default();
+                if let (Some(name), Some(n)) = (
+                    pair.first().and_then(reply::string),
+                    pair.get(1).and_then(reply::int),
+                ) {
+                    summary.consumers.push((name, n.max(0) as u64));
+                }
+            }
+        }
+        Ok(Some(summary))
     }
 
     /// The newest dead letters first: `(total, letters[offset..offset + limit])`.
@@ -634,21 +634,7 @@ impl Client {
         };
         let mut missing = Vec::new();
         for (i, lane) in keys.lanes().iter().enumerate() {
-            let groups: Result<Value, RedisError> = redis::cmd("XINFO")
-                .arg("GROUPS")
-                .arg(keys.stream(i))
-                .query_async(&mut self.conn)
-                .await;
-            let has_group = match groups {
-                Ok(v) => reply::array(&v).unwrap_or_default().iter().any(|g| {
-                    reply::pairs(g).unwrap_or_default().iter().any(|(k, v)| {
-                        reply::bytes(k) == Some(b"name")
-                            && reply::bytes(v) == Some(GROUP.as_bytes())
-                    })
-                }),
-                Err(e) if is_denied(&e) => return Err(self.err(e)),
-                Err(_) => false, // no such key
-            };
+            let has_group = self.pending_summary(keys.stream(i)).await?.is_some();
             if !has_group {
                 missing.push(lane.clone());
             }
@@ -667,8 +653,8 @@ impl Client {
             .await?;
         let subscribed = tokio::time::timeout(self.timeout, async {
             let mut pubsub = self.client.get_async_pubsub().await?;
-            pubsub.subscribe(keys.abort_channel()).await?;
-            pubsub.unsubscribe(keys.abort_channel()).await
+            // Dropped, not unsubscribed: the worker's ACL user has no UNSUBSCRIBE.
+            pubsub.subscribe(keys.abort_channel()).await
         })
         .await;
         match subscribed {
@@ -790,6 +776,14 @@ pub struct WorkerInfo {
     pub alive: bool,
     /// Entries it holds, all lanes.
     pub pending: u64,
+}
+
+/// What `XPENDING <stream> <group>` says.
+struct PendingSummary {
+    count: u64,
+    /// The highest pending entry id.
+    max_id: Option<String>,
+    consumers: Vec<(String, u64)>,
 }
 
 /// One dead letter (its payload is left out: arguments may hold secrets).

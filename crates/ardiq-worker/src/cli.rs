@@ -59,6 +59,11 @@ Signals: the first SIGINT/SIGTERM stops taking work, hands prefetched tasks back
 running tasks finish, then exits 0; a second signal (or --shutdown-timeout) exits at once
 and leaves running tasks to be reclaimed by another worker. Nothing is lost either way.
 
+Health: --health-port serves /livez (dispatcher and Python event loop both turning),
+/readyz (connected, taking work) and /metrics (Prometheus). Under systemd (NOTIFY_SOCKET)
+the worker sends READY=1 once the app is imported and Redis answers, WATCHDOG=1 while
+live (with WatchdogSec), STOPPING=1 when it drains.
+
 Exit codes:
   0  stopped as asked: a signal (graceful or not), a drained burst, the drain deadline
   1  runtime failure: the lifespan raised, Redis refused the credentials, internal error

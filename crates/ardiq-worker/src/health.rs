@@ -54,6 +54,9 @@ pub struct Liveness {
     threshold_ms: i64,
     /// Epoch ms of the latest pulse callback the event loop ran.
     loop_beat_ms: AtomicI64,
+    /// Cleared if the pulse cannot reach the event loop at all (a bridge without the
+    /// loop it expects): the loop is then not judged, rather than judged dead.
+    loop_watched: AtomicBool,
 }
 
 impl Liveness {
@@ -61,6 +64,7 @@ impl Liveness {
         Liveness {
             threshold_ms: threshold.as_millis() as i64,
             loop_beat_ms: AtomicI64::new(now_ms()),
+            loop_watched: AtomicBool::new(true),
         }
     }
 
@@ -72,7 +76,7 @@ impl Liveness {
     /// threshold; else what is stuck.
     pub fn check(&self, live: &Live) -> Result<(), String> {
         let loop_idle = now_ms() - self.loop_beat_ms.load(Ordering::Relaxed);
-        if loop_idle > self.threshold_ms {
+        if loop_idle > self.threshold_ms && self.loop_watched.load(Ordering::Relaxed) {
             return Err(format!(
                 "the Python event loop has not run for {:.1}s (a task blocks it?)",
                 loop_idle as f64 / 1000.0
@@ -146,7 +150,9 @@ impl Pulse {
                         Ok(true) => {}
                         Ok(false) => return,
                         Err(e) => {
-                            debug!(error = %e, "pulse: could not reach the event loop");
+                            warn!(error = %e, "cannot watch the Python event loop; /livez and \
+                                the watchdog judge the dispatcher only");
+                            liveness.loop_watched.store(false, Ordering::Relaxed);
                             return;
                         }
                     }

@@ -178,10 +178,10 @@ class Ledger:
                 ran = [e for e in execs.get(tid, []) if e.finish is not None]
                 job = q.exists(f"{prefix}job:{tid}")
                 if ran and not job:
-                    # The body finished and the task was acknowledged, but its result
-                    # was not stored (refused under out-of-memory): finished, not lost.
+                    # The body finished and the task was acknowledged; its result has
+                    # expired (short result_ttl_ms) or was never stored: finished.
                     rep.completed += 1
-                    rep.extra["results_refused"] = rep.extra.get("results_refused", 0) + 1
+                    rep.extra["results_gone"] = rep.extra.get("results_gone", 0) + 1
                 else:
                     rep.lost += 1
         if rep.lost:

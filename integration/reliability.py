@@ -55,6 +55,11 @@ async def main() -> int:
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--kinds", nargs="*", default=["native", "incode"])
     ap.add_argument("--out", default=str(HERE / "RELIABILITY.md"))
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the rows of --out for the scenarios not run now (re-run a few)",
+    )
     args = ap.parse_args()
     scale = FAST if args.fast else FULL
     if args.soak_seconds is not None:
@@ -79,6 +84,14 @@ async def main() -> int:
             failures += not rep.ok
             print(row(rep), flush=True)
             rows.append(row(rep))
+    if args.merge and Path(args.out).exists():
+        fresh = {tuple(r.split(" | ")[:2]): r for r in rows}
+        merged = []
+        for line in Path(args.out).read_text().splitlines():
+            if line.startswith("| ") and not line.startswith(("| scenario", "|---")):
+                merged.append(fresh.pop(tuple(line.split(" | ")[:2]), line))
+        rows = merged + list(fresh.values())
+        failures = sum("| FAIL" in r for r in rows)
     text = [
         "# ArdiQ reliability run",
         "",

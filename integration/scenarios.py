@@ -50,8 +50,11 @@ Scenario = Callable[[str, Scale, Path], Awaitable[Report]]
 LEASE_MS = 2000
 
 
-async def _finish(env: Env, name: str, ids: list[str], timeout: float, **kw: Any) -> Report:
-    await env.wait_results(ids, timeout)
+async def _finish(
+    env: Env, name: str, ids: list[str], timeout: float, *, wait: bool = True, **kw: Any
+) -> Report:
+    if wait:  # `wait=False`: results expire (short result_ttl_ms), wait for the drain only
+        await env.wait_results(ids, timeout)
     await env.drained(timeout)
     rep = env.ledger.report(name, env.kind, env.redis.url, env.queue, **kw)
     for w in env.workers:
@@ -554,7 +557,8 @@ async def soak(kind: str, scale: Scale, logs: Path) -> Report:
         await env.wait_ready(w)
         r = sync_redis.Redis.from_url(env.redis.url)
         # Warm up once (scripts loaded, groups made), then take the baseline.
-        await env.wait_results(await env.enqueue("work", [(1,)] * 200, prefix="warm"), 30)
+        await env.enqueue("work", [(1,)] * 200, prefix="warm")
+        await env.drained(30)
         await asyncio.sleep(ttl / 1000 + 1.5)
         base_keys = int(r.dbsize())
         base_mem = int(r.info("memory")["used_memory"])
@@ -569,8 +573,7 @@ async def soak(kind: str, scale: Scale, logs: Path) -> Report:
                 next_sample += max(1.0, scale.soak_s / 60)
             await asyncio.sleep(0.1)
         samples.append((time.monotonic() - t0, w.rss_kb()))
-        await env.wait_results(ids, 60)
-        await env.drained()
+        await env.drained(120)
         await asyncio.sleep(ttl / 1000 + 1.5)
         # Expired results are removed lazily or by the active cycle: give it a moment.
         for _ in range(50):
@@ -582,7 +585,9 @@ async def soak(kind: str, scale: Scale, logs: Path) -> Report:
         warm = [s for s in samples if s[0] >= scale.soak_s * 0.2]
         rss0, rss1 = warm[0][1], samples[-1][1]
         growth = (rss1 - rss0) / rss0 * 100 if rss0 else 0.0
-        rep = await _finish(env, f"soak {scale.soak_s:.0f}s at {scale.soak_rate}/s", ids, 60)
+        rep = await _finish(
+            env, f"soak {scale.soak_s:.0f}s at {scale.soak_rate}/s", ids, 60, wait=False
+        )
         rep.extra.update(
             rss_start_kb=rss0,
             rss_end_kb=rss1,

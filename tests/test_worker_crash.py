@@ -162,3 +162,45 @@ async def test_prefetched_bystanders_of_a_killer_are_not_dead_lettered(
         assert r is not None and r.success, (r, worker.output())
     assert sorted(int(x) for x in await ledger.items("count")) == list(range(10))
     assert stop_code(worker) == 0, worker.output()
+
+
+async def test_last_chance_tasks_run_one_at_a_time(
+    make_app: Callable[..., Ardiq],
+    start_worker: Callable[..., WorkerProcess],
+    ledger: Ledger,
+    redis_url: str,
+) -> None:
+    """Entries one counted loss from the cap never run side by side on one worker: a
+    task killing its worker then takes no other last-chance task down with it."""
+    import msgpack
+    import redis.asyncio as aioredis
+
+    app = make_app(priorities=LANES)
+    r = aioredis.Redis.from_url(redis_url)
+    k = app.keys
+    now = str(int(time.time() * 1000))
+    for i in range(3):
+        tid = f"lc{i}"
+        eid = await r.xadd(
+            k.stream("default"),
+            {
+                "id": tid,
+                "fn": "gauge",
+                "p": msgpack.packb([[0.3], {}, None]),
+                "t": 0,
+                "enq": now,
+                "x": 0,
+                "r": 2,
+            },
+        )
+        await r.hset(
+            k.job(tid),
+            mapping={"fn": "gauge", "l": "default", "s": "q", "t": 0, "enq": now, "x": 0, "e": eid},
+        )
+    await r.aclose()
+    worker = start_worker("apps.basic:app", env={"ARDIQ_TEST_MAX_DELIVERIES": "3"})
+    for i in range(3):
+        res = await app.job(f"lc{i}").result(timeout=15)
+        assert res is not None and res.success, (res, worker.output())
+    assert await ledger.items("gauge") == ["1", "1", "1"]
+    assert stop_code(worker) == 0, worker.output()

@@ -286,10 +286,17 @@ class Worker:
                 # A least-privilege ACL user may not run CONFIG (README, "Security"):
                 # the check is advice, not a condition to start.
                 return
-            if policy and len(policy) == 2 and policy[1] not in (b"noeviction",):
+            # redis-py answers CONFIG GET with a mapping (older versions: a flat list).
+            if isinstance(policy, Mapping):
+                value = policy.get(b"maxmemory-policy", policy.get("maxmemory-policy"))
+            else:
+                value = policy[1] if policy and len(policy) == 2 else None
+            if isinstance(value, str):
+                value = value.encode()
+            if value is not None and value != b"noeviction":
                 log.warning(
                     "Redis maxmemory-policy is %s: Redis may evict queued tasks; use noeviction",
-                    policy[1].decode(),
+                    value.decode(),
                 )
             return
 
@@ -405,11 +412,20 @@ class Worker:
         loop = asyncio.get_running_loop()
         suspects: list[Delivery] = []
         gate: asyncio.Future[set[Ref]] | None = None
+        deferred: list[tuple[int, int, Ref]] = []
         while self.buffer and len(self.running) < self.app.concurrency:
-            _, _, ref = heapq.heappop(self.buffer)
+            item = heapq.heappop(self.buffer)
+            ref = item[2]
             d = self.held.get(ref)
             if d is None or ref in self.running:
                 continue  # dropped (lease lost or aborted) while it waited
+            if self._last_chance(d) and any(
+                self._last_chance(self.held[r]) for r in self.running if r in self.held
+            ):
+                # One last-chance task at a time (PROTOCOL.md, Reclaim): a task that kills
+                # its worker must not take another last-chance task down with it.
+                deferred.append(item)
+                continue
             if d.reclaims >= 1:
                 # A suspect (reclaimed before): marked as started before it runs, so a
                 # worker death blames it only if it really ran (PROTOCOL.md, Reclaim).
@@ -418,8 +434,14 @@ class Worker:
                 self.running[ref] = loop.create_task(self._run_one(d, gate))
             else:
                 self.running[ref] = loop.create_task(self._run_one(d))
+        for item in deferred:
+            heapq.heappush(self.buffer, item)
         if gate is not None:
             self._spawn_once(self._mark_started(suspects, gate))
+
+    def _last_chance(self, d: Delivery) -> bool:
+        """A suspect whose next counted loss reaches the delivery cap."""
+        return d.reclaims >= 1 and d.reclaims + 1 >= self.app.max_deliveries
 
     async def _mark_started(self, suspects: list[Delivery], gate: asyncio.Future[set[Ref]]) -> None:
         """One `started` call for a batch of suspects; opens `gate` with the ones this worker

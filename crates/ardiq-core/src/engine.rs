@@ -422,7 +422,9 @@ impl Dispatcher {
         let now = ctx.now_ms();
         let mut batch: Vec<Delivery> = Vec::new();
         let mut suspects: Vec<(usize, Delivery)> = Vec::new();
+        let mut deferred: Vec<(usize, Delivery)> = Vec::new();
         let mut expired: Vec<Outcome> = Vec::new();
+        let cap = ctx.config.max_deliveries;
         {
             let mut held = ctx.held();
             while held.running() < ctx.config.concurrency {
@@ -444,7 +446,13 @@ impl Dispatcher {
                     let mut o = d.outcome(OutcomeKind::Expired, b"expired".to_vec(), 0, 0);
                     o.tries = d.tries;
                     expired.push(o);
+                } else if started::is_last_chance(&d, cap) && held.last_chance_running() {
+                    // One last-chance task at a time: it waits for the running one.
+                    deferred.push((lane, d));
                 } else {
+                    if started::is_last_chance(&d, cap) {
+                        held.mark_last_chance((lane, d.entry_id.clone()));
+                    }
                     held.mark_running(lane, &d);
                     if started::is_suspect(&d) {
                         suspects.push((lane, d));
@@ -452,6 +460,12 @@ impl Dispatcher {
                         batch.push(d);
                     }
                 }
+            }
+        }
+        if !deferred.is_empty() {
+            let mut held = ctx.held();
+            for (lane, d) in deferred {
+                held.push(lane, d);
             }
         }
         ctx.sink.send(expired);

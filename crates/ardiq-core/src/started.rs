@@ -29,6 +29,16 @@ pub fn is_suspect(d: &Delivery) -> bool {
     d.reclaims >= 1
 }
 
+/// Is this delivery on its last chance: a suspect whose next counted loss reaches the
+/// delivery cap (`r + 1 >= cap`)? A worker runs at most one of these at a time, so when
+/// a task kills its worker every time, no other last-chance task was running next to it
+/// at the fatal delivery: only the killer reaches the cap. (Tasks running next to it
+/// earlier, while they were not on their last chance, are counted; that is what the
+/// cap's margin is for.)
+pub fn is_last_chance(d: &Delivery, cap: u32) -> bool {
+    is_suspect(d) && d.reclaims.saturating_add(1) >= cap
+}
+
 /// Marks `batch` (lane index, delivery) as started, retrying Redis trouble with backoff,
 /// then starts the ones still held. Runs on its own task; the deliveries already count
 /// as running, so their concurrency slots and leases are kept meanwhile.

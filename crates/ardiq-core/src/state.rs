@@ -5,7 +5,7 @@
 //! drops lost entries) and the abort listener. The lock is only ever held for a few map
 //! operations and never across an `.await`, so a plain mutex is the cheapest correct tool.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::executor::Delivery;
 
@@ -38,6 +38,10 @@ pub struct Held {
     /// Outcome known, `finish` not yet acknowledged: still pending, still renewed, no
     /// longer using a concurrency slot.
     finishing: HashMap<EntryKey, RunningTask>,
+    /// Running entries on their last chance (one more counted loss dead-letters them):
+    /// at most one runs at a time, so a task that kills its worker cannot take another
+    /// last-chance task down with it (see `started`).
+    last_chance: HashSet<EntryKey>,
 }
 
 impl Held {
@@ -106,6 +110,17 @@ impl Held {
     /// held by another consumer): forget it without an outcome.
     pub fn abandon(&mut self, key: &EntryKey) {
         self.running.remove(key);
+        self.last_chance.remove(key);
+    }
+
+    /// Records that a running entry is on its last chance.
+    pub fn mark_last_chance(&mut self, key: EntryKey) {
+        self.last_chance.insert(key);
+    }
+
+    /// Is a last-chance entry running here?
+    pub fn last_chance_running(&self) -> bool {
+        !self.last_chance.is_empty()
     }
 
     /// An outcome arrived: the entry leaves `running` (freeing a concurrency slot) and
@@ -115,6 +130,7 @@ impl Held {
             return Some(t.clone());
         }
         let task = self.running.remove(key)?;
+        self.last_chance.remove(key);
         self.finishing.insert(key.clone(), task.clone());
         Some(task)
     }

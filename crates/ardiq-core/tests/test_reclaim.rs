@@ -458,3 +458,58 @@ async fn engine_marks_a_suspect_before_running_it() {
     }
     running.stop(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_chance_tasks_run_one_at_a_time() {
+    // Two entries each one counted loss from the cap (r = 2, cap 3): had both run at once
+    // on a worker that died, both would be dead-lettered although at most one killed it.
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    let mut cfg = config(&server, "lastchance");
+    cfg.max_deliveries = 3;
+    let keys = Keys::new(&cfg.queue, &cfg.lanes);
+    let now = now_ms();
+    for id in ["lc1", "lc2"] {
+        let eid: String = redis::cmd("XADD")
+            .arg(keys.stream(0))
+            .arg("*")
+            .arg(&["id", id, "fn", "sleep", "p", "300", "t", "0", "enq"])
+            .arg(now)
+            .arg(&["x", "0", "r", "2"])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("HSET")
+            .arg(keys.job(id))
+            .arg(&[
+                "fn", "sleep", "l", "default", "s", "q", "t", "0", "x", "0", "enq",
+            ])
+            .arg(now)
+            .arg("e")
+            .arg(&eid)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    enqueue(&mut conn, &keys, &[Task::new("fresh", "sleep", "300")]).await;
+    let exec = TestExecutor::new();
+    let running = spawn_engine(cfg, exec.clone());
+    for id in ["lc1", "lc2", "fresh"] {
+        assert!(
+            wait_result(&mut conn, &keys, id, Duration::from_secs(5))
+                .await
+                .ok
+        );
+    }
+    let starts = exec.starts.lock().unwrap().clone();
+    let (a, b, f) = (starts["lc1"][0], starts["lc2"][0], starts["fresh"][0]);
+    assert!(
+        (a - b).abs() >= 280,
+        "last-chance tasks overlapped: {a} {b}"
+    );
+    assert!(
+        (a.min(b) - f).abs() < 250,
+        "a fresh task runs next to one: {a} {b} {f}"
+    );
+    running.stop(Duration::from_secs(5)).await;
+}

@@ -158,7 +158,7 @@ class Env:
     ) -> list[str]:
         """Enqueue with explicit ids (idempotent), recording in the ledger each id Redis
         accepted. With `retry`, a BrokerError is retried until Redis takes the chunk."""
-        ids = [f"{prefix}{i}-{uuid.uuid4().hex[:6]}" for i in range(len(args_list))]
+        ids = [f"{prefix}{i}-{uuid.uuid4().hex}" for i in range(len(args_list))]
         task = self.app.ref(name)
         for i in range(0, len(ids), chunk):
             items = [

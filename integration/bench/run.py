@@ -152,7 +152,7 @@ FULL = Config(
     delayed=6,
     delay_ms=100,
     backlog=100_000,
-    timeout={"noop": 12, "cpu": 12, "io": 10, "enqueue": 6, "latency": 6},
+    timeout={"noop": 12, "cpu": 12, "io": 13, "enqueue": 6, "latency": 6},
 )
 QUICK = Config(
     rounds=1,
@@ -496,6 +496,7 @@ class Bench:
     )
     bare: list[float] = field(default_factory=list)
     loads: list[float] = field(default_factory=list)  # 1-min load average, each round's start
+    code: list[str] = field(default_factory=list)  # ArdiQ's code at each round's start
     breakdown: dict[str, dict[str, float]] = field(default_factory=dict)  # last noop run
 
     def __post_init__(self) -> None:
@@ -557,6 +558,7 @@ class Bench:
         k = rnd % len(self.queues)
         order = self.queues[k:] + self.queues[:k]
         self.loads.append(os.getloadavg()[0])
+        self.code.append(ardiq_code())
         print(
             f"\n=== round {rnd + 1}/{self.cfg.rounds}: {', '.join(q.name for q in order)}",
             flush=True,
@@ -1097,6 +1099,23 @@ def targets(b: Bench) -> list[tuple[str, str, str]]:
     return out
 
 
+def ardiq_code() -> str:
+    """Which ArdiQ was measured: the commit, whether the tree had changes, the binary's time."""
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "--", "python", "crates"], capture_output=True, text=True
+    )
+    out = head.stdout.strip() or "unknown commit"
+    if dirty.stdout.strip():
+        out += " + uncommitted changes"
+    if NATIVE_BIN.is_file():
+        out += ", binary built " + time.strftime(
+            "%H:%M:%S", time.gmtime(NATIVE_BIN.stat().st_mtime)
+        )
+    return out
+
+
 def machine_line(b: Bench) -> str:
     model = "unknown CPU"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -1130,6 +1149,12 @@ def render(b: Bench, command: str, mode: str, started: str, minutes: float) -> s
         "included; anything else running on the machine shares its cores: "
         + ", ".join(f"{x:.1f}" for x in [*b.loads, os.getloadavg()[0]])
         + " (the last: at the end)",
+        f"- ArdiQ measured: {b.code[0] if b.code else '-'}"
+        + (
+            ""
+            if len(set(b.code)) <= 1
+            else " -- **ArdiQ's code changed during the run**: " + "; ".join(b.code[1:])
+        ),
         f"- Command: `{command}`",
         f"- Sizes: noop {b.cfg.noop:,}, cpu {b.cfg.cpu:,} (1,000 SHA-256 of 1 KiB each), "
         f"io {b.cfg.io:,} (100 ms sleep), enqueue {b.cfg.enqueue:,} per mode, latency "

@@ -84,7 +84,17 @@ async def main() -> int:
             failures += not rep.ok
             print(row(rep), flush=True)
             rows.append(row(rep))
+    merged_note: list[str] = []
     if args.merge and Path(args.out).exists():
+        old_text = Path(args.out).read_text()
+        merged_note = [
+            line for line in old_text.splitlines() if line.startswith("Re-run and merged:")
+        ]
+        merged_note.append(
+            f"Re-run and merged: {', '.join(args.only or ['all'])} at "
+            f"{time.strftime('%H:%M', time.gmtime(started))} UTC (the other rows are from "
+            "the earlier full run)."
+        )
         fresh = {tuple(r.split(" | ")[:2]): r for r in rows}
         merged = []
         for line in Path(args.out).read_text().splitlines():
@@ -113,6 +123,7 @@ async def main() -> int:
         "",
         f"{len(rows) - failures}/{len(rows)} scenarios passed.",
         "",
+        *merged_note,
     ]
     Path(args.out).write_text("\n".join(text))
     print(f"wrote {args.out}: {len(rows) - failures}/{len(rows)} passed")

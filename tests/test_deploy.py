@@ -120,6 +120,7 @@ def build_steps() -> list[tuple[str, list[str]]]:
     return steps
 
 
+@pytest.mark.timeout(900)  # a cold cargo cache compiles the worker
 def test_docker_build_steps_outside_docker(tmp_path: Path, own_redis) -> None:  # type: ignore[no-untyped-def]
     """Run the Dockerfile's build (builder stage) and install (runtime stage) steps, with
     the image's paths mapped into a temporary directory, then serve the example app from
@@ -134,11 +135,13 @@ def test_docker_build_steps_outside_docker(tmp_path: Path, own_redis) -> None:  
         "/opt/ardiq": str(tmp_path / "opt" / "ardiq"),
         "/tmp/install.sh": str(ROOT / "deploy" / "docker" / "install.sh"),
     }
-    env = clean_env(
-        # The Python the suite's `ardiq` was built for, and its cargo cache: the build
-        # step then reuses `make build`'s compilation instead of starting over.
-        PYTHON=str(Path(sys.prefix) / "bin" / "python"),
-        CARGO_TARGET_DIR=str(ROOT / "target"),
+    # The Python the suite's `ardiq` was built for, and its cargo cache: the build step
+    # then reuses an earlier compilation (`make build`'s or tests/test_cli.py's, whichever
+    # ran with this environment) instead of starting over. The rest of the environment
+    # is passed as it is: cargo rebuilds when VIRTUAL_ENV differs (see build.rs).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARDIQ_")}
+    env.update(
+        PYTHON=str(Path(sys.prefix) / "bin" / "python"), CARGO_TARGET_DIR=str(ROOT / "target")
     )
     for workdir, argv in steps:
         mapped = [paths.get(a, a) for a in argv]

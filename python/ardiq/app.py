@@ -484,8 +484,13 @@ class Ardiq:
             )
         check_lane(p.priority, self._priorities)
         task_id = p.task_id
+        fresh = False
         if task_id is None:
-            task_id = self._unique_id(p) if p.unique else os.urandom(16).hex()
+            if p.unique:
+                task_id = self._unique_id(p)
+            else:
+                task_id = os.urandom(16).hex()
+                fresh = True
         headers: dict[str, str] = {}
         if self._enqueue_hooks:
             ctx = EnqueueContext(p.name, task_id, p.args, p.kwargs, headers)
@@ -505,7 +510,7 @@ class Ardiq:
             )
         payload = self._signer.seal(task_id, p.name, payload)
         return EncodedTask(
-            task_id, p.name, payload, p.priority, p.schedule_ms, p.delay_ms, p.expire_ms
+            task_id, p.name, payload, p.priority, p.schedule_ms, p.delay_ms, p.expire_ms, fresh
         )
 
     def _unique_id(self, p: PreparedTask) -> str:

@@ -34,6 +34,9 @@ class EncodedTask:
     schedule_ms: int = 0
     delay_ms: int = 0
     expire_ms: int = 0
+    fresh: bool = False
+    """The id was just drawn at random here (not given, not unique): the enqueue script
+    skips checking it for a live task and clearing an old result."""
 
 
 class RedisClient:
@@ -87,6 +90,7 @@ class RedisClient:
                     t.schedule_ms,
                     t.delay_ms,
                     t.expire_ms,
+                    1 if t.fresh else 0,
                 ]
             reply = await self.broker.script("enqueue", keys, args)
             added.extend(bool(x) for x in reply)

@@ -13,56 +13,85 @@
 --                retry: run again after the delay (unless an abort was requested)
 --                abort: the task was aborted before or while running
 -- Returns        per outcome 1 when recorded, 0 when stale
+-- The acknowledged entries are deleted at the end with one XDEL per stream (not one per
+-- outcome), also when an outcome raises an error midway (what was acked is then deleted
+-- before the error is returned, as if each had been deleted at its ack); a batch with an
+-- unknown kind is rejected before anything is written.
 local delayed, dead_index = KEYS[1], KEYS[2]
 local prefix, group = ARGV[1], ARGV[2]
 local ttl, n = tonumber(ARGV[4]), tonumber(ARGV[5])
+local kinds = {ok = true, fail = true, expired = true, retry = true, abort = true}
+for i = 0, n - 1 do
+  local kind = ARGV[6 + 9 * i + 2]
+  if not kinds[kind] then
+    return redis.error_reply('ardiq: unknown outcome kind ' .. tostring(kind))
+  end
+end
 local now = now_ms()
 local out = {}
-for i = 0, n - 1 do
-  local k = 3 + 5 * i
-  local stream, job, wait, result, dead_key = KEYS[k], KEYS[k + 1], KEYS[k + 2],
-    KEYS[k + 3], KEYS[k + 4]
-  local a = 6 + 9 * i
-  local eid, id, kind, value = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  local tries, enq, start, lane = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
-  local delay = tonumber(ARGV[a + 8])
-  if kind == 'retry' and redis.call('HGET', job, 'a') == '1' then kind = 'abort' end
-  local fields
-  if kind == 'fail' or kind == 'retry' then fields = read_entry(stream, eid) end
-  -- The ack comes first and decides: 0 means another worker owns this attempt now.
-  if redis.call('XACK', stream, group, eid) == 0 then
-    out[i + 1] = 0
-  else
-    redis.call('XDEL', stream, eid)
-    if kind == 'ok' then
-      finalize(prefix, job, wait, result, id,
-        result_blob(true, value, tries, enq, start, now, false), ttl)
-    elseif kind == 'fail' then
-      bury(dead_index, dead_key, id, fields or {}, lane, value, tries, now)
-      finalize(prefix, job, wait, result, id,
-        result_blob(false, value, tries, enq, start, now, false), ttl)
-    elseif kind == 'expired' then
-      finalize(prefix, job, wait, result, id,
-        result_blob(false, value, tries, enq, start, now, false), ttl)
-    elseif kind == 'abort' then
-      finalize(prefix, job, wait, result, id,
-        result_blob(false, 'aborted', tries, enq, start, now, true), ttl)
-    elseif kind == 'retry' then
-      fields = fields or {}
-      if delay <= 0 then
-        local new = add_entry(stream, id, fields['fn'] or '', fields['p'] or '', tries,
-          fields['enq'] or enq, fields['x'] or 0, 0)
-        redis.call('HSET', job, 's', 'q', 'e', new, 't', tries)
-      else
-        redis.call('HSET', job, 's', 'd', 't', tries, 'at', now + delay,
-          'p', fields['p'] or '')
-        redis.call('HDEL', job, 'e')
-        redis.call('ZADD', delayed, now + delay, id)
-      end
+local acked, streams = {}, {}
+local function finish_all()
+  for i = 0, n - 1 do
+    local k = 3 + 5 * i
+    local stream, job, wait, result, dead_key = KEYS[k], KEYS[k + 1], KEYS[k + 2],
+      KEYS[k + 3], KEYS[k + 4]
+    local a = 6 + 9 * i
+    local eid, id, kind, value = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+    local tries, enq, start, lane = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
+    local delay = tonumber(ARGV[a + 8])
+    if kind == 'retry' and redis.call('HGET', job, 'a') == '1' then kind = 'abort' end
+    local fields
+    if kind == 'fail' or kind == 'retry' then fields = read_entry(stream, eid) end
+    -- The ack comes first and decides: 0 means another worker owns this attempt now.
+    if redis.call('XACK', stream, group, eid) == 0 then
+      out[i + 1] = 0
     else
-      return redis.error_reply('ardiq: unknown outcome kind ' .. tostring(kind))
+      local ids = acked[stream]
+      if not ids then
+        ids = {}
+        acked[stream] = ids
+        streams[#streams + 1] = stream
+      end
+      ids[#ids + 1] = eid
+      if kind == 'ok' then
+        finalize(prefix, job, wait, result, id,
+          result_blob(true, value, tries, enq, start, now, false), ttl)
+      elseif kind == 'fail' then
+        bury(dead_index, dead_key, id, fields or {}, lane, value, tries, now)
+        finalize(prefix, job, wait, result, id,
+          result_blob(false, value, tries, enq, start, now, false), ttl)
+      elseif kind == 'expired' then
+        finalize(prefix, job, wait, result, id,
+          result_blob(false, value, tries, enq, start, now, false), ttl)
+      elseif kind == 'abort' then
+        finalize(prefix, job, wait, result, id,
+          result_blob(false, 'aborted', tries, enq, start, now, true), ttl)
+      else -- retry
+        fields = fields or {}
+        if delay <= 0 then
+          local new = add_entry(stream, id, fields['fn'] or '', fields['p'] or '', tries,
+            fields['enq'] or enq, fields['x'] or 0, 0)
+          redis.call('HSET', job, 's', 'q', 'e', new, 't', tries)
+        else
+          redis.call('HSET', job, 's', 'd', 't', tries, 'at', now + delay,
+            'p', fields['p'] or '')
+          redis.call('HDEL', job, 'e')
+          redis.call('ZADD', delayed, now + delay, id)
+        end
+      end
+      out[i + 1] = 1
     end
-    out[i + 1] = 1
   end
+end
+local done, err = pcall(finish_all)
+for _, stream in ipairs(streams) do
+  local ids = acked[stream]
+  for j = 1, #ids, 1000 do
+    redis.call('XDEL', stream, unpack(ids, j, math.min(j + 999, #ids)))
+  end
+end
+if not done then
+  if type(err) == 'table' then return err end
+  return redis.error_reply(tostring(err))
 end
 return out

@@ -206,7 +206,8 @@ pub async fn enqueue(conn: &mut MultiplexedConnection, keys: &Keys, tasks: &[Tas
                 .arg(&t.lane)
                 .arg(t.due_ms)
                 .arg(t.delay_ms)
-                .arg(t.expire_ms);
+                .arg(t.expire_ms)
+                .arg(0);
         }
         let r: Vec<i64> = inv.invoke_async(conn).await.unwrap();
         out.extend(r);

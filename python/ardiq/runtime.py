@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from .context import ErrorContext, TaskContext, _current
 from .errors import Retry
+from .serializers import msgpack_dumps, msgpack_loads
 from .signing import SignatureError
 
 if TYPE_CHECKING:
@@ -161,6 +162,10 @@ class Runtime:
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._aborting: set[str] = set()
         self._pool: _DaemonPool | None = None
+        # The bytes of a `None` result, when the serializer is ours (pure: always the same).
+        self._none: bytes | None = msgpack_dumps(None) if app.serializer is msgpack_dumps else None
+        # Our deserializer builds new lists and dicts each call: no copies needed.
+        self._fresh_decode = app.deserializer is msgpack_loads
 
     @property
     def running_ids(self) -> list[str]:
@@ -185,86 +190,124 @@ class Runtime:
     async def execute(self, d: Delivery) -> Outcome:
         """Run one attempt to its end and say how it ended. Never raises, except
         ``CancelledError`` when the worker itself is being torn down."""
+        # The common path (a known task, decoded, returns, no middleware or timeout) does
+        # as little per task as it can: no log fields built unless a line is emitted, no
+        # closures, the body awaited directly.
         tries = d.tries + 1
         start = now_ms()
-
-        def outcome(kind: str, value: bytes | str = b"", delay_ms: int = 0) -> Outcome:
-            raw = value.encode() if isinstance(value, str) else value
-            return Outcome(
-                d.entry_id, d.task_id, kind, raw, tries, d.enqueue_ms, start, d.lane, delay_ms
-            )
-
-        fields = f"id={d.task_id} name={d.name} worker={self.worker_id} try={tries}"
         if d.expire_ms and start > d.expire_ms:
-            log.warning("task expired before it started %s", fields)
-            return outcome(EXPIRED, "expired")
-        task = self.app._tasks.get(d.name)
+            log.warning("task expired before it started %s", self._fields(d, tries))
+            return self._outcome(d, tries, start, EXPIRED, b"expired")
+        app = self.app
+        task = app._tasks.get(d.name)
         if task is None:
             error = f"unknown task {d.name!r}"
-            log.error("unknown task %s", fields)
+            log.error("unknown task %s", self._fields(d, tries))
             await self._on_error(d, LookupError(error), tries, will_retry=False)
-            return outcome(FAIL, error)
+            return self._outcome(d, tries, start, FAIL, error)
         try:
             # The signature is checked before the deserializer sees a byte.
-            body = self.app._signer.open(d.task_id, d.name, d.payload)
+            body = app._signer.open(d.task_id, d.name, d.payload)
         except SignatureError as exc:
-            log.error("task payload refused %s reason=%s", fields, exc)
+            log.error("task payload refused %s reason=%s", self._fields(d, tries), exc)
             await self._on_error(d, exc, tries, will_retry=False)
-            return outcome(FAIL, str(exc))
+            return self._outcome(d, tries, start, FAIL, str(exc))
         try:
             args, kwargs, headers = self._decode(body)
         except Exception as exc:
             error = f"undecodable payload: {exc!r}"
-            log.error("task payload could not be decoded %s error=%s", fields, type(exc).__name__)
+            log.error(
+                "task payload could not be decoded %s error=%s",
+                self._fields(d, tries),
+                type(exc).__name__,
+            )
             await self._on_error(d, exc, tries, will_retry=False)
-            return outcome(FAIL, error)
+            return self._outcome(d, tries, start, FAIL, error)
 
         ctx = TaskContext(d.task_id, d.name, tries, headers)
         if d.task_id in self._aborting:
             self._aborting.discard(d.task_id)
-            log.warning("task aborted before it started %s", fields)
-            return outcome(ABORT, "aborted")
-        log.debug("task started %s", fields)
+            log.warning("task aborted before it started %s", self._fields(d, tries))
+            return self._outcome(d, tries, start, ABORT, b"aborted")
+        debug = log.isEnabledFor(logging.DEBUG)
+        if debug:
+            log.debug("task started %s", self._fields(d, tries))
         me = asyncio.current_task()
         if me is not None:
             self._running[d.task_id] = me
         try:
-            value = await self._run_attempt(task, ctx, args, kwargs)
+            fn = task.fn
+            if task.is_async and task.timeout is None and not app._middleware and fn is not None:
+                token = _current.set(ctx)
+                try:
+                    value = await fn(*args, **kwargs)
+                finally:
+                    _current.reset(token)
+            else:
+                value = await self._run_attempt(task, ctx, args, kwargs)
         except _Aborted:
-            log.warning("task aborted mid-flight %s", fields)
-            return outcome(ABORT, "aborted")
+            log.warning("task aborted mid-flight %s", self._fields(d, tries))
+            return self._outcome(d, tries, start, ABORT, b"aborted")
         except asyncio.CancelledError:
             if d.task_id in self._aborting and me is not None:
                 me.uncancel()
-                log.warning("task aborted mid-flight %s", fields)
-                return outcome(ABORT, "aborted")
+                log.warning("task aborted mid-flight %s", self._fields(d, tries))
+                return self._outcome(d, tries, start, ABORT, b"aborted")
             raise
-        except Retry as exc:
-            return await self._failed(d, task, exc, tries, fields, outcome)
         except Exception as exc:
-            return await self._failed(d, task, exc, tries, fields, outcome)
+            return await self._failed(d, task, exc, tries, start)
         finally:
             self._running.pop(d.task_id, None)
-            self._aborting.discard(d.task_id)
+            if self._aborting:
+                self._aborting.discard(d.task_id)
         try:
-            data = self.app.serializer(value)
+            none = self._none
+            data = none if value is None and none is not None else app.serializer(value)
         except Exception as exc:
-            log.error("task result could not be serialized %s error=%s", fields, type(exc).__name__)
+            log.error(
+                "task result could not be serialized %s error=%s",
+                self._fields(d, tries),
+                type(exc).__name__,
+            )
             await self._on_error(d, exc, tries, will_retry=False)
-            return outcome(FAIL, f"result could not be serialized: {exc!r}")
-        limit = self.app.max_payload_bytes
+            return self._outcome(d, tries, start, FAIL, f"result could not be serialized: {exc!r}")
+        limit = app.max_payload_bytes
         if len(data) > limit:
             # Stored as is, a huge result would bloat Redis (and could be refused there
             # under maxmemory): the same limit as for payloads.
             error = f"result too large: {len(data)} bytes, over the limit of {limit}"
-            log.error("task result too large %s size=%d limit=%d", fields, len(data), limit)
+            log.error(
+                "task result too large %s size=%d limit=%d",
+                self._fields(d, tries),
+                len(data),
+                limit,
+            )
             await self._on_error(d, ValueError(error), tries, will_retry=False)
-            return outcome(FAIL, error + " (max_payload_bytes)")
-        log.debug("task succeeded %s duration_ms=%d", fields, now_ms() - start)
-        return outcome(OK, data)
+            return self._outcome(d, tries, start, FAIL, error + " (max_payload_bytes)")
+        if debug:
+            log.debug("task succeeded %s duration_ms=%d", self._fields(d, tries), now_ms() - start)
+        return Outcome(d.entry_id, d.task_id, OK, data, tries, d.enqueue_ms, start, d.lane, 0)
+
+    def _fields(self, d: Delivery, tries: int) -> str:
+        """The task's log fields (built only for a line that is emitted)."""
+        return f"id={d.task_id} name={d.name} worker={self.worker_id} try={tries}"
+
+    @staticmethod
+    def _outcome(
+        d: Delivery, tries: int, start: int, kind: str, value: bytes | str, delay_ms: int = 0
+    ) -> Outcome:
+        raw = value.encode() if isinstance(value, str) else value
+        return Outcome(
+            d.entry_id, d.task_id, kind, raw, tries, d.enqueue_ms, start, d.lane, delay_ms
+        )
 
     def _decode(self, payload: bytes) -> tuple[list[Any], dict[str, Any], dict[str, str]]:
         decoded = self.app.deserializer(payload)
+        if type(decoded) is list and len(decoded) == 3:
+            # The common shape, as msgpack decodes it: nothing to convert.
+            args, kwargs, headers = decoded
+            if type(args) is list and type(kwargs) is dict and self._fresh_decode:
+                return args, kwargs, headers if type(headers) is dict else dict(headers or {})
         if not isinstance(decoded, list | tuple) or len(decoded) != 3:
             raise ValueError("payload is not [args, kwargs, headers]")
         args, kwargs, headers = decoded
@@ -316,9 +359,9 @@ class Runtime:
         task: Task[Any, Any],
         exc: BaseException,
         tries: int,
-        fields: str,
-        outcome: Callable[..., Outcome],
+        start: int,
     ) -> Outcome:
+        fields = self._fields(d, tries)
         will_retry = tries <= task.max_retries
         if will_retry:
             if isinstance(exc, Retry) and exc.delay_ms is not None:
@@ -332,10 +375,10 @@ class Runtime:
             )
             if not isinstance(exc, Retry):
                 await self._on_error(d, exc, tries, will_retry=True)
-            return outcome(RETRY, repr(exc), delay)
+            return self._outcome(d, tries, start, RETRY, repr(exc), delay)
         log.error("task failed after the last attempt %s error=%s", fields, type(exc).__name__)
         await self._on_error(d, exc, tries, will_retry=False)
-        return outcome(FAIL, repr(exc))
+        return self._outcome(d, tries, start, FAIL, repr(exc))
 
     async def _on_error(
         self, d: Delivery, exc: BaseException, tries: int, *, will_retry: bool

@@ -8,8 +8,10 @@ The `ardiq` binary embeds CPython and drives this module:
 - :func:`install_logging` forwards every ``logging`` record to a Rust function, so Python's
   logs and the engine's come out as one stream in one format.
 - :class:`Bridge` owns the one asyncio event loop (uvloop when installed), on a thread the
-  binary started. Rust hands it *batches* of deliveries (:meth:`Bridge.submit`, one GIL
-  acquisition per batch); each runs through the shared :class:`~ardiq.runtime.Runtime`;
+  binary started. The engine queues deliveries and abort requests on the Rust side and
+  wakes the loop through a socket it watches (:meth:`Bridge.attach_inbox`); the loop takes
+  everything queued in one call, as *batches*, without another thread taking the GIL.
+  Each delivery runs through the shared :class:`~ardiq.runtime.Runtime`;
   outcomes are collected and handed back to Rust in one call per loop iteration. Aborts
   and timeouts cancel inside Python, on the loop. The app's lifespan wraps the whole run.
 
@@ -244,6 +246,7 @@ class Bridge:
         self._flush_scheduled = False
         self._stop: asyncio.Event | None = None
         self._hard = False
+        self._take: Callable[[], tuple[list[DeliveryTuple], list[str]]] | None = None
 
     # Called by the binary from its own threads (each holding the GIL briefly). --------
     def run(self, started: Callable[[], None]) -> None:
@@ -262,6 +265,22 @@ class Bridge:
                 asyncio.set_event_loop(None)
                 loop.close()
                 self.runtime.close()
+
+    def attach_inbox(
+        self, fd: int, take: Callable[[], tuple[list[DeliveryTuple], list[str]]]
+    ) -> None:
+        """Watch `fd` (readable when the engine queued work) and call `take` then for the
+        queued deliveries and abort ids (thread-safe; the loop must be running)."""
+        self._take = take
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(loop.add_reader, fd, self._pull)
+
+    def flush_inbox(self) -> None:
+        """Take what is queued before anything asked of the loop after this (thread-safe)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._pull)
 
     def submit(self, batch: list[DeliveryTuple]) -> None:
         """Start every delivery of `batch` (thread-safe)."""
@@ -302,6 +321,16 @@ class Bridge:
     def _cancel_all(self) -> None:
         for task in list(self._tasks.values()):
             task.cancel()
+
+    def _pull(self) -> None:
+        take = self._take
+        if take is None:
+            return
+        starts, aborts = take()
+        if starts:
+            self._start(starts)
+        if aborts:
+            self._abort(aborts)
 
     def _start(self, batch: list[DeliveryTuple]) -> None:
         loop = self._loop

@@ -1,18 +1,23 @@
 //! The Python executor: the engine's [`Executor`] backed by `ardiq._bridge.Bridge`.
 //!
-//! Three threads meet here, and the GIL is taken once per batch on each path:
+//! Two kinds of threads meet here, and only the loop thread takes the GIL:
 //!
 //! * **The loop thread** (`ardiq-loop`) runs `Bridge.run`: the asyncio event loop with
 //!   the app's lifespan around it. Task bodies run there (`def` bodies on the runtime's
 //!   thread pool). Outcomes finished in one loop iteration come back in one call to
 //!   [`Outcomes`], which pushes them into the engine's channel (never blocks).
-//! * **The feeder thread** (`ardiq-feeder`) takes the batches and abort requests the
-//!   engine hands [`PyExecutor`], merges whatever queued up meanwhile, and passes them to
-//!   `Bridge.submit` / `Bridge.abort` under one GIL acquisition. The engine's `start`
-//!   and `abort` therefore never wait for the GIL: a task body that holds it for a long
-//!   time slows task starts, not the engine (leases keep being renewed).
-//! * **tokio's threads** run the engine and never touch Python.
+//! * **tokio's threads** run the engine and never touch Python. The batches and abort
+//!   requests the engine hands [`PyExecutor`] go into an [`Inbox`] (a mutex-guarded
+//!   buffer) and, when it was empty, one byte goes down a socket pair whose other end the
+//!   event loop watches (`add_reader`). The loop then takes everything queued meanwhile
+//!   in one call ([`Take`]), already holding the GIL: no thread hands the GIL back and
+//!   forth per batch, and the engine's `start` and `abort` never wait for the GIL (a task
+//!   body that holds it for a long time slows task starts, not the engine: leases keep
+//!   being renewed).
 
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -25,16 +30,68 @@ use tracing::error;
 
 use crate::app::format_traceback;
 
-enum Msg {
-    Start(Vec<Delivery>),
-    Abort(String),
-    /// Process what is queued, then end the thread.
-    Close,
+/// What the engine handed over and the loop has not taken yet.
+#[derive(Default)]
+struct Pending {
+    starts: Vec<Delivery>,
+    aborts: Vec<String>,
+    /// A wake-up byte is in the socket and not yet read.
+    signalled: bool,
 }
 
-/// The engine's side: hands work to the feeder thread and returns at once.
+/// The hand-over from the engine's threads to the event loop.
+struct Inbox {
+    pending: Mutex<Pending>,
+    /// Watched by the event loop (non-blocking).
+    wake_rx: UnixStream,
+    /// Written by the engine's side (non-blocking; at most one byte is ever unread).
+    wake_tx: UnixStream,
+}
+
+impl Inbox {
+    fn new() -> std::io::Result<Self> {
+        let (wake_tx, wake_rx) = UnixStream::pair()?;
+        wake_tx.set_nonblocking(true)?;
+        wake_rx.set_nonblocking(true)?;
+        Ok(Inbox {
+            pending: Mutex::new(Pending::default()),
+            wake_rx,
+            wake_tx,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues work and wakes the loop unless a wake-up is already on its way.
+    fn push(&self, add: impl FnOnce(&mut Pending)) {
+        let mut p = self.lock();
+        add(&mut p);
+        if !p.signalled {
+            p.signalled = true;
+            if let Err(e) = (&self.wake_tx).write(&[1]) {
+                if e.kind() != std::io::ErrorKind::WouldBlock {
+                    error!(error = %e, "could not wake the event loop");
+                }
+            }
+        }
+    }
+
+    /// Everything queued, with the wake-up consumed (under the same lock, so a push
+    /// after this one sends a new byte).
+    fn take(&self) -> (Vec<Delivery>, Vec<String>) {
+        let mut p = self.lock();
+        let mut buf = [0u8; 64];
+        while matches!((&self.wake_rx).read(&mut buf), Ok(n) if n > 0) {}
+        p.signalled = false;
+        (std::mem::take(&mut p.starts), std::mem::take(&mut p.aborts))
+    }
+}
+
+/// The engine's side: queues work for the event loop and returns at once.
 pub struct PyExecutor {
-    tx: mpsc::Sender<Msg>,
+    inbox: Arc<Inbox>,
     sink: Arc<OnceLock<OutcomeSink>>,
 }
 
@@ -42,11 +99,11 @@ impl Executor for PyExecutor {
     fn start(&self, batch: Vec<Delivery>, outcomes: &OutcomeSink) {
         // Set before the first delivery reaches Python, so every outcome finds it.
         self.sink.get_or_init(|| outcomes.clone());
-        let _ = self.tx.send(Msg::Start(batch));
+        self.inbox.push(|p| p.starts.extend(batch));
     }
 
     fn abort(&self, task_id: &str) {
-        let _ = self.tx.send(Msg::Abort(task_id.to_owned()));
+        self.inbox.push(|p| p.aborts.push(task_id.to_owned()));
     }
 }
 
@@ -94,18 +151,29 @@ impl Bridge {
         Ok((LoopThread { handle }, rx))
     }
 
-    /// Starts the feeder thread and returns the executor the engine drives.
+    /// Connects the engine to the running event loop (`Bridge.attach_inbox`) and returns
+    /// the executor the engine drives.
     pub fn spawn_feeder(&self) -> std::io::Result<(Arc<PyExecutor>, Feeder)> {
-        let bridge = Python::attach(|py| self.bridge.clone_ref(py));
-        let (tx, rx) = mpsc::channel();
-        let handle = std::thread::Builder::new()
-            .name("ardiq-feeder".into())
-            .spawn(move || feed(rx, bridge))?;
+        let inbox = Arc::new(Inbox::new()?);
+        let bridge = Python::attach(|py| -> std::io::Result<Py<PyAny>> {
+            Py::new(
+                py,
+                Take {
+                    inbox: inbox.clone(),
+                },
+            )
+            .and_then(|take| {
+                self.bridge
+                    .call_method1(py, "attach_inbox", (inbox.wake_rx.as_raw_fd(), take))
+            })
+            .map_err(|e| std::io::Error::other(format_traceback(py, &e)))?;
+            Ok(self.bridge.clone_ref(py))
+        })?;
         let executor = Arc::new(PyExecutor {
-            tx: tx.clone(),
+            inbox,
             sink: self.sink.clone(),
         });
-        Ok((executor, Feeder { tx, handle }))
+        Ok((executor, Feeder { bridge }))
     }
 
     /// The Python `Bridge` object (the health pulse posts onto its event loop).
@@ -126,17 +194,23 @@ impl Bridge {
     }
 }
 
-/// The feeder thread.
+/// The engine's connection to the event loop.
 pub struct Feeder {
-    tx: mpsc::Sender<Msg>,
-    handle: JoinHandle<()>,
+    bridge: Py<PyAny>,
 }
 
 impl Feeder {
-    /// Lets it hand over what is queued, then joins it.
+    /// Has the loop take what is still queued before anything asked of it later (such
+    /// as the stop that follows).
     pub fn close(self) {
-        let _ = self.tx.send(Msg::Close);
-        let _ = self.handle.join();
+        Python::attach(|py| {
+            if let Err(e) = self.bridge.call_method0(py, "flush_inbox") {
+                error!(
+                    "could not hand tasks to Python: {}",
+                    format_traceback(py, &e)
+                );
+            }
+        });
     }
 }
 
@@ -170,43 +244,24 @@ impl LoopThread {
     }
 }
 
-fn feed(rx: mpsc::Receiver<Msg>, bridge: Py<PyAny>) {
-    let mut open = true;
-    while open {
-        let Ok(first) = rx.recv() else { break };
-        let mut starts: Vec<Delivery> = Vec::new();
-        let mut aborts: Vec<String> = Vec::new();
-        for msg in std::iter::once(first).chain(rx.try_iter()) {
-            match msg {
-                Msg::Start(batch) => starts.extend(batch),
-                Msg::Abort(id) => aborts.push(id),
-                Msg::Close => open = false,
-            }
-        }
-        if starts.is_empty() && aborts.is_empty() {
-            continue;
-        }
-        Python::attach(|py| {
-            let result = (|| -> PyResult<()> {
-                if !starts.is_empty() {
-                    let items = starts
-                        .iter()
-                        .map(|d| delivery_tuple(py, d))
-                        .collect::<PyResult<Vec<_>>>()?;
-                    bridge.call_method1(py, "submit", (PyList::new(py, items)?,))?;
-                }
-                if !aborts.is_empty() {
-                    bridge.call_method1(py, "abort", (aborts,))?;
-                }
-                Ok(())
-            })();
-            if let Err(e) = result {
-                error!(
-                    "could not hand tasks to Python: {}",
-                    format_traceback(py, &e)
-                );
-            }
-        });
+/// `take()`: called on the loop thread when the wake-up socket is readable; returns
+/// `(deliveries, abort ids)` queued since the last call, deliveries as tuples.
+#[pyclass(frozen)]
+struct Take {
+    inbox: Arc<Inbox>,
+}
+
+type Taken<'py> = (Bound<'py, PyList>, Vec<String>);
+
+#[pymethods]
+impl Take {
+    fn __call__<'py>(&self, py: Python<'py>) -> PyResult<Taken<'py>> {
+        let (starts, aborts) = self.inbox.take();
+        let items = starts
+            .iter()
+            .map(|d| delivery_tuple(py, d))
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok((PyList::new(py, items)?, aborts))
     }
 }
 

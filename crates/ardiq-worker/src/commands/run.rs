@@ -43,8 +43,9 @@ pub fn run(args: RunArgs) -> i32 {
     if args.workers > 1 {
         return crate::supervisor::run(&args);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread runs the whole engine (fetch, finish, leases, health): its work per task
+    // is small, and a single thread never wakes another to hand a future over.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .thread_name("ardiq-engine")
         .enable_all()
         .build()

@@ -471,7 +471,7 @@ class Ardiq:
         encoded = [await self._encode(p) for p in items]
         if self._inline is not None:
             return await self._inline.enqueue(encoded)
-        await self._client().enqueue(encoded)
+        await self._client().submit(encoded)
         return [Job(self, t.task_id) for t in encoded]
 
     async def _encode(self, p: PreparedTask) -> EncodedTask:

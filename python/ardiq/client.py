@@ -6,11 +6,14 @@ their KEYS and ARGV and decodes their replies.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .broker import translate_errors
+from .errors import BrokerError
 from .jobs import DeadLetter, Status, TaskInfo, decode_payload
 from .serializers import Deserializer
 
@@ -21,6 +24,8 @@ if TYPE_CHECKING:
 # Tasks per enqueue script call: large enough that bulk enqueue is one round trip per
 # chunk, small enough that one call does not stall Redis for long.
 ENQUEUE_CHUNK = 1000
+# Enqueue script calls in flight at once per client; callers beyond wait and share one.
+SENDERS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +55,10 @@ class RedisClient:
         self.deserialize = deserialize
         self.result_ttl_ms = result_ttl_ms
         self.signer = signer
+        # Coalescing of concurrent enqueues (see `submit`).
+        self._sending = 0
+        self._queued: list[tuple[list[EncodedTask], asyncio.Future[None]]] = []
+        self._senders: set[asyncio.Task[None]] = set()
 
     def _arguments(
         self, task_id: str, name: str, payload: bytes
@@ -95,6 +104,80 @@ class RedisClient:
             reply = await self.broker.script("enqueue", keys, args)
             added.extend(bool(x) for x in reply)
         return added
+
+    async def submit(self, tasks: list[EncodedTask]) -> None:
+        """Enqueue `tasks` (one caller's, already validated), sharing script calls with
+        concurrent callers: while SENDERS calls are in flight, later callers wait and go
+        together in one call when one returns. A lone caller is sent at once."""
+        if self._sending < SENDERS:
+            self._sending += 1
+            try:
+                await self.enqueue(tasks)
+            finally:
+                self._sending -= 1
+                self._send_queued()
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queued.append((tasks, fut))
+        await fut
+
+    def _send_queued(self) -> None:
+        if not self._queued or self._sending >= SENDERS:
+            return
+        # A caller cancelled while it waited is not sent.
+        batch = [(tasks, fut) for tasks, fut in self._queued if not fut.cancelled()]
+        self._queued = []
+        if not batch:
+            return
+        self._sending += 1
+        task = asyncio.get_running_loop().create_task(self._send_batch(batch))
+        self._senders.add(task)
+        task.add_done_callback(self._senders.discard)
+
+    async def _send_batch(
+        self, batch: list[tuple[list[EncodedTask], asyncio.Future[None]]]
+    ) -> None:
+        try:
+            try:
+                await self.enqueue([t for tasks, _ in batch for t in tasks])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Redis unreachable or refusing writes: every caller hears it.
+                if len(batch) == 1 or isinstance(exc, BrokerError):
+                    raise
+                # A script error: one caller's task may have failed the shared call after
+                # others were added. Each caller goes again alone (one after another), ids
+                # checked (`fresh` off), so nothing is added twice and only the caller at
+                # fault sees the error.
+                for tasks, fut in batch:
+                    await self._send_alone(tasks, fut)
+                return
+        except asyncio.CancelledError:
+            for _, fut in batch:
+                fut.cancel()
+            raise
+        except Exception as exc:
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        finally:
+            self._sending -= 1
+            self._send_queued()
+        for _, fut in batch:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _send_alone(self, tasks: list[EncodedTask], fut: asyncio.Future[None]) -> None:
+        try:
+            await self.enqueue([dataclasses.replace(t, fresh=False) for t in tasks])
+        except Exception as exc:
+            if not fut.done():
+                fut.set_exception(exc)
+        else:
+            if not fut.done():
+                fut.set_result(None)
 
     async def result_raw(self, task_id: str, timeout: float | None) -> bytes | None:
         if timeout is None:

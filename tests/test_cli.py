@@ -439,6 +439,22 @@ async def test_second_sigint_exits_at_once_and_tasks_are_reclaimed(
 
 
 # -------------------------------------------------------- start/stop cycles
+def handler_installed(pid: int, timeout: float = 10.0) -> None:
+    """Wait until process `pid` catches SIGTERM (its SigCgt mask in /proc shows it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return  # already gone: the caller sees its exit code
+        for line in status.splitlines():
+            if line.startswith("SigCgt:") and int(line.split()[1], 16) & (
+                1 << (signal.SIGTERM - 1)
+            ):
+                return
+        time.sleep(0.002)
+
+
 async def test_hundred_start_stop_cycles_under_load(
     env: dict[str, str], redis_url: str, queue: str, make_app: Callable[..., Ardiq], tmp_path: Path
 ) -> None:
@@ -457,9 +473,11 @@ async def test_hundred_start_stop_cycles_under_load(
                 stdout=f,
                 stderr=subprocess.STDOUT,
             )
-            # Some stop during start-up, some while serving (the first few ms after exec,
-            # before any program can install a handler, are left out).
-            time.sleep(0.05 + (i % 10) * 0.03)
+            # Some stop during start-up, some while serving. The moments after exec,
+            # before any program can install a handler, are left out: wait until the
+            # kernel shows SIGTERM caught (the binary registers it before Python starts).
+            handler_installed(p.pid)
+            time.sleep((i % 10) * 0.03)
             p.send_signal(signal.SIGTERM)
             try:
                 code = p.wait(30)

@@ -45,6 +45,20 @@ HEARTBEAT_S = 5.0
 PROMOTE_MAX_SLEEP_S = 0.1
 
 
+async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel background tasks and wait until they ended. On Python 3.11 a cancellation
+    can be swallowed (asyncio.wait_for inside redis-py, when the inner call completes at
+    the same moment), leaving a loop running on: cancel again until every task is done."""
+    pending = {t for t in tasks if not t.done()}
+    for _ in range(20):
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+    log.error("%d worker duties did not stop; leaving them", len(pending))
+
+
 class Backoff:
     """Jittered exponential backoff that logs a failure once per interval, not per try."""
 
@@ -199,11 +213,7 @@ class Worker:
                 reason = await self._consume()
                 await self._drain()
         finally:
-            for task in background:
-                task.cancel()
-            for task in background:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await cancel_all(background)
             with contextlib.suppress(Exception):
                 await self._retire()
             with contextlib.suppress(Exception):

@@ -22,17 +22,17 @@ build and read.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import logging
 import os
 import sys
 import traceback
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .cron import CronSpec, Every
+from .lifespan import lifespan
 from .runtime import FAIL, Delivery, Outcome, Runtime, now_ms
 
 if TYPE_CHECKING:
@@ -204,31 +204,6 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-@contextlib.asynccontextmanager
-async def _lifespan(app: Ardiq) -> AsyncIterator[None]:
-    """The app's ``@app.lifespan`` around the worker (as the in-code worker runs it)."""
-    factory = app._lifespan
-    if factory is None:
-        yield
-        return
-    gen = factory(app)
-    state = await gen.__anext__()
-    if state is not None:
-        if not isinstance(state, Mapping):
-            raise TypeError("@app.lifespan may yield a mapping (copied onto app.state) or None")
-        for key, value in state.items():
-            setattr(app._state, key, value)
-    try:
-        yield
-    finally:
-        try:
-            await gen.__anext__()
-        except StopAsyncIteration:
-            pass
-        else:
-            raise RuntimeError("@app.lifespan must yield exactly once")
-
-
 class Bridge:
     """The event loop the task bodies run on, and the two batched hand-overs."""
 
@@ -304,7 +279,7 @@ class Bridge:
     # On the loop. ------------------------------------------------------------------
     async def _main(self, started: Callable[[], None]) -> None:
         self._stop = asyncio.Event()
-        async with _lifespan(self.app):
+        async with lifespan(self.app):
             started()
             await self._stop.wait()
             if self._hard:

@@ -23,13 +23,14 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from redis import exceptions as rexc
 
 from .broker import Broker, is_certificate_error, make_client, translate_errors
 from .errors import ArdiqError, BrokerError
+from .lifespan import lifespan
 from .protocol import GROUP
 from .runtime import ABORT, FAIL, RETRY, Delivery, Outcome, Runtime, now_ms
 from .settings import mask_url
@@ -206,7 +207,7 @@ class Worker:
         reason = "stop"
         background: list[asyncio.Task[None]] = []
         try:
-            async with self._lifespan():
+            async with lifespan(self.app):
                 await self._wait_for_redis()
                 background = [self._spawn(c) for c in self._duties()]
                 await asyncio.wait_for(self.abort_ready.wait(), 10)
@@ -256,29 +257,6 @@ class Worker:
                     await backoff.wait(exc)
 
         return asyncio.get_running_loop().create_task(guarded(), name=f"ardiq-{duty.__name__}")
-
-    @contextlib.asynccontextmanager
-    async def _lifespan(self) -> AsyncIterator[None]:
-        factory = self.app._lifespan
-        if factory is None:
-            yield
-            return
-        gen = factory(self.app)
-        state = await gen.__anext__()
-        if state is not None:
-            if not isinstance(state, Mapping):
-                raise TypeError("@app.lifespan may yield a mapping (copied onto app.state) or None")
-            for key, value in state.items():
-                setattr(self.app._state, key, value)
-        try:
-            yield
-        finally:
-            try:
-                await gen.__anext__()
-            except StopAsyncIteration:
-                pass
-            else:
-                raise RuntimeError("@app.lifespan must yield exactly once")
 
     async def _wait_for_redis(self) -> None:
         backoff = Backoff(f"connecting to Redis at {mask_url(self.app.redis_url)}", cap=2.0)

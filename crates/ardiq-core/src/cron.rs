@@ -202,8 +202,8 @@ fn parse_field(field: &str, min: u32, max: u32, what: &str) -> Result<u64, CronE
 }
 
 /// (year, month 1-12, day 1-31) of a day count since 1970-01-01 (proleptic Gregorian),
-/// after Howard Hinnant's `civil_from_days`.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+/// after Howard Hinnant's `civil_from_days`. Public for the binary's log timestamps.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

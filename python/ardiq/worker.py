@@ -146,6 +146,9 @@ class Worker:
         self.running: dict[Ref, asyncio.Task[None]] = {}
         self.outcomes: list[Outcome] = []
         self.one_offs: set[asyncio.Task[None]] = set()
+        # Set when the worker ends: duty loops stop at their next turn even if a
+        # cancellation was swallowed on the way (see cancel_all).
+        self.closing = False
         # Abort requests for tasks we did not hold when they came (task id -> when): the
         # request can overtake the fetch reply that delivers the task to us.
         self.early_aborts: dict[str, float] = {}
@@ -214,6 +217,7 @@ class Worker:
                 reason = await self._consume()
                 await self._drain()
         finally:
+            self.closing = True
             await cancel_all(background)
             with contextlib.suppress(Exception):
                 await self._retire()
@@ -241,7 +245,7 @@ class Worker:
 
         async def guarded() -> None:
             backoff = Backoff(f"worker duty {duty.__name__}", base=0.2)
-            while True:
+            while not self.closing:
                 try:
                     await duty()
                     return
@@ -487,7 +491,7 @@ class Worker:
 
     async def _finisher(self) -> None:
         backoff = Backoff("finishing tasks")
-        while True:
+        while not self.closing:
             await self.outcome_ready.wait()
             self.outcome_ready.clear()
             while self.outcomes:
@@ -594,7 +598,7 @@ class Worker:
     async def _renewer(self) -> None:
         interval = self.app.idle_timeout_ms / 3000
         backoff = Backoff("renewing leases")
-        while True:
+        while not self.closing:
             await asyncio.sleep(interval)
             # One call per lane: the script answers with bare entry ids, which are unique
             # only within one stream.
@@ -635,7 +639,7 @@ class Worker:
         interval = min(app.idle_timeout_ms / 4000, 1.0)
         cursors = dict.fromkeys(self.streams, "0-0")
         backoff = Backoff("reclaiming tasks")
-        while True:
+        while not self.closing:
             await asyncio.sleep(interval)
             try:
                 for stream, lane in zip(self.streams, self.lanes, strict=True):
@@ -705,7 +709,7 @@ class Worker:
 
     async def _promoter(self) -> None:
         backoff = Backoff("promoting delayed tasks")
-        while True:
+        while not self.closing:
             try:
                 _, now, next_due, due = await self._promote_report()
                 # Go again at once only while ids move: a due id this worker cannot move
@@ -722,7 +726,7 @@ class Worker:
             await asyncio.sleep(pause)
 
     async def _heartbeat(self) -> None:
-        while True:
+        while not self.closing:
             with contextlib.suppress(ArdiqError):
                 await self.broker.command("ZADD", self.app.keys.workers, now_ms(), self.worker_id)
             await asyncio.sleep(HEARTBEAT_S)
@@ -732,7 +736,7 @@ class Worker:
         start = now_ms()
         upcoming = {c.name: c.schedule.next_after(start) for c in app.crons}
         k = app.keys
-        while True:
+        while not self.closing:
             due = [(t, n) for n, t in upcoming.items() if t is not None]
             if not due:
                 return
@@ -761,7 +765,7 @@ class Worker:
     async def _abort_listener(self) -> None:
         channel = self.app.keys.abort_channel
         backoff = Backoff("listening for aborts")
-        while True:
+        while not self.closing:
             pubsub = self.broker.client.pubsub()
             try:
                 await pubsub.subscribe(channel)

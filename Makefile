@@ -13,7 +13,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-demo: venv
+demo: build
 	$(BIN)/python scripts/demo.py
 
 # The native worker: `ardiq` in the venv's bin/ (maturin, bindings = "bin"). Rebuilt only

@@ -97,7 +97,9 @@ pub fn resolve(args: &QueueArgs) -> Result<Target, Failure> {
     Ok(t)
 }
 
-/// A single-threaded runtime: tools make a few round trips, one at a time.
+/// A current-thread tokio runtime, or the failure to report. Every command uses one: the
+/// tools make a few round trips, the supervisor only waits on children, and the worker's
+/// engine does little per task (a single thread never wakes another to hand a future over).
 pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -27,18 +27,11 @@ use crate::interpreter::{self, Inputs};
 use crate::logging;
 
 pub fn run(args: &RunArgs) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::ops::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            Failure::new(
-                code::RUNTIME,
-                format!("cannot start the async runtime: {e}"),
-            )
-            .print();
-            return code::RUNTIME;
+        Err(f) => {
+            f.print();
+            return f.code;
         }
     };
     runtime.block_on(supervise(args))

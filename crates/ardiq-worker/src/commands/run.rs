@@ -43,21 +43,12 @@ pub fn run(args: RunArgs) -> i32 {
     if args.workers > 1 {
         return crate::supervisor::run(&args);
     }
-    // One thread runs the whole engine (fetch, finish, leases, health): its work per task
-    // is small, and a single thread never wakes another to hand a future over.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .thread_name("ardiq-engine")
-        .enable_all()
-        .build()
-    {
+    // One thread runs the whole engine (fetch, finish, leases, health).
+    let runtime = match crate::ops::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            Failure::new(
-                code::RUNTIME,
-                format!("cannot start the async runtime: {e}"),
-            )
-            .print();
-            return code::RUNTIME;
+        Err(f) => {
+            f.print();
+            return f.code;
         }
     };
     let stopper = Stopper::default();

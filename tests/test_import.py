@@ -1,4 +1,7 @@
-"""`import ardiq` stays lean: no Redis client, no CLI or rendering library, and fast."""
+"""`import ardiq` stays lean: no Redis client, no CLI or rendering library, no worker.
+
+(How long the import takes is a benchmark figure, not a timed test.)
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,10 @@ import sys
 FORBIDDEN = ("redis", "click", "rich", "typer", "colorama")
 
 PROBE = """
-import json, sys, time
+import json, sys
 before = set(sys.modules)
-t0 = time.perf_counter()
 import ardiq
-elapsed = time.perf_counter() - t0
-print(json.dumps({"elapsed": elapsed, "new": sorted(set(sys.modules) - before)}))
+print(json.dumps({"new": sorted(set(sys.modules) - before)}))
 """
 
 
@@ -36,11 +37,6 @@ def test_import_loads_no_heavy_library() -> None:
     # Nor does it pull in the worker machinery.
     for module in ("ardiq.worker", "ardiq.runtime", "ardiq.broker", "ardiq.client"):
         assert module not in new, f"`import ardiq` imported {module}"
-
-
-def test_import_is_fast() -> None:
-    best = min(float(probe()["elapsed"]) for _ in range(3))  # type: ignore[arg-type]
-    assert best < 0.100, f"import ardiq took {best * 1000:.0f} ms"
 
 
 def test_public_names() -> None:

@@ -468,50 +468,70 @@ class Ardiq:
         items = list(prepared)
         if not items:
             return []
-        encoded = [await self._encode(p) for p in items]
+        encoded = await self._encode_all(items)
         if self._inline is not None:
             return await self._inline.enqueue(encoded)
         await self._client().submit(encoded)
         return [Job(self, t.task_id) for t in encoded]
 
-    async def _encode(self, p: PreparedTask) -> EncodedTask:
-        from .client import EncodedTask
+    async def _encode_all(self, items: list[PreparedTask]) -> list[EncodedTask]:
+        """Validate and serialize every call (one plain loop: no coroutine per item)."""
+        from .client import EncodedTask  # redis-py is imported on first use, not on import
 
-        if not isinstance(p, PreparedTask):
-            raise TypeError(
-                f"enqueue_many takes PreparedTask items (from task.prepare()), "
-                f"got {type(p).__name__}"
+        encoded = []
+        # Random ids drawn in one read for the whole batch: a read per id was a tenth of
+        # the Python cost of a bulk enqueue.
+        entropy = os.urandom(16 * len(items)).hex()
+        for index, p in enumerate(items):
+            if not isinstance(p, PreparedTask):
+                raise TypeError(
+                    f"enqueue_many takes PreparedTask items (from task.prepare()), "
+                    f"got {type(p).__name__}"
+                )
+            check_lane(p.priority, self._priorities)
+            task_id = p.task_id
+            fresh = False
+            if task_id is None:
+                if p.unique:
+                    task_id = self._unique_id(p)
+                else:
+                    task_id = entropy[32 * index : 32 * index + 32]
+                    fresh = True
+            headers = await self._run_enqueue_hooks(p, task_id) if self._enqueue_hooks else None
+            try:
+                payload = self._serializer([list(p.args), p.kwargs, headers])
+            except Exception as exc:
+                raise TypeError(
+                    f"arguments of task {p.name!r} cannot be serialized: {exc}"
+                ) from exc
+            if len(payload) > self._max_payload_bytes:
+                raise ArdiqError(
+                    f"payload of task {p.name!r} is {len(payload)} bytes, over the limit of "
+                    f"{self._max_payload_bytes} (max_payload_bytes)"
+                )
+            payload = self._signer.seal(task_id, p.name, payload)
+            encoded.append(
+                EncodedTask(
+                    task_id,
+                    p.name,
+                    payload,
+                    p.priority,
+                    p.schedule_ms,
+                    p.delay_ms,
+                    p.expire_ms,
+                    fresh,
+                )
             )
-        check_lane(p.priority, self._priorities)
-        task_id = p.task_id
-        fresh = False
-        if task_id is None:
-            if p.unique:
-                task_id = self._unique_id(p)
-            else:
-                task_id = os.urandom(16).hex()
-                fresh = True
-        headers: dict[str, str] = {}
-        if self._enqueue_hooks:
-            ctx = EnqueueContext(p.name, task_id, p.args, p.kwargs, headers)
-            for hook in self._enqueue_hooks:
-                result = hook(ctx)
-                if inspect.isawaitable(result):
-                    await result
-            headers = ctx.headers
-        try:
-            payload = self._serializer([list(p.args), p.kwargs, headers or None])
-        except Exception as exc:
-            raise TypeError(f"arguments of task {p.name!r} cannot be serialized: {exc}") from exc
-        if len(payload) > self._max_payload_bytes:
-            raise ArdiqError(
-                f"payload of task {p.name!r} is {len(payload)} bytes, over the limit of "
-                f"{self._max_payload_bytes} (max_payload_bytes)"
-            )
-        payload = self._signer.seal(task_id, p.name, payload)
-        return EncodedTask(
-            task_id, p.name, payload, p.priority, p.schedule_ms, p.delay_ms, p.expire_ms, fresh
-        )
+        return encoded
+
+    async def _run_enqueue_hooks(self, p: PreparedTask, task_id: str) -> dict[str, str] | None:
+        """The headers the `on_enqueue` hooks set for this call (None when they set none)."""
+        ctx = EnqueueContext(p.name, task_id, p.args, p.kwargs, {})
+        for hook in self._enqueue_hooks:
+            result = hook(ctx)
+            if inspect.isawaitable(result):
+                await result
+        return ctx.headers or None
 
     def _unique_id(self, p: PreparedTask) -> str:
         """The id of a unique task, as PROTOCOL.md derives it from (name, args, sorted

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import msgpack  # type: ignore[import-untyped,unused-ignore]
+
 from .broker import translate_errors
 from .errors import BrokerError
 from .jobs import DeadLetter, Status, TaskInfo, decode_payload
@@ -42,6 +44,30 @@ class EncodedTask:
     fresh: bool = False
     """The id was just drawn at random here (not given, not unique): the enqueue script
     skips checking it for a live task and clearing an old result."""
+
+
+ADDED = ord("1")  # the enqueue script's per-task flag for "added"
+
+
+def pack_tasks(tasks: Sequence[EncodedTask]) -> bytes:
+    """The enqueue script's task list: one msgpack blob (PROTOCOL.md, `enqueue`)."""
+    return msgpack.packb(  # type: ignore[no-any-return]
+        [
+            (
+                t.task_id,
+                t.name,
+                t.payload,
+                t.lane,
+                t.schedule_ms,
+                t.delay_ms,
+                t.expire_ms,
+                1 if t.fresh else 0,
+            )
+            for t in tasks
+        ],
+        # Redis's cmsgpack predates msgpack's bin type: payload bytes go as raw strings.
+        use_bin_type=False,
+    )
 
 
 class RedisClient:
@@ -81,28 +107,11 @@ class RedisClient:
         """Send tasks, one script call per chunk; per task True if new, False if the id was
         already live."""
         added: list[bool] = []
+        keys = [self.keys.delayed]
         for start in range(0, len(tasks), ENQUEUE_CHUNK):
-            chunk = tasks[start : start + ENQUEUE_CHUNK]
-            keys: list[str] = [self.keys.delayed]
-            args: list[str | bytes | int] = [len(chunk)]
-            for t in chunk:
-                keys += [
-                    self.keys.stream(t.lane),
-                    self.keys.job(t.task_id),
-                    self.keys.result(t.task_id),
-                ]
-                args += [
-                    t.task_id,
-                    t.name,
-                    t.payload,
-                    t.lane,
-                    t.schedule_ms,
-                    t.delay_ms,
-                    t.expire_ms,
-                    1 if t.fresh else 0,
-                ]
-            reply = await self.broker.script("enqueue", keys, args)
-            added.extend(bool(x) for x in reply)
+            blob = pack_tasks(tasks[start : start + ENQUEUE_CHUNK])
+            reply = await self.broker.script("enqueue", keys, [self.keys.prefix, blob])
+            added.extend(flag == ADDED for flag in bytes(reply))
         return added
 
     async def submit(self, tasks: list[EncodedTask]) -> None:

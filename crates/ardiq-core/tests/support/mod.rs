@@ -190,27 +190,46 @@ impl Task {
 pub async fn enqueue(conn: &mut MultiplexedConnection, keys: &Keys, tasks: &[Task]) -> Vec<i64> {
     let mut out = Vec::new();
     for chunk in tasks.chunks(500) {
-        let mut inv = scripts::ENQUEUE.prepare_invoke();
-        inv.key(keys.delayed());
         for t in chunk {
-            let lane = keys.lane_index(&t.lane).expect("unknown lane in test");
-            inv.key(keys.stream(lane))
-                .key(keys.job(&t.id))
-                .key(keys.result(&t.id));
+            keys.lane_index(&t.lane).expect("unknown lane in test");
         }
-        inv.arg(chunk.len());
-        for t in chunk {
-            inv.arg(&t.id)
-                .arg(&t.fn_name)
-                .arg(&t.payload[..])
-                .arg(&t.lane)
-                .arg(t.due_ms)
-                .arg(t.delay_ms)
-                .arg(t.expire_ms)
-                .arg(0);
-        }
-        let r: Vec<i64> = inv.invoke_async(conn).await.unwrap();
-        out.extend(r);
+        let reply: Vec<u8> = scripts::ENQUEUE
+            .key(keys.delayed())
+            .arg(keys.prefix())
+            .arg(pack_tasks(chunk))
+            .invoke_async(conn)
+            .await
+            .unwrap();
+        out.extend(reply.iter().map(|&flag| i64::from(flag == b'1')));
+    }
+    out
+}
+
+/// The `enqueue` script's task list: a msgpack array of
+/// `[id, fn, payload, lane, due_ms, delay_ms, expire_ms, fresh]` (strings as raw str, the
+/// only string type Redis's cmsgpack reads).
+fn pack_tasks(tasks: &[Task]) -> Vec<u8> {
+    fn str32(out: &mut Vec<u8>, bytes: &[u8]) {
+        out.push(0xdb);
+        out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+    fn int64(out: &mut Vec<u8>, n: i64) {
+        out.push(0xd3);
+        out.extend_from_slice(&n.to_be_bytes());
+    }
+    let mut out = vec![0xdd];
+    out.extend_from_slice(&(tasks.len() as u32).to_be_bytes());
+    for t in tasks {
+        out.push(0x98); // fixarray of 8
+        str32(&mut out, t.id.as_bytes());
+        str32(&mut out, t.fn_name.as_bytes());
+        str32(&mut out, &t.payload);
+        str32(&mut out, t.lane.as_bytes());
+        int64(&mut out, t.due_ms);
+        int64(&mut out, t.delay_ms);
+        int64(&mut out, t.expire_ms);
+        int64(&mut out, 0);
     }
     out
 }

@@ -194,6 +194,19 @@ async def _producer(env: Env, total: int, per_s: float, ids: list[str]) -> None:
         await asyncio.sleep(0.1)
 
 
+async def _feed_until_every_worker_ran(env: Env, since_ms: int, ids: list[str]) -> None:
+    """Keep short tasks coming until every worker started one after `since_ms` (15 s at
+    most). A worker may still sit in its reconnect backoff (seconds) when the scenario's
+    own work runs out; a zombie is one that never comes back, not one that came back
+    after the others had taken everything."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(
+        env.ledger.starts_by(w.pid, since_ms) == 0 for w in env.workers
+    ):
+        ids += await env.enqueue("work", [(20,)] * 40, prefix="z")
+        await asyncio.sleep(0.2)
+
+
 async def redis_restart_aof(kind: str, scale: Scale, logs: Path) -> Report:
     """redis-server SIGKILLed and restarted mid-run with AOF appendfsync always: nothing
     lost, every worker resumes on its own."""
@@ -217,6 +230,7 @@ async def redis_restart_aof(kind: str, scale: Scale, logs: Path) -> Report:
         f.end_ms = ms()
         f.probe_ms = ms() - f.at_ms + await env.probe()
         await prod
+        await _feed_until_every_worker_ran(env, f.end_ms, ids)
         rep = await _finish(env, "Redis restart (AOF always)", ids, 120)
         for w in env.workers:
             if env.ledger.starts_by(w.pid, f.end_ms) == 0:
@@ -242,6 +256,7 @@ async def redis_restart_empty(kind: str, scale: Scale, logs: Path) -> Report:
         await asyncio.sleep(0.5)
         f.probe_ms = ms() - f.at_ms + await env.probe()
         after = await env.enqueue("work", [(20,)] * 400, prefix="a")
+        await _feed_until_every_worker_ran(env, f.end_ms, after)
         await env.wait_results(after, 60)
         rep = await _finish(
             env,

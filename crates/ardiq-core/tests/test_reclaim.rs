@@ -88,6 +88,10 @@ async fn delivery_cap_dead_letters_worker_lost() {
     assert_eq!(dl["err"], b"worker lost (delivered 3 times)");
     assert_eq!(dl["t"], b"2");
     assert_eq!(exec.calls_of("c1"), 0);
+    // The result is visible as soon as `reclaim` ran in Redis; the engine counts the dead
+    // letter when the script's reply reaches it, a moment later (longer on a loaded
+    // machine). Stopping first could cancel the reclaim pass before it counted.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let report = running.stop(Duration::from_secs(5)).await;
     assert_eq!(report.counters.dead, 1);
 }

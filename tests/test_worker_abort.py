@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from apps.ledger import LANES, Ledger, exit_code, stop_code
+from apps.ledger import LANES, Ledger, exit_code, stop_code, wait_until
 from ardiq import Ardiq
 from support.workers import WorkerProcess
 
@@ -77,4 +77,33 @@ async def test_abort_running_task(
     assert await ledger.items("finished") == []  # the async body was cancelled
     assert await ledger.items("hook") == []
     assert await app.dead_count() == 0
+    assert stop_code(worker) == 0, worker.output()
+
+
+async def test_abort_prefetched_task_waiting_for_a_slot(
+    make_app: Callable[..., Ardiq], start_worker: Callable[..., WorkerProcess], ledger: Ledger
+) -> None:
+    # Both slots busy; the next tasks are held by the worker (the native one hands some
+    # to its event loop ahead of time). Aborting one finishes it at once: it does not
+    # wait for a slot, and it never runs.
+    app = make_app(priorities=LANES)
+    worker = start_worker("apps.basic:app", "--concurrency", "2")  # prefetch 4
+    sleep = app.ref("sleep")
+    busy = await app.enqueue_many([sleep.prepare(3) for _ in range(2)])
+    await ledger.wait_for("started", 2)
+    waiting = await app.enqueue_many([sleep.prepare(0.01) for _ in range(2)])
+
+    async def held() -> bool:
+        return [str(await j.status()) for j in waiting] == ["running"] * 2
+
+    await wait_until(held, 5, "both waiting tasks held by the worker")
+    t0 = asyncio.get_running_loop().time()
+    assert await waiting[0].abort() is True
+    r = await waiting[0].result(timeout=2)
+    assert asyncio.get_running_loop().time() - t0 < 2  # the busy ones run 3 s
+    assert r is not None and r.aborted and r.value == "aborted" and r.start == 0
+
+    r1 = await waiting[1].result(timeout=10)
+    assert r1 is not None and r1.success
+    assert sorted(await ledger.items("started")) == sorted([*(j.id for j in busy), waiting[1].id])
     assert stop_code(worker) == 0, worker.output()

@@ -221,7 +221,8 @@ class Bridge:
         self._flush_scheduled = False
         self._stop: asyncio.Event | None = None
         self._hard = False
-        self._take: Callable[[], tuple[list[DeliveryTuple], list[str]]] | None = None
+        self._stopping = False  # the loop is ending: no new deliveries start
+        self._take: Callable[[int], tuple[list[DeliveryTuple], list[str]]] | None = None
 
     # Called by the binary from its own threads (each holding the GIL briefly). --------
     def run(self, started: Callable[[], None]) -> None:
@@ -242,10 +243,12 @@ class Bridge:
                 self.runtime.close()
 
     def attach_inbox(
-        self, fd: int, take: Callable[[], tuple[list[DeliveryTuple], list[str]]]
+        self, fd: int, take: Callable[[int], tuple[list[DeliveryTuple], list[str]]]
     ) -> None:
-        """Watch `fd` (readable when the engine queued work) and call `take` then for the
-        queued deliveries and abort ids (thread-safe; the loop must be running)."""
+        """Watch `fd` (readable when the engine queued work) and call `take(n)` then for
+        up to n queued deliveries (n: free task slots) and every abort id; also call it
+        each time a task ends, for the next queued delivery (thread-safe; the loop must
+        be running)."""
         self._take = take
         loop = self._loop
         if loop is not None and not loop.is_closed():
@@ -256,12 +259,6 @@ class Bridge:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._pull)
-
-    def submit(self, batch: list[DeliveryTuple]) -> None:
-        """Start every delivery of `batch` (thread-safe)."""
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._start, batch)
 
     def abort(self, task_ids: list[str]) -> None:
         """Cancel the running attempts of `task_ids` (thread-safe; unknown ids ignored)."""
@@ -289,6 +286,7 @@ class Bridge:
             self._flush()
 
     def _request_stop(self, hard: bool) -> None:
+        self._stopping = True
         self._hard = self._hard or hard
         if self._stop is not None:
             self._stop.set()
@@ -301,7 +299,9 @@ class Bridge:
         take = self._take
         if take is None:
             return
-        starts, aborts = take()
+        # The engine hands over more deliveries than may run (they wait in the inbox), so
+        # a slot that frees is refilled here at once; `concurrency` bodies at most.
+        starts, aborts = take(max(0, self.app.concurrency - len(self._tasks)))
         if starts:
             self._start(starts)
         if aborts:
@@ -353,6 +353,8 @@ class Bridge:
             )
         finally:
             self._tasks.pop(d.entry_id, None)
+            if not self._stopping:
+                self._pull()  # the next queued delivery takes the freed slot
         self._pending.append(
             (
                 o.entry_id,

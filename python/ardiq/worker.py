@@ -141,6 +141,8 @@ class Worker:
         self.rank = {lane: i for i, lane in enumerate(self.lanes)}
         self.runtime = Runtime(app, self.worker_id)
         self.held: dict[Ref, Delivery] = {}  # every entry we hold: buffered, running, finishing
+        # When the last renewal round that succeeded began (time.monotonic()).
+        self.renewed_at = time.monotonic()
         self.by_task: dict[str, Ref] = {}  # task id -> its entry, for aborts
         self.buffer: list[tuple[int, int, Ref]] = []  # heap of (lane rank, seq, entry)
         self.running: dict[Ref, asyncio.Task[None]] = {}
@@ -192,6 +194,7 @@ class Worker:
     # ---------------------------------------------------------------- main loop
     async def run(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self.renewed_at = time.monotonic()
         if self.stops >= 2:
             self.hard_stop.set()
         app = self.app
@@ -292,11 +295,20 @@ class Worker:
                 )
             return
 
+    def _free_slots(self) -> int:
+        """How many entries to fetch: prefetch minus those buffered or running. Entries
+        whose outcome waits for its ack do not count (their work is done), unless acks
+        fall a whole prefetch behind (Redis slow to take them)."""
+        finishing = len(self.outcomes)
+        if finishing >= self.app.prefetch:
+            return 0
+        return self.app.prefetch - max(0, len(self.held) - finishing)
+
     async def _consume(self) -> str:
         app = self.app
         backoff = Backoff("fetching tasks")
         while not self.stops:
-            free = app.prefetch - len(self.held)
+            free = self._free_slots()
             if free <= 0:
                 await self._wait_changed()
                 continue
@@ -343,7 +355,7 @@ class Worker:
             return False  # moved due tasks to the streams: read them next
         # The promoter may have moved a due task into a stream since our last fetch: read
         # once more, so nothing that was due when we checked is left behind.
-        entries = await self._fetch(self.app.prefetch - len(self.held))
+        entries = await self._fetch(self._free_slots())
         if entries:
             self._accept(entries)
             return False
@@ -405,6 +417,7 @@ class Worker:
         suspects: list[Delivery] = []
         gate: asyncio.Future[set[Ref]] | None = None
         deferred: list[tuple[int, int, Ref]] = []
+        check_ownership = self._lease_may_have_lapsed()
         while self.buffer and len(self.running) < self.app.concurrency:
             item = heapq.heappop(self.buffer)
             ref = item[2]
@@ -418,9 +431,11 @@ class Worker:
                 # its worker must not take another last-chance task down with it.
                 deferred.append(item)
                 continue
-            if d.reclaims >= 1:
+            if d.reclaims >= 1 or check_ownership:
                 # A suspect (reclaimed before): marked as started before it runs, so a
                 # worker death blames it only if it really ran (PROTOCOL.md, Reclaim).
+                # After a stall, every start checks the same way that this worker still
+                # owns the entry: another worker may have reclaimed it meanwhile.
                 gate = gate or loop.create_future()
                 suspects.append(d)
                 self.running[ref] = loop.create_task(self._run_one(d, gate))
@@ -430,6 +445,12 @@ class Worker:
             heapq.heappush(self.buffer, item)
         if gate is not None:
             self._spawn_once(self._mark_started(suspects, gate))
+
+    def _lease_may_have_lapsed(self) -> bool:
+        """Is the last good renewal round two thirds of a lease old (rounds run every
+        third)? Then the process stalled (SIGSTOP, a frozen VM) or Redis was unreachable,
+        and another worker may have reclaimed what this one holds."""
+        return time.monotonic() - self.renewed_at > self.app.idle_timeout_ms * 2 / 3000
 
     def _last_chance(self, d: Delivery) -> bool:
         """A suspect whose next counted loss reaches the delivery cap."""
@@ -600,6 +621,8 @@ class Worker:
         backoff = Backoff("renewing leases")
         while not self.closing:
             await asyncio.sleep(interval)
+            began = time.monotonic()
+            renewed = True
             # One call per lane: the script answers with bare entry ids, which are unique
             # only within one stream.
             by_lane: dict[str, list[str]] = {}
@@ -614,10 +637,13 @@ class Worker:
                     lost = await self.broker.script("renew", self.streams, args)
                     backoff.reset()
                 except ArdiqError as exc:
+                    renewed = False
                     await backoff.wait(exc)
                     break
                 for raw in lost:
                     self._lease_lost((lane, raw.decode()))
+            if renewed:
+                self.renewed_at = began
 
     def _lease_lost(self, ref: Ref) -> None:
         d = self.held.get(ref)

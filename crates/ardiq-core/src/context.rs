@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, Notify};
@@ -38,6 +38,8 @@ pub struct Ctx {
     /// When the latest retry this worker scheduled falls due (server clock, ms). A burst
     /// run waits for it: a task that failed and will run again is still in flight.
     retry_due_ms: AtomicI64,
+    /// When the latest lease renewal round that succeeded began.
+    renewed_at: Mutex<Instant>,
 }
 
 impl Ctx {
@@ -60,6 +62,7 @@ impl Ctx {
             executor,
             clock_offset_ms: AtomicI64::new(0),
             retry_due_ms: AtomicI64::new(0),
+            renewed_at: Mutex::new(Instant::now()),
         }
     }
 
@@ -90,6 +93,21 @@ impl Ctx {
     pub fn retry_wait_ms(&self) -> u64 {
         let left = self.retry_due_ms.load(Ordering::Relaxed) - self.now_ms();
         left.max(0) as u64
+    }
+
+    /// Notes a renewal round that succeeded, begun at `began`: every entry held then had
+    /// its lease extended.
+    pub fn leases_renewed(&self, began: Instant) {
+        *self.renewed_at.lock().unwrap_or_else(|p| p.into_inner()) = began;
+    }
+
+    /// Could the lease of an entry held here have run out? Rounds run every third of the
+    /// lease; when the last good one is two thirds of a lease old (the process was
+    /// stopped, Redis was unreachable), another worker may have reclaimed what this one
+    /// holds, and an entry must not start before this worker checked it still owns it.
+    pub fn lease_may_have_lapsed(&self) -> bool {
+        let renewed_at = *self.renewed_at.lock().unwrap_or_else(|p| p.into_inner());
+        renewed_at.elapsed() > Duration::from_millis(self.config.idle_timeout_ms * 2 / 3)
     }
 
     /// The consumer name.

@@ -268,12 +268,20 @@ impl Dispatcher {
         *self.stop_rx.borrow()
     }
 
-    /// Slots this worker may still fill: prefetch minus held, minus one for a blocking
-    /// read in flight (it may deliver one entry).
+    /// Slots this worker may still fill: prefetch minus the entries buffered or running,
+    /// minus one for a blocking read in flight (it may deliver one entry). Entries whose
+    /// outcome is in and whose ack is on its way do not count: their work is done, and
+    /// counting them would hold every fetch back a round trip behind each finish batch.
+    /// Unless acks fall a whole prefetch behind (Redis slow to take them): then fetching
+    /// waits for them.
     fn free(&self) -> usize {
-        let held = self.ctx.held().total();
-        let reserved = held + usize::from(self.read_task.is_some());
-        self.ctx.config.prefetch.saturating_sub(reserved)
+        let prefetch = self.ctx.config.prefetch;
+        let held = self.ctx.held();
+        if held.finishing() >= prefetch {
+            return 0;
+        }
+        let reserved = held.buffered() + held.running() + usize::from(self.read_task.is_some());
+        prefetch.saturating_sub(reserved)
     }
 
     /// Takes work until a stop request (returns `Signal`) or, in burst mode, until the
@@ -289,11 +297,14 @@ impl Dispatcher {
                 StopLevel::Immediate => return StopReason::Forced,
             }
             let now = Instant::now();
+            // What is buffered starts before the fetch's round trip: a task the blocking
+            // read just delivered to an idle worker must not wait for it.
+            self.start_ready();
             let free = self.free();
             if free > 0 && self.maybe_more && self.fetch_retry_at.is_none_or(|t| now >= t) {
                 self.fetch(free).await;
+                self.start_ready();
             }
-            self.start_ready();
             let idle = self.ctx.held().total() == 0 && self.read_task.is_none();
             if burst
                 && idle
@@ -421,16 +432,36 @@ impl Dispatcher {
         let ctx = &self.ctx;
         let now = ctx.now_ms();
         let mut batch: Vec<Delivery> = Vec::new();
-        let mut suspects: Vec<(usize, Delivery)> = Vec::new();
+        let mut checked: Vec<(usize, Delivery)> = Vec::new();
         let mut deferred: Vec<(usize, Delivery)> = Vec::new();
         let mut expired: Vec<Outcome> = Vec::new();
         let cap = ctx.config.max_deliveries;
+        // After a stall longer than the renewal period (SIGSTOP, a frozen VM), another
+        // worker may own what this one is about to start: every start checks ownership
+        // first, like a suspect's, so a reclaimed body does not run a second time here.
+        let check_ownership = ctx.lease_may_have_lapsed();
+        let concurrency = ctx.config.concurrency;
+        // Up to concurrency more than run, within prefetch (entries awaiting their ack
+        // do not count against it, so fetching goes on meanwhile).
+        let ahead = if ctx.executor.queues_ahead() {
+            concurrency.min(ctx.config.prefetch.saturating_sub(concurrency))
+        } else {
+            0
+        };
         {
             let mut held = ctx.held();
-            while held.running() < ctx.config.concurrency {
+            while held.running() < concurrency + ahead {
                 let Some((lane, d)) = held.pop(1).pop() else {
                     break;
                 };
+                let checked_start = check_ownership || started::is_suspect(&d);
+                if checked_start && held.running() >= concurrency {
+                    // Marked as started only when a slot is free to start it at once:
+                    // a mark on an entry that then waits in the executor's queue would
+                    // blame it for a worker death it had no part in.
+                    deferred.push((lane, d));
+                    break;
+                }
                 if is_expired(&d, now) {
                     held.mark_finishing(
                         (lane, d.entry_id.clone()),
@@ -454,8 +485,8 @@ impl Dispatcher {
                         held.mark_last_chance((lane, d.entry_id.clone()));
                     }
                     held.mark_running(lane, &d);
-                    if started::is_suspect(&d) {
-                        suspects.push((lane, d));
+                    if checked_start {
+                        checked.push((lane, d));
                     } else {
                         batch.push(d);
                     }
@@ -472,14 +503,13 @@ impl Dispatcher {
         if !batch.is_empty() {
             ctx.executor.start(batch, &ctx.sink);
         }
-        if !suspects.is_empty() {
-            // Reclaimed before: marked as started (one round trip for the batch), then
-            // run. The marking task is the dispatcher's, aborted if the engine returns.
+        if !checked.is_empty() {
+            // Suspects, or any entry after a stall: ownership checked and marked as
+            // started (one round trip for the batch), then run if still held. The
+            // marking task is the dispatcher's, aborted if the engine returns.
             self.marking.retain(|t| !t.is_finished());
-            self.marking.push(tokio::spawn(started::mark_then_start(
-                ctx.clone(),
-                suspects,
-            )));
+            self.marking
+                .push(tokio::spawn(started::mark_then_start(ctx.clone(), checked)));
         }
     }
 
@@ -582,6 +612,7 @@ impl Dispatcher {
                 return (StopReason::DrainTimeout, left);
             }
             let mut retry_at = None;
+            self.take_back_queued();
             let buffered = ctx.held().drain_buffer();
             if !buffered.is_empty() {
                 match shutdown::handback(&ctx, &buffered).await {
@@ -613,6 +644,24 @@ impl Dispatcher {
                 r = wait_read(&mut self.read_task) => self.on_read(r),
                 _ = self.stop_rx.changed() => {}
                 _ = tokio::time::sleep_until(wake_at) => {}
+            }
+        }
+    }
+}
+
+impl Dispatcher {
+    /// Moves the deliveries the executor queued but has not started back to the buffer
+    /// (a stopping worker hands them back with the rest).
+    fn take_back_queued(&self) {
+        let recalled = self.ctx.executor.recall();
+        if recalled.is_empty() {
+            return;
+        }
+        let mut held = self.ctx.held();
+        for d in recalled {
+            if let Some(lane) = self.ctx.keys.lane_index(&d.lane) {
+                held.abandon(&(lane, d.entry_id.clone()));
+                held.push(lane, d);
             }
         }
     }

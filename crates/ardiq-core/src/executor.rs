@@ -234,10 +234,25 @@ impl OutcomeSink {
 ///   real outcome instead). Unknown ids are ignored.
 /// * Expired, malformed and buffered-then-aborted deliveries never reach the executor:
 ///   the engine finishes them itself.
+/// * An executor that [`queues_ahead`](Executor::queues_ahead) is handed up to
+///   `min(concurrency, prefetch - concurrency)` deliveries beyond `concurrency`. It runs
+///   at most `concurrency` at once and starts a queued one the moment a running one
+///   ends, with no round trip through the engine. [`recall`](Executor::recall) takes the
+///   queued ones back (a stopping worker hands them back to the queue).
 pub trait Executor: Send + Sync + 'static {
     /// Starts running `batch`; report each one's outcome through `outcomes`.
     fn start(&self, batch: Vec<Delivery>, outcomes: &OutcomeSink);
 
     /// Cancels the running task `task_id` if this executor runs it.
     fn abort(&self, task_id: &str);
+
+    /// Does this executor limit its own concurrency and queue deliveries beyond it?
+    fn queues_ahead(&self) -> bool {
+        false
+    }
+
+    /// The deliveries handed over and not started yet; they will not start here.
+    fn recall(&self) -> Vec<Delivery> {
+        Vec::new()
+    }
 }

@@ -5,7 +5,7 @@
 //! (a Python body holding the GIL for minutes, a slow `start`) can starve it.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::Value;
 use tracing::{info, warn};
@@ -28,8 +28,10 @@ pub async fn run(ctx: Arc<Ctx>) {
     let mut backoff = Backoff::redis();
     let mut throttle = LogThrottle::default();
     loop {
+        let began = Instant::now();
         let delay = match renew_all(&ctx).await {
             Ok(()) => {
+                ctx.leases_renewed(began);
                 backoff.reset();
                 if throttle.success() {
                     info!("lease renewal works again");

@@ -10,6 +10,10 @@
 //! The dispatcher hands a batch of suspects here; one `started` call marks them all,
 //! then the ones this worker still holds go to the executor. One it no longer holds (its
 //! lease was lost meanwhile) is not run here: its new owner runs it.
+//!
+//! The same check guards every start after a stall (`Ctx::lease_may_have_lapsed`): a
+//! worker that was stopped past its lease finds out here, before running a body, which
+//! of its entries another worker has reclaimed meanwhile.
 
 use std::sync::Arc;
 

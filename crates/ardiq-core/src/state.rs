@@ -183,7 +183,12 @@ impl Held {
         self.running.len() + self.finishing.len()
     }
 
-    /// Everything held (counts against `prefetch`).
+    /// Entries whose outcome arrived and whose ack is in flight.
+    pub fn finishing(&self) -> usize {
+        self.finishing.len()
+    }
+
+    /// Everything held.
     pub fn total(&self) -> usize {
         self.buffer.len() + self.running.len() + self.finishing.len()
     }

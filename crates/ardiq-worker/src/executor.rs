@@ -9,8 +9,10 @@
 //! * **tokio's threads** run the engine and never touch Python. The batches and abort
 //!   requests the engine hands [`PyExecutor`] go into an [`Inbox`] (a mutex-guarded
 //!   buffer) and, when it was empty, one byte goes down a socket pair whose other end the
-//!   event loop watches (`add_reader`). The loop then takes everything queued meanwhile
-//!   in one call ([`Take`]), already holding the GIL: no thread hands the GIL back and
+//!   event loop watches (`add_reader`). The loop then takes what it has slots for in
+//!   one call ([`Take`]), already holding the GIL, and takes the next one itself each
+//!   time a body ends (the engine hands over up to `concurrency` more than run, see
+//!   `Executor::queues_ahead`): no thread hands the GIL back and
 //!   forth per batch, and the engine's `start` and `abort` never wait for the GIL (a task
 //!   body that holds it for a long time slows task starts, not the engine: leases keep
 //!   being renewed).
@@ -31,12 +33,26 @@ use tracing::error;
 use crate::app::format_traceback;
 
 /// What the engine handed over and the loop has not taken yet.
-#[derive(Default)]
 struct Pending {
     starts: Vec<Delivery>,
     aborts: Vec<String>,
     /// A wake-up byte is in the socket and not yet read.
     signalled: bool,
+    /// The loop has a free task slot and nothing left to take: new deliveries must wake
+    /// it. While it is busy it takes the next one itself when a body ends, so handing
+    /// over costs no wake-up (no syscall on either side).
+    hungry: bool,
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Pending {
+            starts: Vec::new(),
+            aborts: Vec::new(),
+            signalled: false,
+            hungry: true,
+        }
+    }
 }
 
 /// The hand-over from the engine's threads to the event loop.
@@ -64,11 +80,12 @@ impl Inbox {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues work and wakes the loop unless a wake-up is already on its way.
-    fn push(&self, add: impl FnOnce(&mut Pending)) {
+    /// Queues work and wakes the loop when `wake` says it must hear of it now, unless a
+    /// wake-up is already on its way.
+    fn push(&self, add: impl FnOnce(&mut Pending), wake: impl FnOnce(&Pending) -> bool) {
         let mut p = self.lock();
         add(&mut p);
-        if !p.signalled {
+        if wake(&p) && !p.signalled {
             p.signalled = true;
             if let Err(e) = (&self.wake_tx).write(&[1]) {
                 if e.kind() != std::io::ErrorKind::WouldBlock {
@@ -78,14 +95,36 @@ impl Inbox {
         }
     }
 
-    /// Everything queued, with the wake-up consumed (under the same lock, so a push
-    /// after this one sends a new byte).
-    fn take(&self) -> (Vec<Delivery>, Vec<String>) {
+    /// Up to `max_starts` queued deliveries (oldest first) and every abort, with the
+    /// wake-up consumed (under the same lock, so a push after this one sends a new
+    /// byte). Deliveries left behind wait for the loop's next free slot, which takes
+    /// them without a wake-up.
+    fn take(&self, max_starts: usize) -> (Vec<Delivery>, Vec<String>) {
         let mut p = self.lock();
-        let mut buf = [0u8; 64];
-        while matches!((&self.wake_rx).read(&mut buf), Ok(n) if n > 0) {}
-        p.signalled = false;
-        (std::mem::take(&mut p.starts), std::mem::take(&mut p.aborts))
+        if p.signalled {
+            let mut buf = [0u8; 64];
+            while matches!((&self.wake_rx).read(&mut buf), Ok(n) if n > 0) {}
+            p.signalled = false;
+        }
+        let starts: Vec<Delivery> = if max_starts >= p.starts.len() {
+            std::mem::take(&mut p.starts)
+        } else {
+            p.starts.drain(..max_starts).collect()
+        };
+        p.hungry = starts.len() < max_starts;
+        (starts, std::mem::take(&mut p.aborts))
+    }
+
+    /// Removes the queued delivery of `task_id`, if it is still queued.
+    fn remove_start(&self, task_id: &str) -> Option<Delivery> {
+        let mut p = self.lock();
+        let index = p.starts.iter().position(|d| d.task_id == task_id)?;
+        Some(p.starts.remove(index))
+    }
+
+    /// The queued deliveries, which the loop will now never take.
+    fn recall(&self) -> Vec<Delivery> {
+        std::mem::take(&mut self.lock().starts)
     }
 }
 
@@ -99,11 +138,34 @@ impl Executor for PyExecutor {
     fn start(&self, batch: Vec<Delivery>, outcomes: &OutcomeSink) {
         // Set before the first delivery reaches Python, so every outcome finds it.
         self.sink.get_or_init(|| outcomes.clone());
-        self.inbox.push(|p| p.starts.extend(batch));
+        self.inbox.push(|p| p.starts.extend(batch), |p| p.hungry);
     }
 
     fn abort(&self, task_id: &str) {
-        self.inbox.push(|p| p.aborts.push(task_id.to_owned()));
+        // Still queued here (never taken by the loop): finished as aborted at once,
+        // without waiting for a slot. Not an attempt: `tries` stays at those made.
+        if let Some(sink) = self.sink.get() {
+            if let Some(d) = self.inbox.remove_start(task_id) {
+                let mut outcome = d.aborted(0);
+                outcome.tries = d.tries;
+                sink.send_one(outcome);
+                return;
+            }
+        }
+        // Running, or about to: the loop cancels it. An abort cannot wait for a slot to
+        // free: always wake.
+        self.inbox
+            .push(|p| p.aborts.push(task_id.to_owned()), |_| true);
+    }
+
+    /// The loop runs at most `concurrency` bodies and takes the next queued delivery
+    /// when one ends (`Bridge._pull`), without waiting for this thread.
+    fn queues_ahead(&self) -> bool {
+        true
+    }
+
+    fn recall(&self) -> Vec<Delivery> {
+        self.inbox.recall()
     }
 }
 
@@ -244,8 +306,9 @@ impl LoopThread {
     }
 }
 
-/// `take()`: called on the loop thread when the wake-up socket is readable; returns
-/// `(deliveries, abort ids)` queued since the last call, deliveries as tuples.
+/// `take(max_starts)`: called on the loop thread when the wake-up socket is readable
+/// or a task slot freed; returns `(deliveries, abort ids)`: up to `max_starts` queued
+/// deliveries (as tuples) and every abort queued since the last call.
 #[pyclass(frozen)]
 struct Take {
     inbox: Arc<Inbox>,
@@ -255,8 +318,8 @@ type Taken<'py> = (Bound<'py, PyList>, Vec<String>);
 
 #[pymethods]
 impl Take {
-    fn __call__<'py>(&self, py: Python<'py>) -> PyResult<Taken<'py>> {
-        let (starts, aborts) = self.inbox.take();
+    fn __call__<'py>(&self, py: Python<'py>, max_starts: usize) -> PyResult<Taken<'py>> {
+        let (starts, aborts) = self.inbox.take(max_starts);
         let items = starts
             .iter()
             .map(|d| delivery_tuple(py, d))

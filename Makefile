@@ -47,7 +47,8 @@ fmt:
 	cargo fmt --all
 	$(BIN)/ruff format python tests integration scripts
 
-bench: venv
+# Builds the native worker first: on a fresh clone its rows would be skipped otherwise.
+bench: venv build
 	$(BIN)/python integration/bench/run.py
 
 # Every fault scenario at full size against both worker kinds (about 25 minutes with the

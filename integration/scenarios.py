@@ -450,6 +450,13 @@ async def garbage(kind: str, scale: Scale, logs: Path) -> Report:
             "g-notlist": b"\xa3abc",
         }
         for tid, payload in odd.items():
+            # The job record first, as the enqueue script writes it: a worker may finish
+            # the entry the moment it exists, and a record written after that would be
+            # left behind.
+            r.hset(
+                k.job(tid),
+                mapping={"fn": "work", "l": "default", "s": "q", "t": 0, "enq": now, "x": 0},
+            )
             r.xadd(
                 stream,
                 {
@@ -461,10 +468,6 @@ async def garbage(kind: str, scale: Scale, logs: Path) -> Report:
                     "x": "soon",
                     "r": "-3",
                 },
-            )
-            r.hset(
-                k.job(tid),
-                mapping={"fn": "work", "l": "default", "s": "q", "t": 0, "enq": now, "x": 0},
             )
             env.ledger.enqueued([tid])
             expect.add(tid)

@@ -514,3 +514,17 @@ async def test_queues_do_not_see_each_other(make_app: AppFactory, queue: str) ->
     assert await a.queue_size() == 1
     assert await b.queue_size() == 0
     assert await b.status(job.id) == Status.NOT_FOUND
+
+
+def test_enqueue_chunks_by_count_and_by_payload_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ardiq import client
+    from ardiq.client import EncodedTask, chunks
+
+    tasks = [EncodedTask(str(i), "t", b"x" * 10, "default") for i in range(2500)]
+    assert [len(c) for c in chunks(tasks)] == [1000, 1000, 500]
+    assert list(chunks([])) == []
+    monkeypatch.setattr(client, "ENQUEUE_CHUNK_BYTES", 35)
+    assert [len(c) for c in chunks(tasks[:10])] == [3, 3, 3, 1]
+    # A task larger than the byte budget still goes, alone.
+    big = [EncodedTask(str(i), "t", b"x" * 100, "default") for i in range(3)]
+    assert [len(c) for c in chunks(big)] == [1, 1, 1]

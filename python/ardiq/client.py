@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 # Tasks per enqueue script call: large enough that bulk enqueue is one round trip per
 # chunk, small enough that one call does not stall Redis for long.
 ENQUEUE_CHUNK = 1000
+ENQUEUE_CHUNK_BYTES = 64 * 1024 * 1024
 # Enqueue script calls in flight at once per client; callers beyond wait and share one.
 SENDERS = 2
 
@@ -47,6 +48,22 @@ class EncodedTask:
 
 
 ADDED = ord("1")  # the enqueue script's per-task flag for "added"
+
+
+def chunks(tasks: Sequence[EncodedTask]) -> Iterator[Sequence[EncodedTask]]:
+    """The tasks in script-call chunks: ENQUEUE_CHUNK tasks, or fewer when their payloads
+    add up to ENQUEUE_CHUNK_BYTES (one argument must stay well below Redis's limit on a
+    single bulk string, 512 MB by default)."""
+    start, size = 0, 0
+    for i, t in enumerate(tasks):
+        if i > start and (
+            i - start >= ENQUEUE_CHUNK or size + len(t.payload) > ENQUEUE_CHUNK_BYTES
+        ):
+            yield tasks[start:i]
+            start, size = i, 0
+        size += len(t.payload)
+    if start < len(tasks):
+        yield tasks[start:]
 
 
 def pack_tasks(tasks: Sequence[EncodedTask]) -> bytes:
@@ -108,9 +125,8 @@ class RedisClient:
         already live."""
         added: list[bool] = []
         keys = [self.keys.delayed]
-        for start in range(0, len(tasks), ENQUEUE_CHUNK):
-            blob = pack_tasks(tasks[start : start + ENQUEUE_CHUNK])
-            reply = await self.broker.script("enqueue", keys, [self.keys.prefix, blob])
+        for chunk in chunks(tasks):
+            reply = await self.broker.script("enqueue", keys, [self.keys.prefix, pack_tasks(chunk)])
             added.extend(flag == ADDED for flag in bytes(reply))
         return added
 

@@ -99,6 +99,8 @@ impl Ctx {
     /// its lease extended.
     pub fn leases_renewed(&self, began: Instant) {
         *self.renewed_at.lock().unwrap_or_else(|p| p.into_inner()) = began;
+        self.executor
+            .leases_valid_until(began + self.lease_margin());
     }
 
     /// Could the lease of an entry held here have run out? Rounds run every third of the
@@ -107,7 +109,12 @@ impl Ctx {
     /// holds, and an entry must not start before this worker checked it still owns it.
     pub fn lease_may_have_lapsed(&self) -> bool {
         let renewed_at = *self.renewed_at.lock().unwrap_or_else(|p| p.into_inner());
-        renewed_at.elapsed() > Duration::from_millis(self.config.idle_timeout_ms * 2 / 3)
+        renewed_at.elapsed() > self.lease_margin()
+    }
+
+    /// How long after a renewal round began the leases it renewed are relied on.
+    fn lease_margin(&self) -> Duration {
+        Duration::from_millis(self.config.idle_timeout_ms * 2 / 3)
     }
 
     /// The consumer name.

@@ -137,6 +137,9 @@ impl Engine {
             StopReason::Forced => (StopReason::Forced, ctx.held().in_flight()),
             other => (other, 0),
         };
+        // Whatever the reason, deliveries the executor queued and never started stay
+        // unstarted: a forced stop leaves them pending for reclaim, like the buffer.
+        d.take_back_queued();
         // A forced stop or a missed deadline returns at once: no more round trips. (The
         // script would keep a consumer that owns pending entries anyway.)
         if matches!(reason, StopReason::Signal | StopReason::Burst) {

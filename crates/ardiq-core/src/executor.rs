@@ -255,4 +255,17 @@ pub trait Executor: Send + Sync + 'static {
     fn recall(&self) -> Vec<Delivery> {
         Vec::new()
     }
+
+    /// Takes back one queued, not started delivery (its lease was lost: another worker
+    /// owns it now), named by lane and entry id. `true` if it was queued; it will not
+    /// start here.
+    fn withdraw(&self, _lane: &str, _entry_id: &str) -> bool {
+        false
+    }
+
+    /// Queued deliveries may start until `until`: the leases of everything held were
+    /// renewed, and are safe to rely on until then. Past it (the process stalled, Redis
+    /// was unreachable), none starts before the next renewal round, which finds out
+    /// which of them another worker reclaimed meanwhile.
+    fn leases_valid_until(&self, _until: std::time::Instant) {}
 }

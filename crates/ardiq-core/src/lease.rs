@@ -81,8 +81,9 @@ async fn renew(ctx: &Ctx, entries: &[EntryKey]) -> Result<Vec<String>, redis::Re
         .collect())
 }
 
-/// A lost buffered entry is dropped (its new owner runs it); a lost running one keeps
-/// running, and its outcome will be rejected as stale.
+/// A lost buffered entry is dropped (its new owner runs it), and so is one the executor
+/// queued but has not started; a lost running one keeps running, and its outcome will be
+/// rejected as stale.
 fn drop_lost(ctx: &Ctx, chunk: &[EntryKey], lost: &[String]) {
     let mut dropped = 0;
     {
@@ -95,6 +96,14 @@ fn drop_lost(ctx: &Ctx, chunk: &[EntryKey], lost: &[String]) {
                     ctx.counters.add(Counter::LostLeases, 1);
                     warn!(entry = %eid, worker = %ctx.worker(),
                         "lease lost on a buffered entry; dropped from the buffer");
+                } else if held.running_task(key).is_some()
+                    && ctx.executor.withdraw(&ctx.keys.lanes()[key.0], eid)
+                {
+                    held.abandon(key);
+                    dropped += 1;
+                    ctx.counters.add(Counter::LostLeases, 1);
+                    warn!(entry = %eid, worker = %ctx.worker(),
+                        "lease lost on a queued entry; withdrawn before it started");
                 } else if let Some(t) = held.running_task(key) {
                     ctx.counters.add(Counter::LostLeases, 1);
                     warn!(id = %t.task_id, name = %t.fn_name, worker = %ctx.worker(),

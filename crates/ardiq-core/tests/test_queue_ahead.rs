@@ -18,6 +18,9 @@ struct Queueing {
     queued: Mutex<VecDeque<Delivery>>,
     sink: Mutex<Option<OutcomeSink>>,
     handed: Mutex<usize>,
+    withdrawn: Mutex<Vec<String>>,
+    /// Entry ids in start order.
+    started: Mutex<Vec<String>>,
 }
 
 impl Queueing {
@@ -28,6 +31,8 @@ impl Queueing {
             queued: Mutex::new(VecDeque::new()),
             sink: Mutex::new(None),
             handed: Mutex::new(0),
+            withdrawn: Mutex::new(Vec::new()),
+            started: Mutex::new(Vec::new()),
         })
     }
 
@@ -55,7 +60,10 @@ impl Queueing {
         let mut queued = self.queued.lock().unwrap();
         while running.len() < self.slots {
             match queued.pop_front() {
-                Some(d) => running.push(d),
+                Some(d) => {
+                    self.started.lock().unwrap().push(d.entry_id.clone());
+                    running.push(d);
+                }
                 None => break,
             }
         }
@@ -78,6 +86,19 @@ impl Executor for Queueing {
 
     fn recall(&self) -> Vec<Delivery> {
         self.queued.lock().unwrap().drain(..).collect()
+    }
+
+    fn withdraw(&self, lane: &str, entry_id: &str) -> bool {
+        let mut queued = self.queued.lock().unwrap();
+        let Some(i) = queued
+            .iter()
+            .position(|d| d.lane == lane && d.entry_id == entry_id)
+        else {
+            return false;
+        };
+        let d = queued.remove(i).unwrap();
+        self.withdrawn.lock().unwrap().push(d.task_id);
+        true
     }
 }
 
@@ -155,4 +176,58 @@ async fn hands_over_concurrency_ahead_and_recalls_the_queued_on_stop() {
     for (_, f) in &other {
         assert_eq!(f["t"], b"0", "handback counts no attempt");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_delivery_whose_lease_is_lost_is_withdrawn_unstarted() {
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    let mut cfg = config(&server, "withdraw");
+    cfg.worker_id = "w1".into();
+    cfg.concurrency = 2;
+    cfg.prefetch = 4;
+    cfg.idle_timeout_ms = 600; // renewal rounds every 200 ms
+    let keys = Keys::new(&cfg.queue, &cfg.lanes);
+    let tasks: Vec<Task> = (0..4)
+        .map(|i| Task::new(format!("s{i}"), "hold", "x"))
+        .collect();
+    enqueue(&mut conn, &keys, &tasks).await;
+    let exec = Queueing::new(2);
+    let running = spawn_engine(cfg, exec.clone());
+    eventually(Duration::from_secs(5), "four handed over", || {
+        let exec = exec.clone();
+        async move { exec.handed() == 4 }
+    })
+    .await;
+
+    // Another worker takes one of the two queued entries (as a reclaim would).
+    let stolen = exec.queued.lock().unwrap()[0].clone();
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg(keys.stream(0))
+        .arg("ardiq")
+        .arg("thief")
+        .arg(0)
+        .arg(&stolen.entry_id)
+        .arg("JUSTID")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(3), "stolen entry withdrawn", || {
+        let exec = exec.clone();
+        async move { !exec.withdrawn.lock().unwrap().is_empty() }
+    })
+    .await;
+    assert_eq!(
+        *exec.withdrawn.lock().unwrap(),
+        vec![stolen.task_id.clone()]
+    );
+
+    exec.finish_running();
+    exec.finish_running();
+    let report = running.stop(Duration::from_secs(5)).await;
+    assert!(report.counters.lost_leases >= 1, "{:?}", report.counters);
+    assert!(
+        !exec.started.lock().unwrap().contains(&stolen.entry_id),
+        "the stolen entry never started here"
+    );
 }

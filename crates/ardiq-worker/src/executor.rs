@@ -42,6 +42,9 @@ struct Pending {
     /// it. While it is busy it takes the next one itself when a body ends, so handing
     /// over costs no wake-up (no syscall on either side).
     hungry: bool,
+    /// Queued deliveries may start until then (`Executor::leases_valid_until`); `None`
+    /// before the first renewal round.
+    start_until: Option<Instant>,
 }
 
 impl Default for Pending {
@@ -51,6 +54,7 @@ impl Default for Pending {
             aborts: Vec::new(),
             signalled: false,
             hungry: true,
+            start_until: None,
         }
     }
 }
@@ -106,13 +110,32 @@ impl Inbox {
             while matches!((&self.wake_rx).read(&mut buf), Ok(n) if n > 0) {}
             p.signalled = false;
         }
-        let starts: Vec<Delivery> = if max_starts >= p.starts.len() {
+        // Past the leases' horizon nothing starts: the next renewal round first finds
+        // out which queued entries another worker reclaimed meanwhile (and withdraws
+        // them), then moves the horizon and wakes the loop.
+        let allowed = if p.start_until.is_some_and(|t| Instant::now() > t) {
+            0
+        } else {
+            max_starts
+        };
+        let starts: Vec<Delivery> = if allowed >= p.starts.len() {
             std::mem::take(&mut p.starts)
         } else {
-            p.starts.drain(..max_starts).collect()
+            p.starts.drain(..allowed).collect()
         };
+        // Slots left free (nothing to take, or not allowed yet): wake the loop for more.
         p.hungry = starts.len() < max_starts;
         (starts, std::mem::take(&mut p.aborts))
+    }
+
+    /// Removes the queued delivery of this lane and entry id, if it is still queued.
+    fn remove_entry(&self, lane: &str, entry_id: &str) -> Option<Delivery> {
+        let mut p = self.lock();
+        let index = p
+            .starts
+            .iter()
+            .position(|d| d.lane == lane && d.entry_id == entry_id)?;
+        Some(p.starts.remove(index))
     }
 
     /// Removes the queued delivery of `task_id`, if it is still queued.
@@ -166,6 +189,19 @@ impl Executor for PyExecutor {
 
     fn recall(&self) -> Vec<Delivery> {
         self.inbox.recall()
+    }
+
+    fn withdraw(&self, lane: &str, entry_id: &str) -> bool {
+        self.inbox.remove_entry(lane, entry_id).is_some()
+    }
+
+    fn leases_valid_until(&self, until: Instant) {
+        // A loop that was refused starts (past the old horizon) and waits with free
+        // slots hears of the new one.
+        self.inbox.push(
+            |p| p.start_until = Some(until),
+            |p| p.hungry && !p.starts.is_empty(),
+        );
     }
 }
 

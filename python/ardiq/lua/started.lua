@@ -5,14 +5,19 @@
 -- died (never started there) is not blamed. Entries with `r` = 0 need no mark.
 -- KEYS[2i+1..]  per entry i: stream, job hash
 -- ARGV          group, consumer, then the entry ids (same order)
--- Returns       per entry: 1 when this consumer still holds it (marked when its job
---               exists; run it), 0 when it does not (reclaimed elsewhere: do not run it)
+-- Returns       per entry: 1 when this consumer still holds it (lease renewed, marked
+--               when its job exists; run it), 0 when it does not (reclaimed elsewhere:
+--               do not run it)
 local group, consumer = ARGV[1], ARGV[2]
 local out = {}
 for a = 3, #ARGV do
   local i = a - 3
   local stream, job, eid = KEYS[2 * i + 1], KEYS[2 * i + 2], ARGV[a]
   if is_pending(stream, group, eid, consumer) then
+    -- Renewed as well (JUSTID resets the idle time without counting a delivery): after
+    -- a stall the entry may be past its lease, and another worker's reclaim must not
+    -- take it between this check and the body's start.
+    redis.call('XCLAIM', stream, group, consumer, 0, eid, 'JUSTID')
     if redis.call('EXISTS', job) == 1 then redis.call('HSET', job, 'st', eid) end
     out[i + 1] = 1
   else

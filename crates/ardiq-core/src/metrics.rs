@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 
 use crate::context::{local_now_ms, Ctx};
 use crate::executor::{Outcome, OutcomeKind};
+use crate::state::Held;
 
 /// Where a run is. Moves forward only: `Starting` → `Serving` → `Draining` → `Stopped`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -280,15 +281,22 @@ impl Live {
 
 /// The dispatcher's heartbeat (called at the top of each of its loop iterations).
 pub(crate) fn beat(ctx: &Ctx) {
-    let gauges = {
-        let held = ctx.held();
-        HeldGauges {
-            running: held.running() as u64,
-            in_flight: held.in_flight() as u64,
-            buffered: held.buffered() as u64,
-        }
-    };
+    let gauges = held_gauges(&ctx.held(), ctx.config.concurrency);
     ctx.counters.live().beat(gauges);
+}
+
+/// The gauges of what is held. An executor that queues ahead is handed up to
+/// `concurrency` more than it runs: those count as waiting (like the buffer), not as
+/// running.
+fn held_gauges(held: &Held, concurrency: usize) -> HeldGauges {
+    let handed = held.running();
+    let running = handed.min(concurrency);
+    let queued = handed - running;
+    HeldGauges {
+        running: running as u64,
+        in_flight: (held.in_flight() - queued) as u64,
+        buffered: (held.buffered() + queued) as u64,
+    }
 }
 
 /// Records the timings of an outcome `finish` accepted.
@@ -306,6 +314,34 @@ pub fn entry_ms(entry_id: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deliveries_queued_ahead_count_as_waiting_not_running() {
+        use crate::executor::Delivery;
+        let mut held = Held::default();
+        for i in 0..7 {
+            let d = Delivery {
+                entry_id: format!("{i}-0"),
+                lane: "default".into(),
+                task_id: format!("t{i}"),
+                fn_name: "f".into(),
+                payload: vec![],
+                tries: 0,
+                enqueued_ms: 0,
+                expire_ms: 0,
+                reclaims: 0,
+            };
+            if i < 6 {
+                held.mark_running(0, &d); // six handed to the executor
+            } else {
+                held.push(0, d); // one in the engine's buffer
+            }
+        }
+        let g = super::held_gauges(&held, 4);
+        assert_eq!((g.running, g.in_flight, g.buffered), (4, 4, 3));
+        let g = super::held_gauges(&held, 8);
+        assert_eq!((g.running, g.in_flight, g.buffered), (6, 6, 1));
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative() {

@@ -215,9 +215,9 @@ class Bridge:
         self.runtime = Runtime(app, worker_id)
         self._on_outcomes = on_outcomes
         self._loop: asyncio.AbstractEventLoop | None = None
-        # (lane, entry id) -> running attempt (entry ids are unique only within a stream)
+        # (lane, entry id) -> running attempt (entry ids are unique only within a stream);
+        # at most `concurrency` of them
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self._running = 0  # attempts started and not ended: at most `concurrency`
         self._starting: set[str] = set()  # task ids created but not yet run a step
         self._pending: list[OutcomeTuple] = []
         self._flush_scheduled = False
@@ -303,7 +303,7 @@ class Bridge:
             return
         # The engine hands over more deliveries than may run (they wait in the inbox), so
         # a slot that frees is refilled here at once; `concurrency` bodies at most.
-        starts, aborts = take(max(0, self.app.concurrency - self._running))
+        starts, aborts = take(max(0, self.app.concurrency - len(self._tasks)))
         if starts:
             self._start(starts)
         if aborts:
@@ -315,7 +315,6 @@ class Bridge:
         for item in batch:
             d = Delivery(*item)
             self._starting.add(d.task_id)
-            self._running += 1
             task = loop.create_task(self._execute(d))
             if not task.done():  # an eager task factory may have run it to its end
                 self._tasks[(d.lane, d.entry_id)] = task
@@ -358,7 +357,6 @@ class Bridge:
             )
         finally:
             self._tasks.pop((d.lane, d.entry_id), None)
-            self._running -= 1
             if not self._stopping:
                 self._pull()  # the next queued delivery takes the freed slot
         self._pending.append(

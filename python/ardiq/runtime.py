@@ -286,7 +286,7 @@ class Runtime:
             return self._outcome(d, tries, start, FAIL, error + " (max_payload_bytes)")
         if debug:
             log.debug("task succeeded %s duration_ms=%d", self._fields(d, tries), now_ms() - start)
-        return Outcome(d.entry_id, d.task_id, OK, data, tries, d.enqueue_ms, start, d.lane, 0)
+        return self._outcome(d, tries, start, OK, data)
 
     def _fields(self, d: Delivery, tries: int) -> str:
         """The task's log fields (built only for a line that is emitted)."""

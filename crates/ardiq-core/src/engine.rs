@@ -592,6 +592,22 @@ impl Dispatcher {
         self.fetch_retry_at.is_none() && self.ctx.held().total() == 0
     }
 
+    /// Moves the deliveries the executor queued but has not started back to the buffer
+    /// (a stopping worker hands them back with the rest).
+    fn take_back_queued(&self) {
+        let recalled = self.ctx.executor.recall();
+        if recalled.is_empty() {
+            return;
+        }
+        let mut held = self.ctx.held();
+        for d in recalled {
+            if let Some(lane) = self.ctx.keys.lane_index(&d.lane) {
+                held.abandon(&(lane, d.entry_id.clone()));
+                held.push(lane, d);
+            }
+        }
+    }
+
     /// Graceful stop: hand the buffer back, let running tasks finish (their leases are
     /// still renewed), and wait for the last ack. Returns `Signal` when everything
     /// finished, `Forced` on a second stop, `DrainTimeout` at the deadline; with the
@@ -647,24 +663,6 @@ impl Dispatcher {
                 r = wait_read(&mut self.read_task) => self.on_read(r),
                 _ = self.stop_rx.changed() => {}
                 _ = tokio::time::sleep_until(wake_at) => {}
-            }
-        }
-    }
-}
-
-impl Dispatcher {
-    /// Moves the deliveries the executor queued but has not started back to the buffer
-    /// (a stopping worker hands them back with the rest).
-    fn take_back_queued(&self) {
-        let recalled = self.ctx.executor.recall();
-        if recalled.is_empty() {
-            return;
-        }
-        let mut held = self.ctx.held();
-        for d in recalled {
-            if let Some(lane) = self.ctx.keys.lane_index(&d.lane) {
-                held.abandon(&(lane, d.entry_id.clone()));
-                held.push(lane, d);
             }
         }
     }

@@ -317,20 +317,9 @@ mod tests {
 
     #[test]
     fn deliveries_queued_ahead_count_as_waiting_not_running() {
-        use crate::executor::Delivery;
         let mut held = Held::default();
         for i in 0..7 {
-            let d = Delivery {
-                entry_id: format!("{i}-0"),
-                lane: "default".into(),
-                task_id: format!("t{i}"),
-                fn_name: "f".into(),
-                payload: vec![],
-                tries: 0,
-                enqueued_ms: 0,
-                expire_ms: 0,
-                reclaims: 0,
-            };
+            let d = crate::state::test_delivery(&format!("{i}-0"), &format!("t{i}"));
             if i < 6 {
                 held.mark_running(0, &d); // six handed to the executor
             } else {

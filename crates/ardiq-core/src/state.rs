@@ -194,32 +194,34 @@ impl Held {
     }
 }
 
+/// A delivery for unit tests: entry `eid` of task `task`, first attempt.
+#[cfg(test)]
+pub(crate) fn test_delivery(eid: &str, task: &str) -> Delivery {
+    Delivery {
+        entry_id: eid.into(),
+        lane: "default".into(),
+        task_id: task.into(),
+        fn_name: "f".into(),
+        payload: vec![],
+        tries: 0,
+        enqueued_ms: 0,
+        expire_ms: 0,
+        reclaims: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn d(eid: &str, task: &str) -> Delivery {
-        Delivery {
-            entry_id: eid.into(),
-            lane: String::new(),
-            task_id: task.into(),
-            fn_name: "f".into(),
-            payload: vec![],
-            tries: 0,
-            enqueued_ms: 0,
-            expire_ms: 0,
-            reclaims: 0,
-        }
-    }
-
     #[test]
     fn buffer_starts_highest_lane_first_then_fifo() {
         let mut h = Held::default();
-        h.push(0, d("1-0", "low1"));
-        h.push(2, d("1-0", "top1"));
-        h.push(1, d("1-0", "mid1"));
-        h.push(2, d("2-0", "top2"));
-        h.push(0, d("2-0", "low2"));
+        h.push(0, test_delivery("1-0", "low1"));
+        h.push(2, test_delivery("1-0", "top1"));
+        h.push(1, test_delivery("1-0", "mid1"));
+        h.push(2, test_delivery("2-0", "top2"));
+        h.push(0, test_delivery("2-0", "low2"));
         let order: Vec<_> = h.pop(10).into_iter().map(|(_, d)| d.task_id).collect();
         assert_eq!(order, ["top1", "top2", "mid1", "low1", "low2"]);
     }
@@ -227,9 +229,9 @@ mod tests {
     #[test]
     fn tracks_lifecycle() {
         let mut h = Held::default();
-        h.push(0, d("1-0", "a"));
-        h.push(0, d("2-0", "b"));
-        h.push(1, d("1-0", "c"));
+        h.push(0, test_delivery("1-0", "a"));
+        h.push(0, test_delivery("2-0", "b"));
+        h.push(1, test_delivery("1-0", "c"));
         assert_eq!(h.total(), 3);
         assert!(h.remove_buffered(&(1, "1-0".into())));
         assert!(!h.remove_buffered(&(1, "1-0".into())));

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ardiq_core::{Delivery, Executor, Keys, OutcomeSink, StopReason};
+use ardiq_core::{Config, Delivery, Executor, Keys, OutcomeSink, StopReason};
 use support::*;
 
 /// Runs at most `slots` deliveries (held until `finish_running`), queues the rest.
@@ -102,28 +102,40 @@ impl Executor for Queueing {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hands_over_concurrency_ahead_and_recalls_the_queued_on_stop() {
-    let server = RedisServer::start();
+/// An engine (consumer `w1`, concurrency 2) over `n` held tasks of queue `queue`, once it
+/// has handed its queueing executor four deliveries: two running, two queued.
+async fn four_handed_over(
+    server: &RedisServer,
+    queue: &str,
+    n: usize,
+    tune: impl FnOnce(&mut Config),
+) -> (Keys, Arc<Queueing>, Running) {
     let mut conn = server.conn().await;
-    let mut cfg = config(&server, "ahead");
+    let mut cfg = config(server, queue);
     cfg.worker_id = "w1".into();
     cfg.concurrency = 2;
-    cfg.prefetch = 10;
+    tune(&mut cfg);
     let keys = Keys::new(&cfg.queue, &cfg.lanes);
-    let tasks: Vec<Task> = (0..10)
-        .map(|i| Task::new(format!("q{i}"), "hold", "x"))
+    let tasks: Vec<Task> = (0..n)
+        .map(|i| Task::new(format!("{queue}{i}"), "hold", "x"))
         .collect();
     enqueue(&mut conn, &keys, &tasks).await;
     let exec = Queueing::new(2);
     let running = spawn_engine(cfg, exec.clone());
-
-    // Two running and two queued in the executor (concurrency ahead), the rest buffered.
     eventually(Duration::from_secs(5), "four handed over", || {
         let exec = exec.clone();
         async move { exec.handed() == 4 }
     })
     .await;
+    (keys, exec, running)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hands_over_concurrency_ahead_and_recalls_the_queued_on_stop() {
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    // Two running and two queued in the executor (concurrency ahead), the rest buffered.
+    let (keys, exec, running) = four_handed_over(&server, "ahead", 10, |c| c.prefetch = 10).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(exec.handed(), 4, "never more than concurrency ahead");
 
@@ -182,21 +194,9 @@ async fn hands_over_concurrency_ahead_and_recalls_the_queued_on_stop() {
 async fn a_queued_delivery_whose_lease_is_lost_is_withdrawn_unstarted() {
     let server = RedisServer::start();
     let mut conn = server.conn().await;
-    let mut cfg = config(&server, "withdraw");
-    cfg.worker_id = "w1".into();
-    cfg.concurrency = 2;
-    cfg.prefetch = 4;
-    cfg.idle_timeout_ms = 600; // renewal rounds every 200 ms
-    let keys = Keys::new(&cfg.queue, &cfg.lanes);
-    let tasks: Vec<Task> = (0..4)
-        .map(|i| Task::new(format!("s{i}"), "hold", "x"))
-        .collect();
-    enqueue(&mut conn, &keys, &tasks).await;
-    let exec = Queueing::new(2);
-    let running = spawn_engine(cfg, exec.clone());
-    eventually(Duration::from_secs(5), "four handed over", || {
-        let exec = exec.clone();
-        async move { exec.handed() == 4 }
+    let (keys, exec, running) = four_handed_over(&server, "withdraw", 4, |c| {
+        c.prefetch = 4;
+        c.idle_timeout_ms = 600; // renewal rounds every 200 ms
     })
     .await;
 

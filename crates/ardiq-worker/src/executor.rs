@@ -12,10 +12,9 @@
 //!   event loop watches (`add_reader`). The loop then takes what it has slots for in
 //!   one call ([`Take`]), already holding the GIL, and takes the next one itself each
 //!   time a body ends (the engine hands over up to `concurrency` more than run, see
-//!   `Executor::queues_ahead`): no thread hands the GIL back and
-//!   forth per batch, and the engine's `start` and `abort` never wait for the GIL (a task
-//!   body that holds it for a long time slows task starts, not the engine: leases keep
-//!   being renewed).
+//!   `Executor::queues_ahead`). No thread hands the GIL back and forth per batch, and
+//!   the engine's `start` and `abort` never wait for the GIL (a task body that holds it
+//!   for a long time slows task starts, not the engine: leases keep being renewed).
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -128,20 +127,10 @@ impl Inbox {
         (starts, std::mem::take(&mut p.aborts))
     }
 
-    /// Removes the queued delivery of this lane and entry id, if it is still queued.
-    fn remove_entry(&self, lane: &str, entry_id: &str) -> Option<Delivery> {
+    /// Removes the first queued delivery matching `which`, if one is still queued.
+    fn remove(&self, which: impl Fn(&Delivery) -> bool) -> Option<Delivery> {
         let mut p = self.lock();
-        let index = p
-            .starts
-            .iter()
-            .position(|d| d.lane == lane && d.entry_id == entry_id)?;
-        Some(p.starts.remove(index))
-    }
-
-    /// Removes the queued delivery of `task_id`, if it is still queued.
-    fn remove_start(&self, task_id: &str) -> Option<Delivery> {
-        let mut p = self.lock();
-        let index = p.starts.iter().position(|d| d.task_id == task_id)?;
+        let index = p.starts.iter().position(which)?;
         Some(p.starts.remove(index))
     }
 
@@ -168,7 +157,7 @@ impl Executor for PyExecutor {
         // Still queued here (never taken by the loop): finished as aborted at once,
         // without waiting for a slot. Not an attempt: `tries` stays at those made.
         if let Some(sink) = self.sink.get() {
-            if let Some(d) = self.inbox.remove_start(task_id) {
+            if let Some(d) = self.inbox.remove(|d| d.task_id == task_id) {
                 let mut outcome = d.aborted(0);
                 outcome.tries = d.tries;
                 sink.send_one(outcome);
@@ -192,7 +181,9 @@ impl Executor for PyExecutor {
     }
 
     fn withdraw(&self, lane: &str, entry_id: &str) -> bool {
-        self.inbox.remove_entry(lane, entry_id).is_some()
+        self.inbox
+            .remove(|d| d.lane == lane && d.entry_id == entry_id)
+            .is_some()
     }
 
     fn leases_valid_until(&self, until: Instant) {
@@ -251,7 +242,7 @@ impl Bridge {
 
     /// Connects the engine to the running event loop (`Bridge.attach_inbox`) and returns
     /// the executor the engine drives.
-    pub fn spawn_feeder(&self) -> std::io::Result<(Arc<PyExecutor>, Feeder)> {
+    pub fn connect_inbox(&self) -> std::io::Result<(Arc<PyExecutor>, InboxLink)> {
         let inbox = Arc::new(Inbox::new()?);
         let bridge = Python::attach(|py| -> std::io::Result<Py<PyAny>> {
             Py::new(
@@ -271,7 +262,7 @@ impl Bridge {
             inbox,
             sink: self.sink.clone(),
         });
-        Ok((executor, Feeder { bridge }))
+        Ok((executor, InboxLink { bridge }))
     }
 
     /// The Python `Bridge` object (the health pulse posts onto its event loop).
@@ -293,11 +284,11 @@ impl Bridge {
 }
 
 /// The engine's connection to the event loop.
-pub struct Feeder {
+pub struct InboxLink {
     bridge: Py<PyAny>,
 }
 
-impl Feeder {
+impl InboxLink {
     /// Has the loop take what is still queued before anything asked of it later (such
     /// as the stop that follows).
     pub fn close(self) {

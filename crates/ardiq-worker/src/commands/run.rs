@@ -3,11 +3,11 @@
 //!
 //! Start-up: signal handlers, the interpreter (configured, see `embed.rs`), Python's
 //! logging into ours, the app import, the banner, the event loop thread with the
-//! lifespan, the feeder thread, then the engine on tokio.
+//! lifespan, the inbox between engine and loop, then the engine on tokio.
 //!
 //! Shutdown, in this order so that the way out never crashes: the engine stops fetching
-//! and drains (or returns at once on a second signal / the drain deadline); the feeder
-//! thread hands over what it holds and is joined; the event loop is stopped (cancelling
+//! and drains (or returns at once on a second signal / the drain deadline); the loop
+//! takes what is left in the inbox (aborts); the event loop is stopped (cancelling
 //! abandoned attempts) and its thread joined, which leaves the lifespan; tokio is shut
 //! down; the process exits holding the GIL without finalizing (`embed::exit`).
 
@@ -228,8 +228,8 @@ impl Worker<'_> {
             }
         }
 
-        let (executor, feeder) = bridge
-            .spawn_feeder()
+        let (executor, inbox) = bridge
+            .connect_inbox()
             .map_err(|e| Failure::new(code::RUNTIME, format!("cannot start a thread: {e}")))?;
         let probes = crate::health::Probes::start(
             runtime,
@@ -254,7 +254,7 @@ impl Worker<'_> {
                 (code::RUNTIME, true)
             }
         };
-        feeder.close();
+        inbox.close();
         bridge.stop(hard);
         // After a forced stop nothing may hold the exit for long: a lifespan that hangs
         // on its way out is left behind.

@@ -40,10 +40,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ardiq")
 
-# (entry_id, lane, task_id, name, payload, tries, enqueue_ms, expire_ms)
-DeliveryTuple = tuple[str, str, str, str, bytes, int, int, int]
-# (entry_id, task_id, kind, value, tries, enqueue_ms, start_ms, lane, delay_ms)
-OutcomeTuple = tuple[str, str, str, bytes, int, int, int, str, int]
+# (entry_id, lane, task_id, name, payload, tries, enqueue_ms, expire_ms, reclaims,
+#  job_entry, job_nonce): the fields of runtime.Delivery, in order
+DeliveryTuple = tuple[str, str, str, str, bytes, int, int, int, int, str | None, str | None]
+# (entry_id, task_id, kind, value, tries, enqueue_ms, start_ms, lane, delay_ms,
+#  retry_payload): the fields of runtime.Outcome, in order
+OutcomeTuple = tuple[str, str, str, bytes, int, int, int, str, int, bytes]
 
 
 class TargetError(Exception):
@@ -152,6 +154,8 @@ def configure(app: Ardiq, overrides: Mapping[str, Any], worker_id: str) -> dict[
         "crons": crons,
         # The engine seals the cron occurrences it enqueues with the signing key.
         "signing_key": app.signing_key,
+        "signature_ttl_ms": app._signature_ttl_ms,
+        "max_payload_bytes": app.max_payload_bytes,
     }
 
 
@@ -370,6 +374,7 @@ class Bridge:
                 o.start_ms,
                 o.lane,
                 o.delay_ms,
+                o.retry_payload,
             )
         )
         if not self._flush_scheduled:

@@ -21,7 +21,7 @@ from .settings import (
     check_redis_url,
     default_redis_url,
 )
-from .signing import Signer, check_signing_keys
+from .signing import DEFAULT_TTL_MS, Binding, Signer, check_signing_keys
 from .task import PreparedTask, Task
 
 if TYPE_CHECKING:
@@ -59,6 +59,8 @@ _SETTINGS = (
     "max_payload_bytes",
     "shutdown_timeout_s",
     "signing_key",
+    "signature_ttl_s",
+    "legacy_signatures",
 )
 
 
@@ -172,7 +174,17 @@ class Ardiq:
         self.burst: bool = bool(settings.get("burst", False))
         # HMAC keys (first signs, all verify): from `signing_key`, else ARDIQ_SIGNING_KEY.
         self._signing_keys = check_signing_keys(settings.get("signing_key"))
-        self._signer = Signer(self._signing_keys)
+        ttl = settings.get("signature_ttl_s", DEFAULT_TTL_MS / 1000)
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
+            raise ValueError(f"signature_ttl_s must be a positive number, got {ttl!r}")
+        self._signature_ttl_ms = int(ttl * 1000)
+        self._legacy_signatures = bool(settings.get("legacy_signatures", False))
+        self._signer = Signer(
+            self._signing_keys,
+            queue=queue_name,
+            ttl_ms=self._signature_ttl_ms,
+            legacy=self._legacy_signatures,
+        )
 
         self.keys = Keys(queue_name)
         self._tasks: dict[str, Task[Any, Any]] = {}
@@ -260,6 +272,16 @@ class Ardiq:
     def signing_key(self) -> bytes | None:
         """The key that signs payloads (None: unsigned). See ``ardiq.signing``."""
         return self._signing_keys[0] if self._signing_keys else None
+
+    @property
+    def signature_ttl_s(self) -> float:
+        """How long after its due time a sealed payload stays runnable (PROTOCOL.md)."""
+        return self._signature_ttl_ms / 1000
+
+    @property
+    def legacy_signatures(self) -> bool:
+        """Accept protocol v1 seals and unsealed results (only while upgrading)."""
+        return self._legacy_signatures
 
     @property
     def tasks(self) -> list[str]:
@@ -482,6 +504,8 @@ class Ardiq:
         # Random ids drawn in one read for the whole batch: a read per id was a tenth of
         # the Python cost of a bulk enqueue.
         entropy = os.urandom(16 * len(items)).hex()
+        signer = self._signer
+        now = _now_ms() if signer.enabled else 0
         for index, p in enumerate(items):
             if not isinstance(p, PreparedTask):
                 raise TypeError(
@@ -509,7 +533,12 @@ class Ardiq:
                     f"payload of task {p.name!r} is {len(payload)} bytes, over the limit of "
                     f"{self._max_payload_bytes} (max_payload_bytes)"
                 )
-            payload = self._signer.seal(task_id, p.name, payload)
+            nonce = ""
+            if signer.enabled:
+                due = p.schedule_ms or now + max(0, p.delay_ms)
+                payload, nonce = signer.seal(
+                    Binding(self._queue_name, p.priority, task_id, p.name), payload, max(due, now)
+                )
             encoded.append(
                 EncodedTask(
                     task_id,
@@ -519,7 +548,8 @@ class Ardiq:
                     p.schedule_ms,
                     p.delay_ms,
                     p.expire_ms,
-                    fresh,
+                    1 if fresh else 0,
+                    nonce,
                 )
             )
         return encoded
@@ -560,7 +590,9 @@ class Ardiq:
                 return self._inline.result(task_id)
             return await self._inline.wait(task_id, timeout)
         blob = await self._client().result_raw(task_id, timeout)
-        return None if blob is None else decode_result(blob, self._deserializer)
+        if blob is None:
+            return None
+        return decode_result(blob, self._deserializer, self._signer, task_id)
 
     async def status(self, task_id: str) -> Status:
         """queued, scheduled, running, complete or not_found."""
@@ -606,6 +638,11 @@ class Ardiq:
         code = await self._client().replay(task_id)
         if code == -2:
             raise ArdiqError(f"dead letter {task_id!r} belongs to a lane this app does not have")
+        if code == -4:
+            raise ArdiqError(
+                f"dead letter {task_id!r} has a seal that does not verify under this app's "
+                "keys; not replayed"
+            )
         return Job(self, task_id) if code == 1 else None
 
     async def delete_dead(self, task_id: str) -> bool:
@@ -678,6 +715,12 @@ class Ardiq:
         worker = self._worker
         if worker is not None:
             worker.request_stop()
+
+
+def _now_ms() -> int:
+    import time
+
+    return time.time_ns() // 1_000_000
 
 
 def _running_loop() -> asyncio.AbstractEventLoop:

@@ -67,19 +67,23 @@ def is_certificate_error(exc: BaseException | None) -> bool:
     return False
 
 
-def make_client(url: str, *, socket_timeout: float | None) -> aioredis.Redis:
-    """A client for `url` that returns bytes and never connects before its first command."""
+def make_client(url: str, *, socket_timeout: float | None, resend: bool = True) -> aioredis.Redis:
+    """A client for `url` that returns bytes and never connects before its first command.
+
+    `resend`: retry a command once on a dropped connection (a restarted Redis, CLIENT
+    KILL): the pooled socket is dead, a fresh one usually works. Safe for a call whose
+    repeat finds its work done (finish, renew, reads); not for a fresh enqueue, which goes
+    through a client without it (see `Broker.script_once`).
+    """
+    retry = RedisRetry(ConstantBackoff(0.05), 1 if resend else 0)
     return aioredis.Redis.from_url(
         url,
         decode_responses=False,
         socket_timeout=socket_timeout,
         socket_connect_timeout=5.0,
         health_check_interval=30,
-        # One retry on a dropped connection (a restarted Redis, CLIENT KILL): the pooled
-        # socket is dead, a fresh one usually works. Safe for every call we make: enqueue
-        # is idempotent by id, and a repeated finish or renew finds its work done.
-        retry=RedisRetry(ConstantBackoff(0.05), 1),
-        retry_on_error=[rexc.ConnectionError],
+        retry=retry,
+        retry_on_error=[rexc.ConnectionError] if resend else [],
     )
 
 
@@ -100,11 +104,26 @@ class Broker:
         }
         self.loop = asyncio.get_running_loop()
         self._waiter: Any = None
+        # The client whose commands are never resent by redis-py (made on first use).
+        self._once: tuple[aioredis.Redis, dict[str, AsyncScript]] | None = None
 
     async def script(self, name: str, keys: Sequence[str], args: Sequence[EncodableArg]) -> Any:
         """Run one protocol script, translating Redis errors."""
         with translate_errors(self.url):
             return await self.scripts[name](keys=list(keys), args=list(args))
+
+    async def script_once(
+        self, name: str, keys: Sequence[str], args: Sequence[EncodableArg]
+    ) -> Any:
+        """Run one protocol script that is never sent twice behind the caller's back: a
+        dropped connection raises BrokerError and the caller decides how to go again
+        (the first call may have landed; only its reply was lost)."""
+        if self._once is None:
+            client = make_client(self.url, socket_timeout=self.COMMAND_TIMEOUT_S, resend=False)
+            scripts = {n: client.register_script(script_source(n)) for n in SCRIPT_NAMES}
+            self._once = (client, scripts)
+        with translate_errors(self.url):
+            return await self._once[1][name](keys=list(keys), args=list(args))
 
     async def command(self, *args: EncodableArg) -> Any:
         """Run one plain command, translating Redis errors."""
@@ -126,4 +145,7 @@ class Broker:
     async def close(self) -> None:
         if self._waiter is not None:
             await self._waiter.close()
+        if self._once is not None:
+            await self._once[0].aclose()
+            self._once = None
         await self.client.aclose()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,11 @@ from .broker import translate_errors
 from .errors import BrokerError
 from .jobs import DeadLetter, Status, TaskInfo, decode_payload
 from .serializers import Deserializer
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -42,12 +48,23 @@ class EncodedTask:
     schedule_ms: int = 0
     delay_ms: int = 0
     expire_ms: int = 0
-    fresh: bool = False
-    """The id was just drawn at random here (not given, not unique): the enqueue script
-    skips checking it for a live task and clearing an old result."""
+    mode: int = 0
+    """How the enqueue script treats the id (PROTOCOL.md, `enqueue`): CHECK (given or
+    unique: a live task keeps it), FRESH (just drawn at random here: no check, no clearing)
+    or RESEND (sent again after a lost reply: skipped when its job or result exists)."""
+    nonce: str = ""
+    """The nonce sealed in the payload (hex), kept as the job's `n`; "" when unsigned."""
 
 
 ADDED = ord("1")  # the enqueue script's per-task flag for "added"
+CHECK, FRESH, RESEND = 0, 1, 2  # EncodedTask.mode
+
+
+def for_resend(tasks: Sequence[EncodedTask]) -> list[EncodedTask]:
+    """`tasks` as they go out again after a call that may have landed: a fresh id is
+    checked against its job and result (the first call may have added it, and the task may
+    even have finished since), so a task accepted once is enqueued once."""
+    return [dataclasses.replace(t, mode=RESEND) if t.mode == FRESH else t for t in tasks]
 
 
 def chunks(tasks: Sequence[EncodedTask]) -> Iterator[Sequence[EncodedTask]]:
@@ -78,7 +95,8 @@ def pack_tasks(tasks: Sequence[EncodedTask]) -> bytes:
                 t.schedule_ms,
                 t.delay_ms,
                 t.expire_ms,
-                1 if t.fresh else 0,
+                t.mode,
+                t.nonce,
             )
             for t in tasks
         ],
@@ -104,14 +122,14 @@ class RedisClient:
         self._senders: set[asyncio.Task[None]] = set()
 
     def _arguments(
-        self, task_id: str, name: str, payload: bytes
+        self, task_id: str, name: str, lane: str, payload: bytes
     ) -> tuple[list[Any], dict[str, Any]]:
         """A stored payload's arguments, for display. One whose signature does not verify
         is never handed to the deserializer (it may be pickle): it shows as no arguments."""
-        from .signing import SignatureError
+        from .signing import Binding, SignatureError
 
         try:
-            body = self.signer.open(task_id, name, payload)
+            body = self.signer.open(Binding(self.keys.queue, lane, task_id, name), payload).body
         except SignatureError:
             return [], {}
         return decode_payload(body, self.deserialize)
@@ -126,7 +144,17 @@ class RedisClient:
         added: list[bool] = []
         keys = [self.keys.delayed]
         for chunk in chunks(tasks):
-            reply = await self.broker.script("enqueue", keys, [self.keys.prefix, pack_tasks(chunk)])
+            try:
+                # Sent once: redis-py's own retry would resend it as it is, and a fresh
+                # task whose first call landed (only the reply was lost) would be added
+                # twice.
+                reply = await self.broker.script_once(
+                    "enqueue", keys, [self.keys.prefix, pack_tasks(chunk)]
+                )
+            except BrokerError:
+                reply = await self.broker.script(
+                    "enqueue", keys, [self.keys.prefix, pack_tasks(for_resend(chunk))]
+                )
             added.extend(flag == ADDED for flag in bytes(reply))
         return added
 
@@ -173,7 +201,7 @@ class RedisClient:
                     raise
                 # A script error: one caller's task may have failed the shared call after
                 # others were added. Each caller goes again alone (one after another), ids
-                # checked (`fresh` off), so nothing is added twice and only the caller at
+                # checked (`for_resend`), so nothing is added twice and only the caller at
                 # fault sees the error.
                 for tasks, fut in batch:
                     await self._send_alone(tasks, fut)
@@ -196,7 +224,7 @@ class RedisClient:
 
     async def _send_alone(self, tasks: list[EncodedTask], fut: asyncio.Future[None]) -> None:
         try:
-            await self.enqueue([dataclasses.replace(t, fresh=False) for t in tasks])
+            await self.enqueue(for_resend(tasks))
         except Exception as exc:
             if not fut.done():
                 fut.set_exception(exc)
@@ -231,8 +259,8 @@ class RedisClient:
         status = Status(reply[0].decode())
         if status in (Status.COMPLETE, Status.NOT_FOUND):
             return None
-        _, fn, payload, enq, tries, at, _lane = reply
-        args, kwargs = self._arguments(task_id, fn.decode(), bytes(payload))
+        _, fn, payload, enq, tries, at, lane = reply
+        args, kwargs = self._arguments(task_id, fn.decode(), lane.decode(), bytes(payload))
         return TaskInfo(
             task_id=task_id,
             fn_name=fn.decode(),
@@ -277,7 +305,8 @@ class RedisClient:
             if not rec:
                 continue  # deleted between the two reads
             fn_name = rec.get(b"fn", b"").decode()
-            args, kwargs = self._arguments(raw_id.decode(), fn_name, rec.get(b"p", b""))
+            lane = rec.get(b"l", b"").decode()
+            args, kwargs = self._arguments(raw_id.decode(), fn_name, lane, rec.get(b"p", b""))
             letters.append(
                 DeadLetter(
                     task_id=raw_id.decode(),
@@ -297,13 +326,32 @@ class RedisClient:
         return int(await self.broker.command("ZCARD", self.keys.dead))
 
     async def replay(self, task_id: str) -> int:
+        """The `replay` script's code; -4: the dead letter's seal does not verify.
+
+        A replay is a new enqueue: a signed dead letter is opened and sealed again with a
+        new nonce (PROTOCOL.md, Signed payloads)."""
+        from .signing import Binding, SignatureError
+
         streams, lane_args = self._lane_args()
         k = self.keys
+        payload, nonce = b"", ""
+        if self.signer.enabled:
+            fn, lane, old = await self.broker.command(
+                "HMGET", k.dead_letter(task_id), "fn", "l", "p"
+            )
+            if fn is None:
+                return 0
+            binding = Binding(k.queue, lane.decode(), task_id, fn.decode())
+            try:
+                opened = self.signer.open(binding, bytes(old or b""))
+            except SignatureError:
+                return -4
+            payload, nonce = self.signer.seal(binding, opened.body, now_ms())
         return int(
             await self.broker.script(
                 "replay",
                 [k.dead, k.dead_letter(task_id), k.job(task_id), k.result(task_id), *streams],
-                [task_id, *lane_args],
+                [task_id, payload, nonce, *lane_args],
             )
         )
 

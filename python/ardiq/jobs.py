@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgpack  # type: ignore[import-untyped,unused-ignore]
 
+from .errors import ArdiqError
 from .serializers import Deserializer
+from .signing import Signer
 
 if TYPE_CHECKING:
     from .app import Ardiq
@@ -79,11 +81,25 @@ class DeadLetter:
     failed_at: int
 
 
-def decode_result(blob: bytes, deserialize: Deserializer) -> TaskResult[Any]:
-    """Decode a result record (PROTOCOL.md); a value that cannot be decoded says so."""
-    _version, ok, raw, tries, enq, start, fin, aborted = msgpack.unpackb(blob, raw=True)
+def decode_result(
+    blob: bytes, deserialize: Deserializer, signer: Signer | None = None, task_id: str = ""
+) -> TaskResult[Any]:
+    """Decode a result record (PROTOCOL.md); a value that cannot be decoded says so.
+
+    With a signing `signer`, a success value whose seal is missing or wrong raises
+    :class:`~ardiq.signing.ResultSealError` before the deserializer sees it; a record that
+    is not a result record raises :class:`ArdiqError`."""
+    try:
+        record = msgpack.unpackb(blob, raw=True)
+        _version, ok, raw, tries, enq, start, fin, aborted = record
+        if not isinstance(raw, bytes) or not all(type(n) is int for n in (tries, enq, start, fin)):
+            raise ValueError("fields of the wrong type")
+    except Exception as exc:
+        raise ArdiqError(f"result record of task {task_id!r} is malformed: {exc}") from None
     value: Any
     if ok:
+        if signer is not None:
+            raw = signer.open_result(task_id, raw)
         try:
             value = deserialize(raw)
         except Exception as exc:  # the record is fine; only its value is not readable here

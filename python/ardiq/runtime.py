@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from .context import ErrorContext, TaskContext, _current
 from .errors import Retry
 from .serializers import msgpack_dumps, msgpack_loads
-from .signing import SignatureError
+from .signing import EXPIRED as SIGNATURE_EXPIRED
+from .signing import SKEW_MS, Binding, Opened, SignatureError
 
 if TYPE_CHECKING:
     from .app import Ardiq
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("ardiq")
 
 # Outcome kinds, as the finish script knows them (PROTOCOL.md).
-OK, FAIL, EXPIRED, RETRY, ABORT = "ok", "fail", "expired", "retry", "abort"
+OK, FAIL, EXPIRED, RETRY, ABORT, DROP = "ok", "fail", "expired", "retry", "abort", "drop"
 
 
 def now_ms() -> int:
@@ -55,6 +56,11 @@ class Delivery:
     expire_ms: int = 0
     reclaims: int = 0
     """Deliveries of this attempt lost with a worker (the entry's `r`): a suspect when >= 1."""
+    job_entry: str | None = None
+    """The live job's `e` as read just before the start (a signing worker checks every
+    delivery, PROTOCOL.md "Signed payloads"); "" when no job; None when not checked."""
+    job_nonce: str | None = None
+    """The live job's `n`, read with `job_entry`."""
 
 
 @dataclass(slots=True)
@@ -71,6 +77,9 @@ class Outcome:
     start_ms: int
     lane: str
     delay_ms: int = 0
+    retry_payload: bytes = b""
+    """For a retry: the payload the next attempt runs with (b"": the entry's own); a
+    signing worker re-seals it with a fresh not-after."""
 
 
 class _Aborted(Exception):
@@ -205,13 +214,12 @@ class Runtime:
             log.error("unknown task %s", self._fields(d, tries))
             await self._on_error(d, LookupError(error), tries, will_retry=False)
             return self._outcome(d, tries, start, FAIL, error)
-        try:
-            # The signature is checked before the deserializer sees a byte.
-            body = app._signer.open(d.task_id, d.name, d.payload)
-        except SignatureError as exc:
-            log.error("task payload refused %s reason=%s", self._fields(d, tries), exc)
-            await self._on_error(d, exc, tries, will_retry=False)
-            return self._outcome(d, tries, start, FAIL, str(exc))
+        # The seal is checked before the deserializer sees a byte.
+        checked = self._open(d, start)
+        if isinstance(checked, Outcome):
+            return checked
+        opened = checked
+        body = opened.body
         try:
             args, kwargs, headers = self._decode(body)
         except Exception as exc:
@@ -255,7 +263,7 @@ class Runtime:
                 return self._outcome(d, tries, start, ABORT, b"aborted")
             raise
         except Exception as exc:
-            return await self._failed(d, task, exc, tries, start)
+            return await self._failed(d, task, exc, tries, start, opened)
         finally:
             self._running.pop(d.task_id, None)
             if self._aborting:
@@ -286,7 +294,56 @@ class Runtime:
             return self._outcome(d, tries, start, FAIL, error + " (max_payload_bytes)")
         if debug:
             log.debug("task succeeded %s duration_ms=%d", self._fields(d, tries), now_ms() - start)
+        signer = app._signer
+        if signer.enabled:
+            data = signer.seal_result(d.task_id, data)
         return self._outcome(d, tries, start, OK, data)
+
+    def _open(self, d: Delivery, now: int) -> Opened | Outcome:
+        """The payload opened, or the outcome of a delivery that must not run.
+
+        A signing app runs a delivery only when its seal verifies for this queue, lane, id
+        and task, the live job still names this entry with the sealed nonce, and the
+        not-after has not passed (PROTOCOL.md, Signed payloads). A refused delivery that is
+        the live job's own entry fails its task (its waiters hear why); any other (a
+        replay, a moved or duplicated entry) is dropped, leaving the task alone."""
+        signer = self.app._signer
+        binding = Binding(self.app.queue_name, d.lane, d.task_id, d.name)
+        tries = d.tries + 1
+        try:
+            opened = signer.open(binding, d.payload)
+        except SignatureError as exc:
+            return self._refuse(d, str(exc), now)
+        if not signer.enabled or d.job_entry is None:
+            return opened
+        if opened.nonce is not None and (d.job_entry != d.entry_id or d.job_nonce != opened.nonce):
+            reason = "replayed entry: no live job holds it (nonce or entry mismatch)"
+            log.error("task payload refused %s reason=%s", self._fields(d, tries), reason)
+            return self._drop(d, reason)
+        if opened.not_after is not None and now > opened.not_after + SKEW_MS:
+            return self._refuse(d, SIGNATURE_EXPIRED, now)
+        return opened
+
+    def _refuse(self, d: Delivery, reason: str, now: int) -> Outcome:
+        tries = d.tries + 1
+        log.error("task payload refused %s reason=%s", self._fields(d, tries), reason)
+        if d.job_entry is not None and d.job_entry != d.entry_id:
+            return self._drop(d, reason)
+        return self._outcome(d, tries, now, FAIL, reason)
+
+    @staticmethod
+    def _drop(d: Delivery, reason: str) -> Outcome:
+        """Refused without touching the task it names: kept as `entry:<entry id>`."""
+        return Outcome(
+            d.entry_id,
+            f"entry:{d.entry_id}",
+            DROP,
+            reason.encode(),
+            d.tries,
+            d.enqueue_ms,
+            0,
+            d.lane,
+        )
 
     def _fields(self, d: Delivery, tries: int) -> str:
         """The task's log fields (built only for a line that is emitted)."""
@@ -360,6 +417,7 @@ class Runtime:
         exc: BaseException,
         tries: int,
         start: int,
+        opened: Opened | None = None,
     ) -> Outcome:
         fields = self._fields(d, tries)
         will_retry = tries <= task.max_retries
@@ -375,7 +433,14 @@ class Runtime:
             )
             if not isinstance(exc, Retry):
                 await self._on_error(d, exc, tries, will_retry=True)
-            return self._outcome(d, tries, start, RETRY, repr(exc), delay)
+            outcome = self._outcome(d, tries, start, RETRY, repr(exc), delay)
+            signer = self.app._signer
+            if signer.enabled and opened is not None and opened.nonce is not None:
+                # The next attempt may run long after this one's not-after: seal it again
+                # from its own due time (same nonce: the job record keeps it).
+                binding = Binding(self.app.queue_name, d.lane, d.task_id, d.name)
+                outcome.retry_payload = signer.reseal(binding, opened, now_ms() + delay)
+            return outcome
         log.error("task failed after the last attempt %s error=%s", fields, type(exc).__name__)
         await self._on_error(d, exc, tries, will_retry=False)
         return self._outcome(d, tries, start, FAIL, repr(exc))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .jobs import DeadLetter, Job, Status, TaskResult, decode_payload
 from .runtime import FAIL, OK, RETRY, Delivery, Runtime, now_ms
-from .signing import SignatureError
+from .signing import Binding, SignatureError
 
 if TYPE_CHECKING:
     from .app import Ardiq
@@ -64,15 +64,19 @@ class InlineQueue:
         finally:
             self._running.discard(task.task_id)
         ok = outcome.kind == OK
-        value: Any = (
-            self.app.deserializer(outcome.value) if ok else outcome.value.decode("utf-8", "replace")
-        )
+        value: Any
+        if ok:
+            # Sealed by the runtime and checked here, as a producer checks a stored result.
+            value = self.app.deserializer(self.app._signer.open_result(task.task_id, outcome.value))
+        else:
+            value = outcome.value.decode("utf-8", "replace")
         self.results[task.task_id] = TaskResult(
             ok, value, tries, enqueued, outcome.start_ms, now_ms(), outcome.kind == "abort"
         )
         if outcome.kind == FAIL:
             try:
-                body = self.app._signer.open(task.task_id, task.name, task.payload)
+                binding = Binding(self.app.queue_name, task.lane, task.task_id, task.name)
+                body = self.app._signer.open(binding, task.payload).body
             except SignatureError:
                 body = b""
             args, kwargs = decode_payload(body, self.app.deserializer)

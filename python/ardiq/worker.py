@@ -34,6 +34,7 @@ from .lifespan import lifespan
 from .protocol import GROUP
 from .runtime import ABORT, FAIL, RETRY, Delivery, Outcome, Runtime, now_ms
 from .settings import mask_url
+from .signing import Binding
 
 if TYPE_CHECKING:
     from .app import Ardiq
@@ -42,6 +43,7 @@ log = logging.getLogger("ardiq")
 
 FINISH_BATCH = 500
 RECLAIM_COUNT = 100
+RENEW_CHUNK = 500  # entries per `renew` call, as the engine sends them
 HEARTBEAT_S = 5.0
 PROMOTE_MAX_SLEEP_S = 0.1
 
@@ -404,6 +406,20 @@ class Worker:
                 continue
             ref = (lane, eid)
             self.held[ref] = parsed
+            limit = self.app.max_payload_bytes
+            if len(parsed.payload) > limit:
+                # Refused before the runtime (and its deserializer) sees a byte, as the
+                # engine refuses it.
+                reason = (
+                    f"payload too large: {len(parsed.payload)} bytes, over the limit of "
+                    f"{limit} (max_payload_bytes)"
+                )
+                log.error("entry refused; dead-lettered id=%s reason=%s", parsed.task_id, reason)
+                d = parsed
+                self._submit(
+                    Outcome(eid, d.task_id, FAIL, reason.encode(), d.tries, d.enqueue_ms, 0, lane)
+                )
+                continue
             self.by_task[parsed.task_id] = ref
             heapq.heappush(self.buffer, (self.rank[lane], next(self.seq), ref))
             if self.early_aborts.pop(parsed.task_id, None) is not None:
@@ -418,6 +434,9 @@ class Worker:
         gate: asyncio.Future[set[Ref]] | None = None
         deferred: list[tuple[int, int, Ref]] = []
         check_ownership = self._lease_may_have_lapsed()
+        # A signing worker checks every delivery against its live job record (PROTOCOL.md,
+        # Signed payloads): the same `started` call reports the job's `e` and `n`.
+        signing = self.app._signer.enabled
         while self.buffer and len(self.running) < self.app.concurrency:
             item = heapq.heappop(self.buffer)
             ref = item[2]
@@ -431,7 +450,7 @@ class Worker:
                 # its worker must not take another last-chance task down with it.
                 deferred.append(item)
                 continue
-            if d.reclaims >= 1 or check_ownership:
+            if d.reclaims >= 1 or check_ownership or signing:
                 # A suspect (reclaimed before): marked as started before it runs, so a
                 # worker death blames it only if it really ran (PROTOCOL.md, Reclaim).
                 # After a stall, every start checks the same way that this worker still
@@ -475,11 +494,17 @@ class Worker:
                     await backoff.wait(exc)  # leases stay renewed meanwhile
                 except ArdiqError as exc:
                     log.warning("could not mark reclaimed tasks as started (%s); running them", exc)
-                    reply = [1] * len(suspects)
+                    reply = [[1, None, None]] * len(suspects)
                     break
         finally:
             if not gate.done():
-                allowed = {ref_of(d) for d, ok in zip(suspects, reply, strict=False) if ok}
+                allowed = set()
+                for d, (held, job_entry, job_nonce) in zip(suspects, reply, strict=False):
+                    if held:
+                        # What the live job says, for a signing runtime's check.
+                        d.job_entry = None if job_entry is None else job_entry.decode()
+                        d.job_nonce = None if job_nonce is None else job_nonce.decode()
+                        allowed.add(ref_of(d))
                 gate.set_result(allowed)
 
     async def _run_one(self, d: Delivery, gate: asyncio.Future[set[Ref]] | None = None) -> None:
@@ -525,9 +550,11 @@ class Worker:
                     continue
                 del self.outcomes[: len(batch)]
                 for outcome, recorded in zip(batch, reply, strict=True):
-                    self.held.pop(ref_of(outcome), None)
-                    if self.by_task.get(outcome.task_id) == ref_of(outcome):
-                        del self.by_task[outcome.task_id]
+                    held = self.held.pop(ref_of(outcome), None)
+                    # A dropped entry's outcome names `entry:<id>`, not its task.
+                    task_id = outcome.task_id if held is None else held.task_id
+                    if self.by_task.get(task_id) == ref_of(outcome):
+                        del self.by_task[task_id]
                     if not recorded:
                         log.warning(
                             "stale outcome dropped: another worker holds the task now "
@@ -561,6 +588,7 @@ class Worker:
                 o.start_ms,
                 o.lane,
                 o.delay_ms,
+                o.retry_payload,
             ]
         return list(await self.broker.script("finish", keys, args))
 
@@ -623,16 +651,11 @@ class Worker:
             await asyncio.sleep(interval)
             began = time.monotonic()
             renewed = True
-            # One call per lane: the script answers with bare entry ids, which are unique
-            # only within one stream.
-            by_lane: dict[str, list[str]] = {}
-            for lane, eid in self.held:
-                by_lane.setdefault(lane, []).append(eid)
-            for lane, eids in by_lane.items():
-                index = self.rank[lane] + 1
+            held = list(self.held)
+            for start in range(0, len(held), RENEW_CHUNK):
                 args: list[Any] = [GROUP, self.worker_id]
-                for eid in eids:
-                    args += [index, eid]
+                for lane, eid in held[start : start + RENEW_CHUNK]:
+                    args += [self.rank[lane] + 1, eid]  # KEYS are self.streams, highest first
                 try:
                     lost = await self.broker.script("renew", self.streams, args)
                     backoff.reset()
@@ -640,8 +663,9 @@ class Worker:
                     renewed = False
                     await backoff.wait(exc)
                     break
-                for raw in lost:
-                    self._lease_lost((lane, raw.decode()))
+                # Flat (lane index, entry id) pairs: entry ids repeat across streams.
+                for j in range(0, len(lost) - 1, 2):
+                    self._lease_lost((self.lanes[int(lost[j]) - 1], lost[j + 1].decode()))
             if renewed:
                 self.renewed_at = began
 
@@ -774,11 +798,18 @@ class Worker:
             job = app._crons[name]
             task_id = f"cron:{name}:{when}"
             try:
-                payload = app._signer.seal(task_id, name, app.serializer([[], {}, None]))
+                lane = job.task.priority
+                # Sealed with a nonce of its own, kept by the job record: a replayed
+                # occurrence finds none (PROTOCOL.md, Signed payloads).
+                payload, nonce = app._signer.seal(
+                    Binding(app.queue_name, lane, task_id, name),
+                    app.serializer([[], {}, None]),
+                    when,
+                )
                 fired = await self.broker.script(
                     "cron",
-                    [k.crons, k.stream(job.task.priority), k.job(task_id), k.result(task_id)],
-                    [name, when, task_id, name, payload, job.task.priority],
+                    [k.crons, k.stream(lane), k.job(task_id), k.result(task_id)],
+                    [name, when, task_id, name, payload, lane, nonce],
                 )
                 if fired:
                     log.debug("cron fired name=%s id=%s worker=%s", name, task_id, self.worker_id)

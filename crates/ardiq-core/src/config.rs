@@ -51,6 +51,12 @@ pub struct Config {
     /// Seals the cron occurrences this worker enqueues (`None`: payloads go unsigned).
     /// Workers check the tags in Python, before decoding; see [`crate::sign`].
     pub signing_key: Option<SigningKey>,
+    /// A sealed payload's not-after is its due time plus this (PROTOCOL.md, Signed
+    /// payloads); the engine uses it for the cron occurrences it seals.
+    pub signature_ttl_ms: i64,
+    /// An entry whose payload is longer is refused before anything reaches the executor
+    /// (the task fails with "payload too large").
+    pub max_payload_bytes: usize,
 }
 
 impl Config {
@@ -74,6 +80,8 @@ impl Config {
             command_timeout: Duration::from_secs(5),
             crons: Vec::new(),
             signing_key: None,
+            signature_ttl_ms: crate::sign::DEFAULT_TTL_MS,
+            max_payload_bytes: 16 * 1024 * 1024,
         }
     }
 
@@ -110,6 +118,9 @@ impl Config {
         }
         if self.poll_block_ms == 0 {
             return bad("poll_block_ms must be at least 1 (0 would block forever)");
+        }
+        if self.max_payload_bytes == 0 || self.signature_ttl_ms <= 0 {
+            return bad("max_payload_bytes and signature_ttl_ms must be positive");
         }
         if self.max_deliveries == 0 {
             return bad("max_deliveries must be at least 1");
@@ -155,6 +166,8 @@ impl fmt::Debug for Config {
             .field("drain_timeout", &self.drain_timeout)
             .field("crons", &self.crons)
             .field("signing_key", &self.signing_key)
+            .field("signature_ttl_ms", &self.signature_ttl_ms)
+            .field("max_payload_bytes", &self.max_payload_bytes)
             .finish_non_exhaustive()
     }
 }

@@ -386,10 +386,25 @@ impl Dispatcher {
             .counters
             .add(Counter::Delivered, entries.len() as u64);
         let mut bad = Vec::new();
+        let limit = self.ctx.config.max_payload_bytes;
         {
             let mut held = self.ctx.held();
             for (lane, parsed) in entries {
                 match parsed {
+                    // Refused here, before the executor (and its deserializer) sees a byte.
+                    Parsed::Task(d) if d.payload.len() > limit => {
+                        held.mark_finishing(
+                            (lane, d.entry_id.clone()),
+                            RunningTask {
+                                task_id: d.task_id.clone(),
+                                fn_name: d.fn_name.clone(),
+                                attempt: d.attempt(),
+                            },
+                        );
+                        let mut o = d.fail(payload_too_large(d.payload.len(), limit), 0);
+                        o.tries = d.tries;
+                        bad.push(o);
+                    }
                     Parsed::Task(d) => held.push(lane, d),
                     Parsed::Malformed {
                         entry_id,
@@ -416,6 +431,7 @@ impl Dispatcher {
                             started_ms: 0,
                             lane: lane_name,
                             retry_delay_ms: 0,
+                            retry_payload: Vec::new(),
                         });
                     }
                 }
@@ -423,7 +439,7 @@ impl Dispatcher {
         }
         for o in &bad {
             error!(id = %o.task_id, worker = %self.ctx.worker(), lane = %o.lane,
-                "malformed entry (needs id, fn and p); dead-lettered");
+                reason = %String::from_utf8_lossy(&o.value), "entry refused; dead-lettered");
         }
         self.ctx.counters.add(Counter::Malformed, bad.len() as u64);
         self.ctx.sink.send(bad);
@@ -443,6 +459,9 @@ impl Dispatcher {
         // worker may own what this one is about to start: every start checks ownership
         // first, like a suspect's, so a reclaimed body does not run a second time here.
         let check_ownership = ctx.lease_may_have_lapsed();
+        // A signing worker checks every delivery against its live job record (PROTOCOL.md,
+        // Signed payloads): the same `started` call reports the job's `e` and `n`.
+        let signing = ctx.config.signing_key.is_some();
         let concurrency = ctx.config.concurrency;
         // Up to concurrency more than run, within prefetch (entries awaiting their ack
         // do not count against it, so fetching goes on meanwhile).
@@ -457,8 +476,9 @@ impl Dispatcher {
                 let Some((lane, d)) = held.pop(1).pop() else {
                     break;
                 };
-                let checked_start = check_ownership || started::is_suspect(&d);
-                if checked_start && held.running() >= concurrency {
+                let marked_start = check_ownership || started::is_suspect(&d);
+                let checked_start = marked_start || signing;
+                if marked_start && held.running() >= concurrency {
                     // Marked as started only when a slot is free to start it at once:
                     // a mark on an entry that then waits in the executor's queue would
                     // blame it for a worker death it had no part in.
@@ -666,6 +686,11 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// The failure text of an entry whose payload is over `max_payload_bytes`.
+fn payload_too_large(len: usize, limit: usize) -> String {
+    format!("payload too large: {len} bytes, over the limit of {limit} (max_payload_bytes)")
 }
 
 /// The result of the read in flight, or never (when none is).

@@ -75,6 +75,7 @@ pub fn parse_fields(entry_id: String, lane: &str, fields: &Value) -> Parsed {
                 enqueued_ms: enq,
                 expire_ms: expire,
                 reclaims: clamp(reclaims),
+                live_job: None,
             })
         }
         _ => Parsed::Malformed {

@@ -36,6 +36,20 @@ pub struct Delivery {
     pub expire_ms: i64,
     /// How many times this attempt was reclaimed from a stalled worker (`r`).
     pub reclaims: u32,
+    /// What the live job record said of this task at the start check (`started`): set
+    /// for every delivery of a signing worker, which runs it only when the job still
+    /// names this entry and holds the nonce sealed in its payload (PROTOCOL.md, Signed
+    /// payloads). `None` when no check was made.
+    pub live_job: Option<LiveJob>,
+}
+
+/// The job record's view of a task, read just before it starts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LiveJob {
+    /// The job's `e`: the entry it expects to run (empty: no job, or not queued).
+    pub entry_id: String,
+    /// The job's `n`: the enqueue's nonce, hex (empty: none).
+    pub nonce: String,
 }
 
 impl Delivery {
@@ -63,6 +77,7 @@ impl Delivery {
             started_ms,
             lane: self.lane.clone(),
             retry_delay_ms,
+            retry_payload: Vec::new(),
         }
     }
 
@@ -91,6 +106,15 @@ impl Delivery {
     pub fn aborted(&self, started_ms: i64) -> Outcome {
         self.outcome(OutcomeKind::Abort, b"aborted".to_vec(), started_ms, 0)
     }
+
+    /// Refused without touching its task: an entry no live job holds (a replay, a moved
+    /// or duplicated entry). Kept as the dead letter `entry:<entry id>` with `reason`.
+    pub fn dropped(&self, reason: impl Into<String>) -> Outcome {
+        let mut o = self.outcome(OutcomeKind::Drop, reason.into().into_bytes(), 0, 0);
+        o.task_id = format!("entry:{}", self.entry_id);
+        o.tries = self.tries;
+        o
+    }
 }
 
 impl fmt::Debug for Delivery {
@@ -106,6 +130,7 @@ impl fmt::Debug for Delivery {
             .field("enqueued_ms", &self.enqueued_ms)
             .field("expire_ms", &self.expire_ms)
             .field("reclaims", &self.reclaims)
+            .field("live_job", &self.live_job)
             .finish()
     }
 }
@@ -123,6 +148,8 @@ pub enum OutcomeKind {
     Retry,
     /// Aborted before or while running.
     Abort,
+    /// Refused without touching its task (see [`Delivery::dropped`]); `value` is why.
+    Drop,
 }
 
 impl OutcomeKind {
@@ -134,6 +161,7 @@ impl OutcomeKind {
             OutcomeKind::Expired => "expired",
             OutcomeKind::Retry => "retry",
             OutcomeKind::Abort => "abort",
+            OutcomeKind::Drop => "drop",
         }
     }
 }
@@ -166,6 +194,9 @@ pub struct Outcome {
     pub lane: String,
     /// For `Retry`: how long to wait before the next attempt (0: re-queue at once).
     pub retry_delay_ms: u64,
+    /// For `Retry`: the payload the next attempt runs with (empty: the entry's own). A
+    /// signing executor re-seals it with a fresh not-after.
+    pub retry_payload: Vec<u8>,
 }
 
 impl fmt::Debug for Outcome {
@@ -180,6 +211,7 @@ impl fmt::Debug for Outcome {
             .field("started_ms", &self.started_ms)
             .field("lane", &self.lane)
             .field("retry_delay_ms", &self.retry_delay_ms)
+            .field("retry_payload_len", &self.retry_payload.len())
             .finish()
     }
 }

@@ -171,7 +171,8 @@ async fn call_finish(ctx: &Ctx, batch: &[Arrived]) -> Result<Vec<i64>, redis::Re
             .arg(o.enqueued_ms)
             .arg(o.started_ms)
             .arg(&o.lane)
-            .arg(o.retry_delay_ms);
+            .arg(o.retry_delay_ms)
+            .arg(&o.retry_payload[..]);
     }
     let mut conn = ctx.conn.clone();
     let value: Value = inv.invoke_async(&mut conn).await?;

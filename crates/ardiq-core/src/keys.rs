@@ -36,6 +36,11 @@ impl Keys {
         &self.prefix
     }
 
+    /// The queue name (what the braces of the prefix hold); seals bind payloads to it.
+    pub fn queue(&self) -> &str {
+        &self.prefix["ardiq:{".len()..self.prefix.len() - "}:".len()]
+    }
+
     /// Lane names, lowest first.
     pub fn lanes(&self) -> &[String] {
         &self.lanes

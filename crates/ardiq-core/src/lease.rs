@@ -55,13 +55,15 @@ pub async fn renew_all(ctx: &Ctx) -> Result<(), redis::RedisError> {
     for chunk in held.chunks(CHUNK) {
         let lost = renew(ctx, chunk).await?;
         if !lost.is_empty() {
-            drop_lost(ctx, chunk, &lost);
+            drop_lost(ctx, &lost);
         }
     }
     Ok(())
 }
 
-async fn renew(ctx: &Ctx, entries: &[EntryKey]) -> Result<Vec<String>, redis::RedisError> {
+/// One `renew` call; returns the entries lost, each with its lane (entry ids repeat
+/// across streams: a bare id would also drop a healthy entry of another lane).
+async fn renew(ctx: &Ctx, entries: &[EntryKey]) -> Result<Vec<EntryKey>, redis::RedisError> {
     let keys = &ctx.keys;
     let mut inv = scripts::RENEW.prepare_invoke();
     // KEYS in lowest-first order, so an entry's lane index + 1 is its KEYS index.
@@ -74,46 +76,72 @@ async fn renew(ctx: &Ctx, entries: &[EntryKey]) -> Result<Vec<String>, redis::Re
     }
     let mut conn = ctx.conn.clone();
     let value: Value = inv.invoke_async(&mut conn).await?;
-    Ok(reply::array(&value)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(reply::string)
-        .collect())
+    Ok(parse_lost(&value, keys.lanes().len()))
+}
+
+/// The script's flat (lane index 1-based, entry id) pairs; pairs naming no lane of ours
+/// are ignored.
+fn parse_lost(value: &Value, lanes: usize) -> Vec<EntryKey> {
+    let items = reply::array(value).unwrap_or_default();
+    items
+        .chunks_exact(2)
+        .filter_map(|pair| {
+            let lane = usize::try_from(reply::int(&pair[0])?)
+                .ok()?
+                .checked_sub(1)?;
+            (lane < lanes).then_some((lane, reply::string(&pair[1])?))
+        })
+        .collect()
 }
 
 /// A lost buffered entry is dropped (its new owner runs it), and so is one the executor
 /// queued but has not started; a lost running one keeps running, and its outcome will be
 /// rejected as stale.
-fn drop_lost(ctx: &Ctx, chunk: &[EntryKey], lost: &[String]) {
+fn drop_lost(ctx: &Ctx, lost: &[EntryKey]) {
     let mut dropped = 0;
     {
         let mut held = ctx.held();
-        for eid in lost {
-            // The script returns entry ids only; match them to the lanes we asked about.
-            for key in chunk.iter().filter(|(_, e)| e == eid) {
-                if held.remove_buffered(key) {
-                    dropped += 1;
-                    ctx.counters.add(Counter::LostLeases, 1);
-                    warn!(entry = %eid, worker = %ctx.worker(),
-                        "lease lost on a buffered entry; dropped from the buffer");
-                } else if held.running_task(key).is_some()
-                    && ctx.executor.withdraw(&ctx.keys.lanes()[key.0], eid)
-                {
-                    held.abandon(key);
-                    dropped += 1;
-                    ctx.counters.add(Counter::LostLeases, 1);
-                    warn!(entry = %eid, worker = %ctx.worker(),
-                        "lease lost on a queued entry; withdrawn before it started");
-                } else if let Some(t) = held.running_task(key) {
-                    ctx.counters.add(Counter::LostLeases, 1);
-                    warn!(id = %t.task_id, name = %t.fn_name, worker = %ctx.worker(),
-                        try = t.attempt, "lease lost on a running task; its outcome will be stale");
-                }
-                // Finishing entries are normal here: their ack raced this renewal.
+        for key in lost {
+            let eid = &key.1;
+            if held.remove_buffered(key) {
+                dropped += 1;
+                ctx.counters.add(Counter::LostLeases, 1);
+                warn!(entry = %eid, worker = %ctx.worker(),
+                    "lease lost on a buffered entry; dropped from the buffer");
+            } else if held.running_task(key).is_some()
+                && ctx.executor.withdraw(&ctx.keys.lanes()[key.0], eid)
+            {
+                held.abandon(key);
+                dropped += 1;
+                ctx.counters.add(Counter::LostLeases, 1);
+                warn!(entry = %eid, worker = %ctx.worker(),
+                    "lease lost on a queued entry; withdrawn before it started");
+            } else if let Some(t) = held.running_task(key) {
+                ctx.counters.add(Counter::LostLeases, 1);
+                warn!(id = %t.task_id, name = %t.fn_name, worker = %ctx.worker(),
+                    try = t.attempt, "lease lost on a running task; its outcome will be stale");
             }
+            // Finishing entries are normal here: their ack raced this renewal.
         }
     }
     if dropped > 0 {
         ctx.wake.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bs(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn lost_entries_keep_their_lane() {
+        // `123-0` lost in lane 2 (index 1) must not name `123-0` of lane 1 (index 0).
+        let reply = Value::Array(vec![Value::Int(2), bs("123-0"), Value::Int(9), bs("1-0")]);
+        assert_eq!(parse_lost(&reply, 2), vec![(1, "123-0".to_owned())]);
+        assert!(parse_lost(&Value::Array(vec![Value::Int(1)]), 2).is_empty());
     }
 }

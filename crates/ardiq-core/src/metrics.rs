@@ -410,6 +410,7 @@ mod tests {
             started_ms: now - 200,
             lane: "default".into(),
             retry_delay_ms: 0,
+            retry_payload: vec![],
         };
         l.observe(&o, 0);
         let run = l.run_time.snapshot();

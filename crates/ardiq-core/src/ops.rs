@@ -397,8 +397,50 @@ impl Client {
     }
 
     /// `replay`: 1 re-queued, 0 no such dead letter, -1 a live task holds the id, -2 its
-    /// lane is not one of `keys`' lanes.
-    pub async fn replay(&mut self, keys: &Keys, id: &str) -> Result<i64, OpsError> {
+    /// lane is not one of `keys`' lanes, -3 its payload is sealed and `signing` holds no
+    /// key, -4 its seal does not verify under `signing` (or is a version 1 seal).
+    ///
+    /// A replay is a new enqueue: a sealed payload is opened and sealed again with a new
+    /// nonce and a not-after `ttl_ms` from now (PROTOCOL.md, Signed payloads).
+    pub async fn replay(
+        &mut self,
+        keys: &Keys,
+        id: &str,
+        signing: &[crate::SigningKey],
+        ttl_ms: i64,
+    ) -> Result<i64, OpsError> {
+        let fields: Vec<Option<Vec<u8>>> = self
+            .query(
+                redis::cmd("HMGET")
+                    .arg(keys.dead(id))
+                    .arg(&["fn", "l", "p"]),
+            )
+            .await?;
+        let text = |i: usize| {
+            String::from_utf8_lossy(fields[i].as_deref().unwrap_or_default()).into_owned()
+        };
+        let payload = fields[2].clone().unwrap_or_default();
+        let (resealed, nonce) = if crate::sign::is_sealed(&payload) {
+            let Some(key) = signing.first() else {
+                return Ok(-3);
+            };
+            let (fn_name, lane) = (text(0), text(1));
+            let binding = crate::sign::Binding {
+                queue: keys.queue(),
+                lane: &lane,
+                task_id: id,
+                fn_name: &fn_name,
+            };
+            let Ok(opened) = crate::sign::open(signing, &binding, &payload) else {
+                return Ok(-4);
+            };
+            let nonce = crate::sign::new_nonce();
+            let now = crate::context::local_now_ms();
+            let sealed = key.seal(&binding, &nonce, now.saturating_add(ttl_ms), &opened.body);
+            (sealed, crate::sign::nonce_hex(&nonce))
+        } else {
+            (Vec::new(), String::new())
+        };
         let mut inv = scripts::REPLAY.prepare_invoke();
         inv.key(keys.dead_index())
             .key(keys.dead(id))
@@ -407,7 +449,10 @@ impl Client {
         for i in 0..keys.lanes().len() {
             inv.key(keys.stream(i));
         }
-        inv.arg(id).arg(keys.lanes().len());
+        inv.arg(id)
+            .arg(&resealed[..])
+            .arg(&nonce)
+            .arg(keys.lanes().len());
         for lane in keys.lanes() {
             inv.arg(lane);
         }

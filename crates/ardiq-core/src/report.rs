@@ -96,6 +96,8 @@ impl Counters {
             OutcomeKind::Expired => &self.expired,
             OutcomeKind::Retry => &self.retried,
             OutcomeKind::Abort => &self.aborted,
+            // Refused entries count with the malformed ones: neither could run.
+            OutcomeKind::Drop => &self.malformed,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }

@@ -16,6 +16,7 @@ use crate::context::Ctx;
 use crate::reply;
 use crate::report::Counter;
 use crate::scripts;
+use crate::sign;
 
 /// The task id of one occurrence: the same on every worker.
 pub fn occurrence_id(name: &str, occurrence_ms: i64) -> String {
@@ -68,10 +69,22 @@ async fn fire(ctx: &Ctx, cron: &CronEntry, occurrence: i64) -> Result<bool, redi
     let keys = &ctx.keys;
     let lane = keys.lane_index(&cron.lane).unwrap_or(0);
     let id = occurrence_id(&cron.name, occurrence);
-    // Workers that hold the signing key refuse unsigned payloads: seal each occurrence.
-    let payload = match &ctx.config.signing_key {
-        Some(key) => key.seal(&id, &cron.fn_name, &cron.payload),
-        None => cron.payload.clone(),
+    // Workers that hold the signing key refuse unsigned payloads: seal each occurrence,
+    // with a nonce of its own that the job record keeps (a replayed occurrence finds none).
+    let (payload, nonce) = match &ctx.config.signing_key {
+        Some(key) => {
+            let nonce = sign::new_nonce();
+            let binding = sign::Binding {
+                queue: &ctx.config.queue,
+                lane: &keys.lanes()[lane],
+                task_id: &id,
+                fn_name: &cron.fn_name,
+            };
+            let not_after = occurrence.saturating_add(ctx.config.signature_ttl_ms);
+            let sealed = key.seal(&binding, &nonce, not_after, &cron.payload);
+            (sealed, sign::nonce_hex(&nonce))
+        }
+        None => (cron.payload.clone(), String::new()),
     };
     let mut inv = scripts::CRON.prepare_invoke();
     inv.key(keys.crons())
@@ -83,7 +96,8 @@ async fn fire(ctx: &Ctx, cron: &CronEntry, occurrence: i64) -> Result<bool, redi
         .arg(&id)
         .arg(&cron.fn_name)
         .arg(&payload[..])
-        .arg(&keys.lanes()[lane]);
+        .arg(&keys.lanes()[lane])
+        .arg(&nonce);
     let mut conn = ctx.conn.clone();
     let value: redis::Value = inv.invoke_async(&mut conn).await?;
     Ok(reply::int(&value) == Some(1))

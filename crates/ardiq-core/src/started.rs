@@ -23,7 +23,7 @@ use tracing::{info, warn};
 use crate::backoff::{Backoff, LogThrottle};
 use crate::connection::is_transient;
 use crate::context::Ctx;
-use crate::executor::Delivery;
+use crate::executor::{Delivery, LiveJob};
 use crate::keys::GROUP;
 use crate::reply;
 use crate::scripts;
@@ -69,15 +69,16 @@ pub async fn mark_then_start(ctx: Arc<Ctx>, batch: Vec<(usize, Delivery)>) {
                 // crash then re-queues them without counting, which only delays the cap).
                 warn!(error = %e, tasks = batch.len(),
                     "could not mark reclaimed tasks as started; running them unmarked");
-                break vec![true; batch.len()];
+                break vec![(true, None); batch.len()];
             }
         }
     };
     let mut start = Vec::with_capacity(batch.len());
     {
         let mut state = ctx.held();
-        for ((lane, d), keep) in batch.into_iter().zip(held) {
+        for ((lane, mut d), (keep, live_job)) in batch.into_iter().zip(held) {
             if keep {
+                d.live_job = live_job;
                 start.push(d);
             } else {
                 warn!(id = %d.task_id, name = %d.fn_name, worker = %ctx.worker(),
@@ -92,8 +93,12 @@ pub async fn mark_then_start(ctx: Arc<Ctx>, batch: Vec<(usize, Delivery)>) {
     ctx.wake.notify_one();
 }
 
-/// One `started` call: per delivery, whether this consumer still holds it.
-async fn mark(ctx: &Ctx, batch: &[(usize, Delivery)]) -> Result<Vec<bool>, redis::RedisError> {
+/// One `started` call: per delivery, whether this consumer still holds it, and what its
+/// live job record says (its `e` and `n`).
+async fn mark(
+    ctx: &Ctx,
+    batch: &[(usize, Delivery)],
+) -> Result<Vec<(bool, Option<LiveJob>)>, redis::RedisError> {
     let keys = &ctx.keys;
     let mut inv = scripts::STARTED.prepare_invoke();
     for (lane, d) in batch {
@@ -107,6 +112,18 @@ async fn mark(ctx: &Ctx, batch: &[(usize, Delivery)]) -> Result<Vec<bool>, redis
     let value: Value = inv.invoke_async(&mut conn).await?;
     let items = reply::array(&value).unwrap_or_default();
     Ok((0..batch.len())
-        .map(|i| items.get(i).and_then(reply::int).unwrap_or(1) != 0)
+        .map(|i| items.get(i).map_or((true, None), parse_mark))
         .collect())
+}
+
+/// `{held, job e, job n}` for one entry.
+fn parse_mark(item: &Value) -> (bool, Option<LiveJob>) {
+    let parts = reply::array(item).unwrap_or_default();
+    let held = parts.first().and_then(reply::int).unwrap_or(1) != 0;
+    let text = |i: usize| parts.get(i).and_then(reply::string).unwrap_or_default();
+    let live_job = LiveJob {
+        entry_id: text(1),
+        nonce: text(2),
+    };
+    (held, Some(live_job))
 }

@@ -207,6 +207,7 @@ pub(crate) fn test_delivery(eid: &str, task: &str) -> Delivery {
         enqueued_ms: 0,
         expire_ms: 0,
         reclaims: 0,
+        live_job: None,
     }
 }
 

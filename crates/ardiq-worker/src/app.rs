@@ -107,6 +107,8 @@ fn read_config(s: &Bound<'_, PyAny>) -> PyResult<Config> {
     c.drain_timeout = timeout.map(Duration::from_secs_f64);
     let signing_key: Option<Vec<u8>> = s.get_item("signing_key")?.extract()?;
     c.signing_key = signing_key.map(SigningKey::new);
+    c.signature_ttl_ms = s.get_item("signature_ttl_ms")?.extract()?;
+    c.max_payload_bytes = s.get_item("max_payload_bytes")?.extract()?;
     let crons: Vec<(String, String, String, String, Vec<u8>)> = s.get_item("crons")?.extract()?;
     for (name, kind, spec, lane, payload) in crons {
         let schedule: Arc<dyn CronSchedule> = if kind == "every" {

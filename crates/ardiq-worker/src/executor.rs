@@ -355,8 +355,11 @@ impl Take {
     }
 }
 
-/// `(entry_id, lane, task_id, name, payload, tries, enqueue_ms, expire_ms)`.
+/// `(entry_id, lane, task_id, name, payload, tries, enqueue_ms, expire_ms, reclaims,
+/// job_entry, job_nonce)`; the last two are `None` unless the engine checked the live
+/// job (a signing worker: PROTOCOL.md, Signed payloads).
 fn delivery_tuple<'py>(py: Python<'py>, d: &Delivery) -> PyResult<Bound<'py, PyTuple>> {
+    let job = d.live_job.as_ref();
     (
         d.entry_id.as_str(),
         d.lane.as_str(),
@@ -366,6 +369,9 @@ fn delivery_tuple<'py>(py: Python<'py>, d: &Delivery) -> PyResult<Bound<'py, PyT
         d.tries,
         d.enqueued_ms,
         d.expire_ms,
+        d.reclaims,
+        job.map(|j| j.entry_id.as_str()),
+        job.map(|j| j.nonce.as_str()),
     )
         .into_pyobject(py)
 }
@@ -387,6 +393,7 @@ type OutcomeTuple<'py> = (
     i64,
     String,
     i64,
+    Bound<'py, PyBytes>,
 );
 
 #[pymethods]
@@ -394,14 +401,25 @@ impl Outcomes {
     fn __call__(&self, batch: &Bound<'_, PyList>) -> PyResult<()> {
         let mut out = Vec::with_capacity(batch.len());
         for item in batch.iter() {
-            let (entry_id, task_id, kind, value, tries, enqueued_ms, started_ms, lane, delay): OutcomeTuple<'_> =
-                item.extract()?;
+            let (
+                entry_id,
+                task_id,
+                kind,
+                value,
+                tries,
+                enqueued_ms,
+                started_ms,
+                lane,
+                delay,
+                payload,
+            ): OutcomeTuple<'_> = item.extract()?;
             let kind = match kind.as_str() {
                 "ok" => OutcomeKind::Ok,
                 "fail" => OutcomeKind::Fail,
                 "expired" => OutcomeKind::Expired,
                 "retry" => OutcomeKind::Retry,
                 "abort" => OutcomeKind::Abort,
+                "drop" => OutcomeKind::Drop,
                 other => {
                     return Err(pyo3::exceptions::PyValueError::new_err(format!(
                         "unknown outcome kind {other:?}"
@@ -418,6 +436,7 @@ impl Outcomes {
                 started_ms,
                 lane,
                 retry_delay_ms: delay.max(0) as u64,
+                retry_payload: payload.as_bytes().to_vec(),
             });
         }
         match self.sink.get() {

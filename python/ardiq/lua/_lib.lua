@@ -42,11 +42,12 @@ local function is_pending(stream, group, eid, consumer)
   return type(r) == 'table' and r.err == nil and #r > 0
 end
 
--- The result record: a msgpack array [version, ok, value, tries, enqueued, started,
+-- The result record (protocol version 2): a msgpack array [version, ok, value, tries,
+-- enqueued, started,
 -- finished, aborted]. On success `value` is the app serializer's bytes; on failure it
 -- is UTF-8 text that says what went wrong.
 local function result_blob(ok, value, tries, enq, start, fin, aborted)
-  return cmsgpack.pack({1, ok, value, tonumber(tries) or 0, tonumber(enq) or 0,
+  return cmsgpack.pack({2, ok, value, tonumber(tries) or 0, tonumber(enq) or 0,
     tonumber(start) or 0, tonumber(fin) or 0, aborted})
 end
 

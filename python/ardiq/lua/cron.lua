@@ -2,7 +2,8 @@
 -- occurrence time comes from the spec, so workers whose clocks disagree still name the
 -- same occurrence; the last occurrence fired is kept per cron and never goes back.
 -- KEYS          cron hash, stream of the lane, job hash, result key
--- ARGV          cron name, occurrence ms, task id, fn, payload, lane
+-- ARGV          cron name, occurrence ms, task id, fn, payload, lane, nonce ('' = none:
+--               the worker does not sign)
 -- Returns       1 enqueued, 0 this occurrence (or a later one) already fired
 local crons, stream, job, result = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local name, occ = ARGV[1], tonumber(ARGV[2])
@@ -15,4 +16,5 @@ redis.call('DEL', result)
 local eid = add_entry(stream, ARGV[3], ARGV[4], ARGV[5], 0, now, 0, 0)
 redis.call('HSET', job, 'fn', ARGV[4], 'l', ARGV[6], 's', 'q', 't', 0, 'enq', now,
   'x', 0, 'e', eid)
+if ARGV[7] and ARGV[7] ~= '' then redis.call('HSET', job, 'n', ARGV[7]) end
 return 1

@@ -5,9 +5,12 @@
 -- ARGV[2]   the tasks, one msgpack array of arrays, each
 --           [id, fn, payload, lane, due_ms (absolute; 0 = now), delay_ms (relative,
 --           used when due_ms is 0), expire_ms (relative to now: drop the task if it has
---           not started that long after enqueue; 0 = never), fresh (1: the producer just
---           drew the id at random, 128 bits, so no task and no result can hold it: the
---           EXISTS and DEL of the id are skipped)]
+--           not started that long after enqueue; 0 = never), fresh (0: check the id;
+--           1: the producer just drew the id at random, 128 bits, so no task and no
+--           result can hold it: the EXISTS and DEL of the id are skipped; 2: a resend
+--           after a lost reply, the first call may have landed: skip the task when its
+--           job *or its result* exists), nonce (optional: stored as job `n`; signing
+--           apps)]
 --           One blob instead of eleven arguments per task: encoding arguments one by one
 --           was most of a producer's cost per task (PROTOCOL.md, "enqueue").
 -- Returns   a string with one character per task: '1' added, '0' a live task already
@@ -22,13 +25,16 @@ local out = {}
 for i = 1, #tasks do
   local t = tasks[i]
   local id, fn, payload, lane = t[1], t[2], t[3], t[4]
-  local due, delay, expire, fresh = t[5], t[6], t[7], t[8] == 1
+  local due, delay, expire, mode, nonce = t[5], t[6], t[7], t[8], t[9]
+  local fresh = mode == 1
   local job = prefix .. 'job:' .. id
   if due == 0 and delay > 0 then due = now + delay end
   local expire_s = '0'
   if expire > 0 then expire_s = string.format('%d', now + expire) end
   if not fresh and redis.call('EXISTS', job) == 1 then
     out[i] = '0'
+  elseif mode == 2 and redis.call('EXISTS', prefix .. 'result:' .. id) == 1 then
+    out[i] = '0' -- the first call landed and the task already finished: not again
   else
     -- A finished task's old result would answer for the new run: clear it.
     if not fresh then redis.call('DEL', prefix .. 'result:' .. id) end
@@ -42,6 +48,7 @@ for i = 1, #tasks do
       redis.call('HSET', job, 'fn', fn, 'l', lane, 's', 'q', 't', '0', 'enq', now_s,
         'x', expire_s, 'e', eid)
     end
+    if nonce and nonce ~= '' then redis.call('HSET', job, 'n', nonce) end
     out[i] = '1'
   end
 end

@@ -5,13 +5,19 @@
 -- KEYS[2]        dead-letter index
 -- KEYS[3+5i..]   per outcome i: stream, job hash, wait key, result key, dead-letter hash
 -- ARGV[1..5]     key prefix, group, consumer, result ttl ms, number of outcomes n
--- ARGV[6+9i..]   per outcome: entry id, task id, kind, value, tries (attempts made,
---                this one included), enqueue ms, start ms, lane, retry delay ms
+-- ARGV[6+10i..]  per outcome: entry id, task id, kind, value, tries (attempts made,
+--                this one included), enqueue ms, start ms, lane, retry delay ms, payload
+--                (retry only: replaces the entry's payload when not empty; a signing
+--                worker re-seals a retry with a fresh not-after)
 -- kinds          ok: value is the serialized return value
 --                fail: value is the error; the task goes to the dead letters
 --                expired: value is the error; not a dead letter (it never ran)
 --                retry: run again after the delay (unless an abort was requested)
 --                abort: the task was aborted before or while running
+--                drop: an entry no live job holds (a replay, a moved or duplicated
+--                entry): acknowledged, deleted and kept as a dead letter under the
+--                outcome's task id (`entry:<entry id>`), value the reason; the job,
+--                result and waiters of the task it names are left alone
 -- Returns        per outcome 1 when recorded, 0 when stale
 -- The acknowledged entries are deleted at the end with one XDEL per stream (not one per
 -- outcome), also when an outcome raises an error midway (what was acked is then deleted
@@ -20,9 +26,10 @@
 local delayed, dead_index = KEYS[1], KEYS[2]
 local prefix, group = ARGV[1], ARGV[2]
 local ttl, n = tonumber(ARGV[4]), tonumber(ARGV[5])
-local kinds = {ok = true, fail = true, expired = true, retry = true, abort = true}
+local kinds = {ok = true, fail = true, expired = true, retry = true, abort = true,
+  drop = true}
 for i = 0, n - 1 do
-  local kind = ARGV[6 + 9 * i + 2]
+  local kind = ARGV[6 + 10 * i + 2]
   if not kinds[kind] then
     return redis.error_reply('ardiq: unknown outcome kind ' .. tostring(kind))
   end
@@ -35,13 +42,16 @@ local function finish_all()
     local k = 3 + 5 * i
     local stream, job, wait, result, dead_key = KEYS[k], KEYS[k + 1], KEYS[k + 2],
       KEYS[k + 3], KEYS[k + 4]
-    local a = 6 + 9 * i
+    local a = 6 + 10 * i
     local eid, id, kind, value = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
     local tries, enq, start, lane = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
     local delay = tonumber(ARGV[a + 8])
+    local payload = ARGV[a + 9]
     if kind == 'retry' and redis.call('HGET', job, 'a') == '1' then kind = 'abort' end
     local fields
-    if kind == 'fail' or kind == 'retry' then fields = read_entry(stream, eid) end
+    if kind == 'fail' or kind == 'retry' or kind == 'drop' then
+      fields = read_entry(stream, eid)
+    end
     -- The ack comes first and decides: 0 means another worker owns this attempt now.
     if redis.call('XACK', stream, group, eid) == 0 then
       out[i + 1] = 0
@@ -63,18 +73,23 @@ local function finish_all()
       elseif kind == 'expired' then
         finalize(prefix, job, wait, result, id,
           result_blob(false, value, tries, enq, start, now, false), ttl)
+      elseif kind == 'drop' then
+        bury(dead_index, dead_key, id, fields or {}, lane, value, tries, now)
       elseif kind == 'abort' then
         finalize(prefix, job, wait, result, id,
           result_blob(false, 'aborted', tries, enq, start, now, true), ttl)
       else -- retry
         fields = fields or {}
+        if payload and payload ~= '' then fields['p'] = payload end
         if delay <= 0 then
           local new = add_entry(stream, id, fields['fn'] or '', fields['p'] or '', tries,
             fields['enq'] or enq, fields['x'] or 0, 0)
           redis.call('HSET', job, 's', 'q', 'e', new, 't', tries)
         else
+          -- The task name and times too: a lean job record (PROTOCOL.md) has none.
           redis.call('HSET', job, 's', 'd', 't', tries, 'at', now + delay,
-            'p', fields['p'] or '')
+            'p', fields['p'] or '', 'fn', fields['fn'] or '', 'enq', fields['enq'] or enq,
+            'x', fields['x'] or 0)
           redis.call('HDEL', job, 'e')
           redis.call('ZADD', delayed, now + delay, id)
         end

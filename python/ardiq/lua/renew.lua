@@ -2,7 +2,9 @@
 -- resetting their idle time. An entry is renewed only while this consumer still owns it.
 -- KEYS          the lanes' streams
 -- ARGV          group, consumer, then pairs: lane index (1-based in KEYS), entry id
--- Returns       the entry ids this consumer no longer holds (reclaimed or finished)
+-- Returns       flat pairs (lane index, entry id) of the entries this consumer no longer
+--               holds (reclaimed or finished): entry ids repeat across streams, so the
+--               lane is part of the answer
 local group, consumer = ARGV[1], ARGV[2]
 local lost = {}
 for a = 3, #ARGV, 2 do
@@ -11,6 +13,7 @@ for a = 3, #ARGV, 2 do
     -- JUSTID: reset the idle time without counting a delivery.
     redis.call('XCLAIM', stream, group, consumer, 0, eid, 'JUSTID')
   else
+    lost[#lost + 1] = tonumber(ARGV[a])
     lost[#lost + 1] = eid
   end
 end

@@ -5,9 +5,11 @@
 -- died (never started there) is not blamed. Entries with `r` = 0 need no mark.
 -- KEYS[2i+1..]  per entry i: stream, job hash
 -- ARGV          group, consumer, then the entry ids (same order)
--- Returns       per entry: 1 when this consumer still holds it (lease renewed, marked
---               when its job exists; run it), 0 when it does not (reclaimed elsewhere:
---               do not run it)
+-- Returns       per entry {held, job e, job n}: held is 1 when this consumer still holds
+--               it (lease renewed, marked when its job exists; run it), 0 when it does
+--               not (reclaimed elsewhere: do not run it); the job's entry id and nonce
+--               ('' when missing) let a signing worker check the delivery against its
+--               seal (PROTOCOL.md, Signed payloads)
 local group, consumer = ARGV[1], ARGV[2]
 local out = {}
 for a = 3, #ARGV do
@@ -18,10 +20,11 @@ for a = 3, #ARGV do
     -- a stall the entry may be past its lease, and another worker's reclaim must not
     -- take it between this check and the body's start.
     redis.call('XCLAIM', stream, group, consumer, 0, eid, 'JUSTID')
-    if redis.call('EXISTS', job) == 1 then redis.call('HSET', job, 'st', eid) end
-    out[i + 1] = 1
+    local f = redis.call('HMGET', job, 'e', 'n')
+    if f[1] then redis.call('HSET', job, 'st', eid) end
+    out[i + 1] = {1, f[1] or '', f[2] or ''}
   else
-    out[i + 1] = 0
+    out[i + 1] = {0, '', ''}
   end
 end
 return out

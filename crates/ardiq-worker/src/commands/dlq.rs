@@ -121,7 +121,11 @@ async fn each(
     let mut missed = 0;
     for id in &ids {
         let r = match action {
-            Action::Replay => client.replay(keys, id).await,
+            Action::Replay => {
+                client
+                    .replay(keys, id, &signing_keys(), ardiq_core::sign::DEFAULT_TTL_MS)
+                    .await
+            }
             Action::Delete => client.delete_dead(keys, id).await,
         }
         .map_err(ops::failure)?;
@@ -130,6 +134,8 @@ async fn each(
             (Action::Delete, 1) => "deleted",
             (_, 0) => "not_found",
             (_, -1) => "live", // a live task holds the id
+            (Action::Replay, -3) => "needs_key",
+            (Action::Replay, -4) => "bad_seal",
             _ => "unknown_lane",
         };
         if r != 1 {
@@ -178,6 +184,14 @@ async fn each(
                     "error: `{id}` belongs to a lane not in {:?}; pass `--lanes`",
                     keys.lanes()
                 ),
+                "needs_key" => eprintln!(
+                    "error: `{id}` is signed: replaying it seals it again, which needs the \
+                     signing key\n\nhint: set `ARDIQ_SIGNING_KEY` (or `ARDIQ_SIGNING_KEY_FILE`)"
+                ),
+                "bad_seal" => eprintln!(
+                    "error: the seal of `{id}` does not verify under the signing key (another \
+                     key, an altered payload, or a protocol version 1 seal); not replayed"
+                ),
                 _ => {}
             }
         }
@@ -188,6 +202,27 @@ async fn each(
     } else {
         code::OK
     })
+}
+
+/// The signing keys the environment gives the ops tools: `ARDIQ_SIGNING_KEY` (keys
+/// separated by commas, the first one seals) or the file `ARDIQ_SIGNING_KEY_FILE` names.
+fn signing_keys() -> Vec<ardiq_core::SigningKey> {
+    let raw = std::env::var("ARDIQ_SIGNING_KEY")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            let path = std::env::var_os("ARDIQ_SIGNING_KEY_FILE")?;
+            std::fs::read_to_string(path).ok()
+        });
+    raw.map(|s| {
+        s.trim_end_matches(['\n', '\r'])
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(|k| ardiq_core::SigningKey::new(k.as_bytes().to_vec()))
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 fn queue_name(keys: &Keys) -> &str {

@@ -16,9 +16,17 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from apps.ledger import exit_code, stop_code, wait_until
-from ardiq import Ardiq, BrokerError, Job
+from ardiq import Ardiq, ArdiqError, BrokerError, Job
 from ardiq.serializers import msgpack_dumps, msgpack_loads
-from ardiq.signing import MAGIC, SignatureError, Signer, check_signing_keys
+from ardiq.signing import (
+    MAGIC,
+    RESULT_MAGIC,
+    Binding,
+    ResultSealError,
+    SignatureError,
+    Signer,
+    check_signing_keys,
+)
 from conftest import WORKER_KINDS
 from support.redis_server import RedisServer, free_port
 from support.workers import WorkerProcess, native_binary
@@ -149,34 +157,56 @@ def test_signing_key_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     assert KEY not in repr(Signer([KEY.encode()]))
 
 
-def test_signer_binds_id_name_and_payload() -> None:
-    new, old = Signer([b"n" * 32]), Signer([b"o" * 32])
-    rotated = Signer([b"n" * 32, b"o" * 32])
-    sealed = old.seal("t1", "add", b"body")
-    assert sealed.startswith(MAGIC) and sealed.endswith(b"body")
-    assert rotated.open("t1", "add", sealed) == b"body"  # an old key still verifies
-    assert rotated.seal("t1", "add", b"body") == new.seal("t1", "add", b"body")
-    for task_id, name, payload in [
-        ("t2", "add", sealed),  # moved to another id
-        ("t1", "sub", sealed),  # ... or another task name
-        ("t1", "add", sealed[:-1] + b"X"),  # body changed
-        ("t1", "add", sealed[:10]),  # truncated
+def test_signer_binds_queue_lane_id_name_and_payload() -> None:
+    new, old = Signer([b"n" * 32], queue="q"), Signer([b"o" * 32], queue="q")
+    rotated = Signer([b"n" * 32, b"o" * 32], queue="q")
+    here = Binding("q", "default", "t1", "add")
+    sealed, nonce = old.seal(here, b"body", 1_000)
+    assert sealed.startswith(MAGIC) and sealed.endswith(b"body") and len(nonce) == 32
+    opened = rotated.open(here, sealed)  # an old key still verifies
+    assert opened == (b"body", nonce, 1_000 + old.ttl_ms)
+    for there, payload in [
+        (here._replace(task_id="t2"), sealed),  # moved to another id
+        (here._replace(name="sub"), sealed),  # ... or another task name
+        (here._replace(lane="high"), sealed),  # ... or another lane
+        (here._replace(queue="q2"), sealed),  # ... or another queue
+        (here, sealed[:-1] + b"X"),  # body changed
+        (here, sealed[:10]),  # truncated
     ]:
         with pytest.raises(SignatureError, match="signature mismatch"):
-            old.open(task_id, name, payload)
+            old.open(there, payload)
     with pytest.raises(SignatureError, match="signature mismatch"):
-        new.open("t1", "add", sealed)
+        new.open(here, sealed)
     with pytest.raises(SignatureError, match="unsigned payload"):
-        old.open("t1", "add", b"\x93\x90\x80\xc0")
+        old.open(here, b"\x93\x90\x80\xc0")
     # Without a key, sealed payloads are unwrapped (producers may sign before workers
     # enforce it) and plain ones pass as they are.
-    assert Signer([]).open("t1", "add", sealed) == b"body"
-    assert Signer([]).seal("t1", "add", b"body") == b"body"
+    assert Signer([]).open(here, sealed).body == b"body"
+    assert Signer([]).seal(here, b"body", 0) == (b"body", "")
     # The engine seals cron occurrences the same way (crates/ardiq-core/src/sign.rs).
-    vector = Signer([b"k" * 32]).seal("cron:tick:60000", "tick", b"\x93\x90\x80\xc0").hex()
-    assert vector == (
-        "c141515331ad80d050eab8fced47d0f956229910fee3df47010e81e5db85792c01fb8ed221939080c0"
+    vector = Signer([b"k" * 32]).seal_raw(
+        Binding("q", "default", "cron:tick:60000", "tick"), bytes(16), 1234, b"\x93\x90\x80\xc0"
     )
+    assert vector.hex() == (ROOT / "tests/vectors/seal_v2.hex").read_text().strip()
+
+
+def test_result_seals_bind_queue_and_task() -> None:
+    signer = Signer([b"k" * 32], queue="q")
+    sealed = signer.seal_result("t1", b"\x05")
+    assert sealed.startswith(RESULT_MAGIC)
+    assert signer.open_result("t1", sealed) == b"\x05"
+    for other, task_id, value in [
+        (signer, "t2", sealed),  # copied from another task
+        (Signer([b"k" * 32], queue="q2"), "t1", sealed),  # ... or another queue
+        (Signer([b"x" * 32], queue="q"), "t1", sealed),  # ... or sealed with another key
+        (signer, "t1", sealed[:-1] + b"\x06"),  # altered
+        (signer, "t1", b"\x05"),  # unsealed
+    ]:
+        with pytest.raises(ResultSealError):
+            other.open_result(task_id, value)
+    # Keyless producers strip the seal; legacy ones accept unsealed values.
+    assert Signer([], queue="q").open_result("t1", sealed) == b"\x05"
+    assert Signer([b"k" * 32], queue="q", legacy=True).open_result("t1", b"\x05") == b"\x05"
 
 
 async def test_signed_pickle_runs_and_tampered_never_does(
@@ -196,14 +226,18 @@ async def test_signed_pickle_runs_and_tampered_never_does(
 
     target = scratch / "pwned"
     bomb = bomb_payload(target)
-    legit = app._signer.seal("legit", "add", pickle.dumps([[1, 2], {}, None]))
-    header = legit[: len(legit) - len(pickle.dumps([[1, 2], {}, None]))]
+    body = pickle.dumps([[1, 2], {}, None])
+    legit, _ = app._signer.seal(Binding(app.queue_name, "default", "legit", "add"), body, 0)
+    header = legit[: len(legit) - len(body)]
+    other = Signer([b"x" * 32]).seal(
+        Binding(app.queue_name, "default", "other-key", "add"), bomb, 0
+    )
     cases = [  # (task id, task name, payload, why it is refused)
         ("unsigned", "add", bomb, "unsigned payload"),
         ("tampered", "add", header + bomb, "signature mismatch"),
         ("moved-id", "add", legit, "signature mismatch"),  # sealed for id "legit"
         ("legit", "sub", legit, "signature mismatch"),  # the right id, another task
-        ("other-key", "add", Signer([b"x" * 32]).seal("other-key", "add", bomb), "mismatch"),
+        ("other-key", "add", other[0], "mismatch"),
     ]
     for task_id, name, payload, _ in cases:
         await raw_entry(admin, app, task_id, name, payload)
@@ -262,11 +296,15 @@ async def test_signatures_survive_retries_delays_and_replays(
     assert stop_code(cron) == 0, cron.output()
     assert stop_code(worker) == 0, worker.output()
     # A worker without the key still runs signed payloads (roll out signing producers
-    # first, then workers that insist on it).
+    # first, with `legacy_signatures` while workers store unsealed results, then workers
+    # that insist on seals; SECURITY.md). A strict producer refuses the unsealed result.
     keyless = start_worker("apps.secure:app", "--burst", env={"ARDIQ_TEST_DIR": str(scratch)})
     job = await app.ref("add").enqueue(20, 22)
     assert exit_code(keyless, 30) == 0, keyless.output()
-    r = await job.result()
+    with pytest.raises(ResultSealError, match="not sealed"):
+        await job.result()
+    rolling_out = make_app(signing_key=KEY, legacy_signatures=True)
+    r = await rolling_out.result(job.id)
     assert r is not None and r.value == 42
 
 
@@ -629,3 +667,212 @@ def test_password_on_the_command_line_is_masked(
     worker = start_worker("apps.secure:app", "--burst", "--verbose", "--redis-url", bad)
     assert exit_code(worker, 30) != 0
     assert PASSWORD not in worker.output(), worker.output()
+
+
+# ------------------------------------------- 6. an attacker with write access, no key
+# What someone who can write to Redis but holds no signing key tries (SECURITY.md): forge
+# results, replay finished tasks, crons and dead letters, move payloads, feed oversized
+# payloads. Each is refused or dead-lettered with its reason, nothing runs twice, and the
+# worker keeps serving.
+async def entries(admin: aioredis.Redis, stream: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    return [(eid, dict(fields)) for eid, fields in await admin.xrange(stream)]
+
+
+async def replay_entry(
+    admin: aioredis.Redis, stream: str, fields: dict[bytes, bytes], job: str | None = None
+) -> bytes:
+    """XADD a captured entry again; with `job`, also forge its job record so that it names
+    the new entry and carries the nonce the payload shows in clear."""
+    eid: bytes = await admin.xadd(stream, fields)  # type: ignore[arg-type]
+    if job is not None:
+        payload = fields[b"p"]
+        nonce = payload[len(MAGIC) + 32 : len(MAGIC) + 48].hex()
+        await admin.hset(job, mapping={"fn": fields[b"fn"], "l": "default", "s": "q", "t": 0,
+                                       "enq": 1, "x": 0, "e": eid, "n": nonce})  # fmt: skip
+    return eid
+
+
+async def test_forged_results_never_reach_the_deserializer(
+    make_app: Callable[..., Ardiq],
+    start_worker: Callable[..., WorkerProcess],
+    admin: aioredis.Redis,
+    scratch: Path,
+) -> None:
+    app = make_app(serializer=pickle.dumps, deserializer=pickle.loads, signing_key=KEY)
+    env = {"ARDIQ_TEST_DIR": str(scratch), "ARDIQ_SIGNING_KEY": KEY}
+    worker = start_worker("apps.secure:pickle_app", env=env)
+    real = await app.ref("add").enqueue(2, 3)
+    other = await app.ref("add").enqueue(1, 1)
+    r = await real.result(timeout=10)  # the worker sealed it; the producer checked it
+    assert r is not None and r.success and r.value == 5, r
+    assert (await other.result(timeout=10)) is not None
+    stored = await admin.get(app.keys.result(other.id))
+    target = scratch / "pwned"
+
+    def record(value: bytes) -> bytes:
+        return msgpack_dumps([2, True, value, 1, 0, 0, 0, False])
+
+    forged = {
+        "pickle bomb": record(bomb_payload(target)),
+        "unsealed value": record(pickle.dumps(42)),
+        "another task's sealed value": stored,
+        "v1 record": msgpack_dumps([1, True, pickle.dumps(7), 1, 0, 0, 0, False]),
+    }
+    for what, blob in forged.items():
+        await admin.set(app.keys.result(real.id), blob)
+        with pytest.raises(ResultSealError):
+            await real.result()
+        assert not target.exists(), what
+    for garbage in [b"\x00", msgpack_dumps([2, True]), msgpack_dumps({"a": 1}), b""]:
+        await admin.set(app.keys.result(real.id), garbage)
+        with pytest.raises(ArdiqError, match="malformed"):  # never a bare TypeError
+            await real.result()
+    assert stop_code(worker) == 0, worker.output()
+
+
+async def test_replayed_and_moved_entries_never_run(
+    make_app: Callable[..., Ardiq],
+    start_worker: Callable[..., WorkerProcess],
+    admin: aioredis.Redis,
+    scratch: Path,
+    queue: str,
+) -> None:
+    app = make_app(signing_key=KEY)
+    stream = app.keys.stream("default")
+    job = await app.ref("count").enqueue(1)  # no worker yet: the entry waits, copied
+    ((_, captured),) = await entries(admin, stream)
+    env = {"ARDIQ_TEST_DIR": str(scratch), "ARDIQ_SIGNING_KEY": KEY}
+    worker = start_worker("apps.secure:app", env=env)
+    r = await job.result(timeout=10)
+    assert r is not None and r.success, r
+
+    # 1. The finished task's entry added back as it was: no live job holds it.
+    plain = await replay_entry(admin, stream, captured)
+    # 2. ... twice at once, while a new task of the same id is live is not possible
+    #    without its nonce; 3. with a forged job record too, but after its not-after:
+    signer = Signer([KEY.encode()], queue=queue)
+    binding = Binding(queue, "default", "old", "count")
+    old = signer.seal_raw(binding, bytes(16), now_ms() - 3_600_000, msgpack_dumps([[9], {}, None]))
+    expired = await replay_entry(
+        admin,
+        stream,
+        {
+            b"id": b"old",
+            b"fn": b"count",
+            b"p": old,
+            b"t": b"0",
+            b"enq": b"1",
+            b"x": b"0",
+            b"r": b"0",
+        },
+        job=app.keys.job("old"),
+    )
+    # 4. Moved to another queue served by a worker with the same key, job forged as well.
+    moved_app = make_app(queue_name=f"{queue}-b", signing_key=KEY)
+    moved_stream = moved_app.keys.stream("default")
+    await replay_entry(admin, moved_stream, captured, job=moved_app.keys.job(job.id))
+    moved_worker = start_worker("apps.secure:app", env={**env, "ARDIQ_TEST_QUEUE": f"{queue}-b"})
+
+    async def settled() -> bool:
+        done = await admin.exists(app.keys.dead_letter(f"entry:{plain.decode()}"))
+        return bool(done) and await moved_app.status(job.id) == "complete"
+
+    await wait_until(settled, 15, "the replays to be refused")
+    assert (await failure(app.job("old"))) == "signature expired"
+    assert "signature mismatch" in await failure(moved_app.job(job.id))
+    letters = {d.task_id: d for d in await app.dead_letters()}
+    assert "replayed entry" in letters[f"entry:{plain.decode()}"].error
+    assert letters["old"].error == "signature expired"
+    assert expired  # refused as itself: the job it forged names it
+    assert (scratch / "count").read_text().split() == ["1"]  # ran once, the first time
+    # ... and the worker goes on.
+    again = await app.ref("count").enqueue(2)
+    r = await again.result(timeout=10)
+    assert r is not None and r.success, r
+    assert stop_code(worker) == 0, worker.output()
+    assert stop_code(moved_worker) == 0, moved_worker.output()
+
+
+async def test_replayed_cron_occurrences_and_dead_letters_never_run(
+    make_app: Callable[..., Ardiq],
+    start_worker: Callable[..., WorkerProcess],
+    admin: aioredis.Redis,
+    scratch: Path,
+) -> None:
+    app = make_app(signing_key=KEY)
+    stream = app.keys.stream("default")
+    env = {"ARDIQ_TEST_DIR": str(scratch), "ARDIQ_SIGNING_KEY": KEY}
+    worker = start_worker("apps.secure:slow_cron_app", env=env)
+
+    async def running_occurrence() -> tuple[bytes, dict[bytes, bytes]] | None:
+        found = [e for e in await entries(admin, stream) if e[1][b"id"].startswith(b"cron:")]
+        return found[0] if found and (scratch / "slow_tick").exists() else None
+
+    _, captured = await wait_until(running_occurrence, 15, "a cron occurrence to run")
+    occurrence = captured[b"id"].decode()
+    await wait_until(lambda: _complete(app, occurrence), 10, "the occurrence to finish")
+    replayed = await replay_entry(admin, stream, captured)
+    await wait_until(
+        lambda: _exists(admin, app.keys.dead_letter(f"entry:{replayed.decode()}")),
+        10,
+        "the replayed occurrence to be refused",
+    )
+    assert stop_code(worker) == 0, worker.output()
+    ran = (scratch / "slow_tick").read_text().split()
+    assert ran.count(occurrence) == 1, ran
+
+    # A dead letter's payload (signed, kept for ever) added back with a forged job that
+    # has no nonce: refused as a replay, the dead letter left as it was.
+    failing = await app.ref("always_fails").enqueue("boom")
+    worker = start_worker("apps.secure:app", env=env)
+    assert "boom" in await failure(failing)
+    fields = await admin.hgetall(app.keys.dead_letter(failing.id))
+    eid = await admin.xadd(stream, {"id": failing.id, "fn": "always_fails", "p": fields[b"p"],
+                                    "t": 0, "enq": 1, "x": 0, "r": 0})  # fmt: skip
+    await admin.hset(app.keys.job(failing.id), mapping={"fn": "always_fails", "l": "default",
+                                                        "s": "q", "t": 0, "e": eid})  # fmt: skip
+    await wait_until(
+        lambda: _exists(admin, app.keys.dead_letter(f"entry:{eid.decode()}")), 10, "a refusal"
+    )
+    (letter,) = [d for d in await app.dead_letters() if d.task_id == failing.id]
+    assert letter.tries == 2  # not run a third time
+    # The producer, who holds the key, can still replay it: a new enqueue, sealed again.
+    await admin.delete(app.keys.job(failing.id))
+    assert await app.replay(failing.id) is not None
+    await wait_until(lambda: _dead_tries(app, failing.id), 10, "the replay to fail again")
+    assert stop_code(worker) == 0, worker.output()
+
+
+async def test_oversized_payloads_are_refused_before_decoding(
+    make_app: Callable[..., Ardiq],
+    start_worker: Callable[..., WorkerProcess],
+    admin: aioredis.Redis,
+    scratch: Path,
+) -> None:
+    app = make_app()
+    worker = start_worker("apps.secure:small_app", env={"ARDIQ_TEST_DIR": str(scratch)})
+    big = await raw_entry(admin, app, "big", "count", msgpack_dumps([["x" * 8192], {}, None]))
+    # 4 MiB of nested empty maps: cheap to send, costly to decode.
+    nested = b"\x93\x91" + b"\x81\x80\x80" * (4 * 1024 * 1024 // 3) + b"\x80\xc0"
+    bomb = await raw_entry(admin, app, "bomb", "count", nested)
+    for job in (big, bomb):
+        assert (await failure(job)).startswith("payload too large"), job
+    assert not (scratch / "count").exists()
+    ok = await app.ref("count").enqueue(3)  # the worker keeps serving
+    r = await ok.result(timeout=10)
+    assert r is not None and r.success, r
+    assert stop_code(worker) == 0, worker.output()
+
+
+async def _complete(app: Ardiq, task_id: str) -> bool:
+    return await app.status(task_id) == "complete"
+
+
+async def _exists(admin: aioredis.Redis, key: str) -> bool:
+    return bool(await admin.exists(key))
+
+
+def now_ms() -> int:
+    import time
+
+    return time.time_ns() // 1_000_000

@@ -127,3 +127,30 @@ async def tick() -> None:
     task = current_task()
     assert task is not None
     record("tick", task.task_id)
+
+
+# A cron whose occurrence stays pending long enough for an attacker to copy its entry.
+slow_cron_app = Ardiq(queue_name=QUEUE, poll_block_ms=200, cron_poll_s=0.1)
+
+
+@slow_cron_app.cron(every=1)
+async def slow_tick() -> None:
+    task = current_task()
+    assert task is not None
+    record("slow_tick", task.task_id)
+    await asyncio.sleep(0.8)
+
+
+# A worker that refuses payloads over 1 KiB before decoding them.
+small_app = Ardiq(queue_name=QUEUE, poll_block_ms=200, max_payload_bytes=1024)
+
+
+@small_app.task(name="add")
+async def small_add(a: int, b: int) -> int:
+    return a + b
+
+
+@small_app.task(name="count")
+async def small_count(n: int) -> int:
+    record("count", str(n))
+    return n

@@ -6,17 +6,21 @@ failure outcome: never an exception out of the worker."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 
 import msgpack
 import pytest
-from ardiq import Ardiq
+from ardiq import Ardiq, ArdiqError
+from ardiq.jobs import decode_result
 from ardiq.runtime import FAIL, OK, Delivery, Runtime
+from ardiq.serializers import msgpack_loads
+from ardiq.signing import MAGIC, RESULT_MAGIC, Binding, ResultSealError, SignatureError, Signer
 from ardiq.worker import as_fields, parse_entry
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-TRIED = {"entries": 0, "payloads": 0}
+TRIED = {"entries": 0, "payloads": 0, "results": 0, "seals": 0}
 
 FIELD_NAMES = st.sampled_from([b"id", b"fn", b"p", b"t", b"enq", b"x", b"r"]) | st.binary(
     max_size=6
@@ -85,6 +89,48 @@ def test_any_payload_becomes_an_outcome(
         assert out.value.startswith(b"undecodable payload") or b"refused" in out.value, out
 
 
+# Result records and seals come from Redis too: an attacker can write any bytes there.
+SIGNER = Signer([b"k" * 32], queue="fuzz")
+records = (
+    st.binary(max_size=64)
+    | st.lists(msgpack_values, max_size=9).map(msgpack.packb)
+    | st.tuples(
+        st.integers(0, 3), st.booleans(), st.binary(max_size=48), msgpack_values, msgpack_values
+    ).map(lambda t: msgpack.packb([t[0], t[1], t[2], t[3], 0, 0, t[4], False]))
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(blob=records, signed=st.booleans())
+def test_any_result_record_decodes_or_raises_ardiq_error(blob: bytes, signed: bool) -> None:
+    TRIED["results"] += 1
+    try:
+        r = decode_result(blob, msgpack_loads, SIGNER if signed else None, "t1")
+    except ArdiqError:
+        return  # malformed, or (signed) an unsealed / forged success value
+    assert isinstance(r.tries, int) and isinstance(r.success, bool)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    payload=st.binary(max_size=96)
+    | st.binary(max_size=80).map(lambda b: MAGIC + b)
+    | st.binary(max_size=80).map(lambda b: RESULT_MAGIC + b)
+)
+def test_any_sealed_bytes_open_or_raise(payload: bytes) -> None:
+    TRIED["seals"] += 1
+    here = Binding("fuzz", "default", "t1", "echo")
+    with contextlib.suppress(SignatureError):
+        SIGNER.open(here, payload)
+        raise AssertionError("random bytes verified")  # pragma: no cover
+    with contextlib.suppress(ResultSealError):
+        SIGNER.open_result("t1", payload)
+        raise AssertionError("random bytes verified")  # pragma: no cover
+
+
 def test_zz_report_inputs_tried(capsys: pytest.CaptureFixture[str]) -> None:
     with capsys.disabled():
-        print(f"\nfuzz: {TRIED['entries']} entries, {TRIED['payloads']} payloads tried, 0 crashes")
+        print(
+            f"\nfuzz: {TRIED['entries']} entries, {TRIED['payloads']} payloads, "
+            f"{TRIED['results']} result records, {TRIED['seals']} seals tried, 0 crashes"
+        )

@@ -43,7 +43,7 @@ RAW_ENTRY = """
 local eid = redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'fn', ARGV[2], 'p', ARGV[3],
   't', 0, 'enq', 1, 'x', 0, 'r', 0)
 redis.call('HSET', KEYS[2], 'fn', ARGV[2], 'l', 'default', 's', 'q', 't', 0, 'enq', 1,
-  'x', 0, 'e', eid)
+  'x', 0, 'e', eid, 'n', ARGV[4])
 return eid
 """
 
@@ -51,8 +51,11 @@ return eid
 async def raw_entry(
     admin: aioredis.Redis, app: Ardiq, task_id: str, name: str, payload: bytes
 ) -> Job[Any]:
+    """The entry and job record a producer would write; a v2-sealed payload's nonce goes
+    into the job record as the producer would put it there."""
     keys = [app.keys.stream("default"), app.keys.job(task_id)]
-    await admin.eval(RAW_ENTRY, 2, *keys, task_id, name, payload)  # type: ignore[misc]
+    nonce = payload[37:53].hex() if payload.startswith(MAGIC) else ""
+    await admin.eval(RAW_ENTRY, 2, *keys, task_id, name, payload, nonce)  # type: ignore[misc]
     return app.job(task_id)
 
 
@@ -624,7 +627,11 @@ async def canary(
         }
         body = SECRET.encode() + b"\xc1"
         jobs["undecodable"] = await raw_entry(
-            admin, app, "undecodable", "echo", app._signer.seal("undecodable", "echo", body)
+            admin,
+            app,
+            "undecodable",
+            "echo",
+            app._signer.seal(Binding(app.queue_name, "default", "undecodable", "echo"), body, 0)[0],
         )
         jobs["unsigned"] = await raw_entry(
             admin, app, "unsigned", "echo", msgpack_dumps([[SECRET], {}, None])
@@ -678,17 +685,26 @@ async def entries(admin: aioredis.Redis, stream: str) -> list[tuple[bytes, dict[
     return [(eid, dict(fields)) for eid, fields in await admin.xrange(stream)]
 
 
+REPLAY_ENTRY = """
+local eid = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
+if KEYS[2] then
+  redis.call('HSET', KEYS[2], 'fn', ARGV[1], 'l', 'default', 's', 'q', 't', 0, 'enq', 1,
+    'x', 0, 'e', eid, 'n', ARGV[2])
+end
+return eid
+"""
+
+
 async def replay_entry(
     admin: aioredis.Redis, stream: str, fields: dict[bytes, bytes], job: str | None = None
 ) -> bytes:
-    """XADD a captured entry again; with `job`, also forge its job record so that it names
-    the new entry and carries the nonce the payload shows in clear."""
-    eid: bytes = await admin.xadd(stream, fields)  # type: ignore[arg-type]
-    if job is not None:
-        payload = fields[b"p"]
-        nonce = payload[len(MAGIC) + 32 : len(MAGIC) + 48].hex()
-        await admin.hset(job, mapping={"fn": fields[b"fn"], "l": "default", "s": "q", "t": 0,
-                                       "enq": 1, "x": 0, "e": eid, "n": nonce})  # fmt: skip
+    """XADD a captured entry again; with `job`, also forge its job record (in the same
+    atomic step, so no worker sees one without the other) so that it names the new entry
+    and carries the nonce the payload shows in clear."""
+    nonce = fields[b"p"][len(MAGIC) + 32 : len(MAGIC) + 48].hex()
+    flat = [x for kv in fields.items() for x in kv]
+    keys = [stream] if job is None else [stream, job]
+    eid: bytes = await admin.eval(REPLAY_ENTRY, len(keys), *keys, fields[b"fn"], nonce, *flat)  # type: ignore[misc]
     return eid
 
 

@@ -31,9 +31,9 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .cron import CronSpec, Every
 from .lifespan import lifespan
 from .runtime import FAIL, Delivery, Outcome, Runtime, now_ms
+from .worker_settings import WorkerOverrides, WorkerSettings
 
 if TYPE_CHECKING:
     from .app import Ardiq
@@ -94,69 +94,16 @@ def load_app(target: str) -> Ardiq:
     return obj
 
 
-def configure(app: Ardiq, overrides: Mapping[str, Any], worker_id: str) -> dict[str, Any]:
-    """Apply the command line's overrides to `app` (so task code and the runtime see the
-    same values as the engine) and return every setting the engine needs.
+def configure(app: Ardiq, overrides: Mapping[str, Any], worker_id: str) -> WorkerSettings:
+    """The settings the engine runs with: the app's, with the command line's `overrides`
+    (the fields of :class:`~ardiq.worker_settings.WorkerOverrides`) applied and checked.
+    The app adopts them, so task code and the runtime see what the engine sees.
 
     Raises ValueError with a one-line message for a combination that cannot work.
     """
-    from .settings import check_redis_url
-
-    if overrides.get("redis_url") is not None:
-        app._redis_url = check_redis_url(overrides["redis_url"])
-    concurrency = overrides.get("concurrency")
-    prefetch = overrides.get("prefetch")
-    if concurrency is not None:
-        # The prefetch follows (2 x N) unless the app set its own, which is kept (raised
-        # to N if it would be below).
-        default_prefetch = app._prefetch == 2 * app._concurrency
-        app._concurrency = int(concurrency)
-        if prefetch is None:
-            app._prefetch = (
-                2 * app._concurrency if default_prefetch else max(app._prefetch, app._concurrency)
-            )
-    if prefetch is not None:
-        app._prefetch = int(prefetch)
-    if app._prefetch < app._concurrency:
-        raise ValueError(
-            f"prefetch ({app._prefetch}) must be at least concurrency ({app._concurrency})"
-        )
-    if overrides.get("shutdown_timeout_s") is not None:
-        app._shutdown_timeout_s = float(overrides["shutdown_timeout_s"])
-    if overrides.get("burst"):
-        app.burst = True
-    app._worker_id = worker_id
-
-    crons = []
-    payload = app.serializer([[], {}, None])
-    for job in app.crons:
-        schedule = job.schedule
-        if isinstance(schedule, Every):
-            crons.append((job.name, "every", str(schedule.interval_ms), job.task.priority, payload))
-        elif isinstance(schedule, CronSpec):
-            crons.append((job.name, "cron", schedule.text, job.task.priority, payload))
-        else:  # pragma: no cover - parse_schedule returns one of the two
-            raise ValueError(f"cron {job.name!r} has an unknown schedule type")
-    return {
-        "redis_url": app.redis_url,
-        "queue_name": app.queue_name,
-        "priorities": app.priorities,
-        "worker_id": app.worker_id,
-        "concurrency": app.concurrency,
-        "prefetch": app.prefetch,
-        "idle_timeout_ms": app.idle_timeout_ms,
-        "poll_block_ms": app.poll_block_ms,
-        "result_ttl_ms": app.result_ttl_ms,
-        "max_deliveries": app.max_deliveries,
-        "shutdown_timeout_s": app.shutdown_timeout_s,
-        "burst": app.burst,
-        "tasks": len(app.tasks),
-        "crons": crons,
-        # The engine seals the cron occurrences it enqueues with the signing key.
-        "signing_key": app.signing_key,
-        "signature_ttl_ms": app._signature_ttl_ms,
-        "max_payload_bytes": app.max_payload_bytes,
-    }
+    settings = WorkerSettings.of(app, WorkerOverrides(**overrides), worker_id=worker_id)
+    app._adopt_worker_settings(settings)
+    return settings
 
 
 def format_exception(exc: BaseException, tb: TracebackType | None = None) -> str:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .syncrunner import SyncRunner
     from .testing import InlineQueue
     from .worker import Worker
+    from .worker_settings import WorkerSettings
 
 __all__ = ["Ardiq", "CronJob"]
 
@@ -316,6 +317,16 @@ class Ardiq:
             self._sync = SyncRunner(self._queue_name, close_clients)
             weakref.finalize(self, self._sync.close_soon).atexit = False
         return self._sync
+
+    def _adopt_worker_settings(self, settings: WorkerSettings) -> None:
+        """Take on the values a worker runs with (the command line's overrides), so task
+        code and the runtime see what the engine sees."""
+        self._redis_url = settings.redis_url
+        self._concurrency = settings.concurrency
+        self._prefetch = settings.prefetch
+        self._shutdown_timeout_s = settings.shutdown_timeout_s
+        self._worker_id = settings.worker_id
+        self.burst = settings.burst
 
     def close_sync(self) -> None:
         """Close the connections of the blocking twins (they reopen on next use)."""

@@ -903,7 +903,8 @@ pub struct JobInfo {
     pub dead: Option<DeadLetter>,
 }
 
-/// The result record `[1, ok, value, tries, enqueued, started, finished, aborted]`.
+/// The result record `[version, ok, value, tries, enqueued, started, finished, aborted]`
+/// (version 1 or 2: PROTOCOL.md, "Result record").
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResultRecord {
     /// It succeeded.
@@ -927,7 +928,7 @@ impl ResultRecord {
     pub fn decode(blob: &[u8]) -> Option<ResultRecord> {
         let mut r = msgpack::Reader::new(blob);
         let n = r.array_len()?;
-        if n < 8 || r.int()? != 1 {
+        if n < 8 || !matches!(r.int()?, 1 | 2) {
             return None;
         }
         let ok = r.bool()?;

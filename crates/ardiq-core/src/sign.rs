@@ -212,7 +212,7 @@ mod tests {
         assert_eq!((opened.nonce, opened.not_after_ms), ([7; 16], 99));
         assert_eq!(open(&[other], &BINDING, &sealed), Err(SealError::Mismatch));
         assert_eq!(
-            open(&[key.clone()], &BINDING, b"\x93"),
+            open(std::slice::from_ref(&key), &BINDING, b"\x93"),
             Err(SealError::Unsigned)
         );
         for moved in [
@@ -234,7 +234,7 @@ mod tests {
             },
         ] {
             assert_eq!(
-                open(&[key.clone()], &moved, &sealed),
+                open(std::slice::from_ref(&key), &moved, &sealed),
                 Err(SealError::Mismatch)
             );
         }

@@ -242,7 +242,8 @@ async fn stale_outcome_is_dropped_and_does_not_overwrite() {
         .arg(0)
         .arg(now_ms())
         .arg("default")
-        .arg(0);
+        .arg(0)
+        .arg("");
     let done: Vec<i64> = fin.invoke_async(&mut conn).await.unwrap();
     assert_eq!(done, vec![1]);
 
@@ -277,7 +278,9 @@ async fn mark_started(
     for (eid, _) in entries {
         inv.arg(*eid);
     }
-    inv.invoke_async(conn).await.unwrap()
+    // Per entry {held, job e, job n}: the held flags are what these tests look at.
+    let reply: Vec<(i64, String, String)> = inv.invoke_async(conn).await.unwrap();
+    reply.into_iter().map(|(held, _, _)| held).collect()
 }
 
 /// XAUTOCLAIM everything idle as `consumer`, then `reclaim` it with `cap`: the counts.

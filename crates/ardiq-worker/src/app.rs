@@ -80,7 +80,7 @@ pub fn load(
     };
     let config = read_config(&settings).map_err(|e| internal(py, e))?;
     let tasks = settings
-        .get_item("tasks")
+        .getattr("tasks")
         .and_then(|t| t.extract())
         .unwrap_or(0);
     Ok(Loaded {
@@ -90,27 +90,32 @@ pub fn load(
     })
 }
 
+/// The engine's configuration from a `WorkerSettings` (python/ardiq/worker_settings.py),
+/// attribute by attribute, each extracted to the type the engine wants.
 fn read_config(s: &Bound<'_, PyAny>) -> PyResult<Config> {
-    let redis_url: String = s.get_item("redis_url")?.extract()?;
-    let queue: String = s.get_item("queue_name")?.extract()?;
+    let redis_url: String = s.getattr("redis_url")?.extract()?;
+    let queue: String = s.getattr("queue_name")?.extract()?;
     let mut c = Config::new(redis_url, queue);
-    c.lanes = s.get_item("priorities")?.extract()?;
-    c.worker_id = s.get_item("worker_id")?.extract()?;
-    c.concurrency = s.get_item("concurrency")?.extract()?;
-    c.prefetch = s.get_item("prefetch")?.extract()?;
-    c.idle_timeout_ms = s.get_item("idle_timeout_ms")?.extract()?;
-    c.poll_block_ms = s.get_item("poll_block_ms")?.extract()?;
-    c.result_ttl_ms = s.get_item("result_ttl_ms")?.extract()?;
-    c.max_deliveries = s.get_item("max_deliveries")?.extract()?;
-    c.burst = s.get_item("burst")?.extract()?;
-    let timeout: Option<f64> = s.get_item("shutdown_timeout_s")?.extract()?;
+    c.lanes = s.getattr("priorities")?.extract()?;
+    c.worker_id = s.getattr("worker_id")?.extract()?;
+    c.concurrency = s.getattr("concurrency")?.extract()?;
+    c.prefetch = s.getattr("prefetch")?.extract()?;
+    c.idle_timeout_ms = s.getattr("idle_timeout_ms")?.extract()?;
+    c.poll_block_ms = s.getattr("poll_block_ms")?.extract()?;
+    c.result_ttl_ms = s.getattr("result_ttl_ms")?.extract()?;
+    c.max_deliveries = s.getattr("max_deliveries")?.extract()?;
+    c.max_payload_bytes = s.getattr("max_payload_bytes")?.extract()?;
+    c.burst = s.getattr("burst")?.extract()?;
+    let timeout: Option<f64> = s.getattr("shutdown_timeout_s")?.extract()?;
     c.drain_timeout = timeout.map(Duration::from_secs_f64);
-    let signing_key: Option<Vec<u8>> = s.get_item("signing_key")?.extract()?;
+    let signing_key: Option<Vec<u8>> = s.getattr("signing_key")?.extract()?;
     c.signing_key = signing_key.map(SigningKey::new);
-    c.signature_ttl_ms = s.get_item("signature_ttl_ms")?.extract()?;
-    c.max_payload_bytes = s.get_item("max_payload_bytes")?.extract()?;
-    let crons: Vec<(String, String, String, String, Vec<u8>)> = s.get_item("crons")?.extract()?;
-    for (name, kind, spec, lane, payload) in crons {
+    c.signature_ttl_ms = s.getattr("signature_ttl_ms")?.extract()?;
+    for cron in s.getattr("crons")?.try_iter()? {
+        let cron = cron?;
+        let name: String = cron.getattr("name")?.extract()?;
+        let kind: String = cron.getattr("kind")?.extract()?;
+        let spec: String = cron.getattr("spec")?.extract()?;
         let schedule: Arc<dyn CronSchedule> = if kind == "every" {
             let ms: i64 = spec.parse().unwrap_or(0);
             Arc::new(Every::new(ms).ok_or_else(|| {
@@ -124,8 +129,8 @@ fn read_config(s: &Bound<'_, PyAny>) -> PyResult<Config> {
         c.crons.push(CronEntry {
             fn_name: name.clone(),
             name,
-            lane,
-            payload,
+            lane: cron.getattr("lane")?.extract()?,
+            payload: cron.getattr("payload")?.extract()?,
             schedule,
         });
     }

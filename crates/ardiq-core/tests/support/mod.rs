@@ -271,7 +271,7 @@ pub async fn result(conn: &mut MultiplexedConnection, keys: &Keys, id: &str) -> 
         panic!("result record is not an array")
     };
     assert_eq!(items.len(), 8, "result record has 8 elements");
-    assert_eq!(items[0].int(), 1, "protocol version 1");
+    assert_eq!(items[0].int(), 2, "protocol version 2");
     Some(TaskResult {
         ok: items[1].bool(),
         value: items[2].bytes(),

@@ -1,0 +1,57 @@
+"""Turning stream entries (as XREADGROUP, `fetch` and XAUTOCLAIM return them) into
+deliveries, without trusting their contents (the engine's `entry.rs`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..runtime import Delivery, Outcome
+
+# An entry we hold is named by its lane and entry id together: entry ids are unique only
+# within one stream (two lanes written in the same millisecond both get `<ms>-0`).
+Ref = tuple[str, str]
+
+
+def ref_of(x: Delivery | Outcome) -> Ref:
+    return (x.lane, x.entry_id)
+
+
+def as_fields(raw: Any) -> dict[bytes, bytes]:
+    """An entry's fields as a dict, whether redis-py parsed them already or not."""
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    flat = list(raw or [])
+    return {flat[j]: flat[j + 1] for j in range(0, len(flat) - 1, 2)}
+
+
+def parse_entry(lane: str, eid: str, fields: Mapping[bytes, bytes]) -> Delivery | str:
+    """A stream entry as a Delivery, or the reason it is malformed."""
+    for name in (b"id", b"fn", b"p"):
+        if name not in fields:
+            return f"malformed entry: missing field {name.decode()!r}"
+    if not fields[b"id"]:
+        return "malformed entry: empty id"
+
+    def number(name: bytes) -> int:
+        # As the native engine reads them: an unreadable or negative count is 0, so a
+        # garbled `t` or `enq` does not cost the task its run.
+        try:
+            return int(fields.get(name, b"0"))
+        except ValueError:
+            return 0
+
+    try:
+        return Delivery(
+            entry_id=eid,
+            lane=lane,
+            task_id=fields[b"id"].decode(),
+            name=fields[b"fn"].decode(),
+            payload=bytes(fields[b"p"]),
+            tries=max(0, number(b"t")),
+            enqueue_ms=number(b"enq"),
+            expire_ms=number(b"x"),
+            reclaims=max(0, number(b"r")),
+        )
+    except UnicodeDecodeError as exc:
+        return f"malformed entry: {exc}"

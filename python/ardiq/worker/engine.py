@@ -33,6 +33,7 @@ from ..errors import ArdiqError
 from ..lifespan import lifespan
 from ..runtime import FAIL, Delivery, Outcome, Runtime, now_ms
 from ..settings import mask_url
+from ..worker_settings import WorkerSettings
 from . import (
     abort,
     fetch,
@@ -60,7 +61,10 @@ class Worker:
 
     def __init__(self, app: Ardiq) -> None:
         self.app = app
-        self.worker_id = app.worker_id
+        # Read once, as the engine reads its Config (`app.burst` alone is read live: users
+        # flip it while the worker runs to make it return once the queue is drained).
+        self.settings = WorkerSettings.of(app)
+        self.worker_id = self.settings.worker_id
         self.lanes = list(reversed(app.priorities))  # highest first: the fetch order
         self.rank = {lane: i for i, lane in enumerate(self.lanes)}
         self.runtime = Runtime(app, self.worker_id)
@@ -122,15 +126,18 @@ class Worker:
         app = self.app
         self.broker: Broker = app._client().broker
         self.streams = [app.keys.stream(lane) for lane in self.lanes]
-        self.block_client = make_client(app.redis_url, socket_timeout=app.poll_block_ms / 1000 + 10)
+        settings = self.settings
+        self.block_client = make_client(
+            settings.redis_url, socket_timeout=settings.poll_block_ms / 1000 + 10
+        )
         log.info(
             "worker starting worker=%s queue=%s lanes=%s concurrency=%d prefetch=%d redis=%s",
             self.worker_id,
-            app.queue_name,
+            settings.queue_name,
             ",".join(self.lanes),
-            app.concurrency,
-            app.prefetch,
-            mask_url(app.redis_url),
+            settings.concurrency,
+            settings.prefetch,
+            mask_url(settings.redis_url),
         )
         reason = "stop"
         background: list[asyncio.Task[None]] = []
@@ -189,7 +196,7 @@ class Worker:
         return asyncio.get_running_loop().create_task(guarded(), name=f"ardiq-{name}")
 
     async def _wait_for_redis(self) -> None:
-        backoff = Backoff(f"connecting to Redis at {mask_url(self.app.redis_url)}", cap=2.0)
+        backoff = Backoff(f"connecting to Redis at {mask_url(self.settings.redis_url)}", cap=2.0)
         while not self.stops:
             try:
                 await self.broker.command("PING")
@@ -223,9 +230,9 @@ class Worker:
         whose outcome waits for its ack do not count (their work is done), unless acks
         fall a whole prefetch behind (Redis slow to take them)."""
         finishing = len(self.outcomes)
-        if finishing >= self.app.prefetch:
+        if finishing >= self.settings.prefetch:
             return 0
-        return self.app.prefetch - max(0, len(self.held) - finishing)
+        return self.settings.prefetch - max(0, len(self.held) - finishing)
 
     async def _consume(self) -> str:
         app = self.app
@@ -295,7 +302,7 @@ class Worker:
                 continue
             ref = (lane, eid)
             self.held[ref] = parsed
-            limit = self.app.max_payload_bytes
+            limit = self.settings.max_payload_bytes
             if len(parsed.payload) > limit:
                 # Refused before the runtime (and its deserializer) sees a byte, as the
                 # engine refuses it.
@@ -326,7 +333,7 @@ class Worker:
         # A signing worker checks every delivery against its live job record (PROTOCOL.md,
         # Signed payloads): the same `started` call reports the job's `e` and `n`.
         signing = self.app._signer.enabled
-        while self.buffer and len(self.running) < self.app.concurrency:
+        while self.buffer and len(self.running) < self.settings.concurrency:
             item = heapq.heappop(self.buffer)
             ref = item[2]
             d = self.held.get(ref)
@@ -358,11 +365,11 @@ class Worker:
         """Is the last good renewal round two thirds of a lease old (rounds run every
         third)? Then the process stalled (SIGSTOP, a frozen VM) or Redis was unreachable,
         and another worker may have reclaimed what this one holds."""
-        return time.monotonic() - self.renewed_at > self.app.idle_timeout_ms * 2 / 3000
+        return time.monotonic() - self.renewed_at > self.settings.idle_timeout_ms * 2 / 3000
 
     def _last_chance(self, d: Delivery) -> bool:
         """A suspect whose next counted loss reaches the delivery cap."""
-        return d.reclaims >= 1 and d.reclaims + 1 >= self.app.max_deliveries
+        return d.reclaims >= 1 and d.reclaims + 1 >= self.settings.max_deliveries
 
     async def _run_one(self, d: Delivery, gate: asyncio.Future[set[Ref]] | None = None) -> None:
         try:

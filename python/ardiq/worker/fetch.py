@@ -33,9 +33,9 @@ async def block_read(w: Worker) -> list[tuple[str, str, dict[bytes, bytes]]]:
     connection. A stop is noticed when the read returns (at most poll_block_ms)."""
     streams: dict[Any, Any] = dict.fromkeys(w.streams, ">")
     try:
-        with translate_errors(w.app.redis_url):
+        with translate_errors(w.settings.redis_url):
             reply: Any = await w.block_client.xreadgroup(
-                GROUP, w.worker_id, streams, count=1, block=w.app.poll_block_ms
+                GROUP, w.worker_id, streams, count=1, block=w.settings.poll_block_ms
             )
     except ArdiqError as exc:
         if "NOGROUP" in str(exc):

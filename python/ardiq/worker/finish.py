@@ -58,7 +58,7 @@ async def run(w: Worker) -> None:
 async def call_finish(w: Worker, batch: list[Outcome]) -> list[int]:
     k = w.app.keys
     keys = [k.delayed, k.dead]
-    args: list[Any] = [k.prefix, GROUP, w.worker_id, w.app.result_ttl_ms, len(batch)]
+    args: list[Any] = [k.prefix, GROUP, w.worker_id, w.settings.result_ttl_ms, len(batch)]
     for o in batch:
         keys += [
             k.stream(o.lane),

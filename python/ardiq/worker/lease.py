@@ -24,7 +24,7 @@ RENEW_CHUNK = 500
 
 
 async def run(w: Worker) -> None:
-    interval = w.app.idle_timeout_ms / 3000
+    interval = w.settings.idle_timeout_ms / 3000
     backoff = Backoff("renewing leases")
     while not w.closing:
         await asyncio.sleep(interval)

@@ -23,8 +23,7 @@ RECLAIM_COUNT = 100
 
 
 async def run(w: Worker) -> None:
-    app = w.app
-    interval = min(app.idle_timeout_ms / 4000, 1.0)
+    interval = min(w.settings.idle_timeout_ms / 4000, 1.0)
     cursors = dict.fromkeys(w.streams, "0-0")
     backoff = Backoff("reclaiming tasks")
     while not w.closing:
@@ -45,7 +44,7 @@ async def poll_lane(w: Worker, stream: str, lane: str, cursor: str) -> str:
         stream,
         GROUP,
         w.worker_id,
-        app.idle_timeout_ms,
+        w.settings.idle_timeout_ms,
         cursor,
         "COUNT",
         RECLAIM_COUNT,
@@ -60,8 +59,8 @@ async def poll_lane(w: Worker, stream: str, lane: str, cursor: str) -> str:
         k.prefix,
         GROUP,
         w.worker_id,
-        app.result_ttl_ms,
-        app.max_deliveries,
+        w.settings.result_ttl_ms,
+        w.settings.max_deliveries,
         len(claimed),
     ]
     for eid, raw_fields in claimed:

@@ -37,7 +37,7 @@ async def run(w: Worker) -> None:
             # Sealed with a nonce of its own, kept by the job record: a replayed
             # occurrence finds none (PROTOCOL.md, Signed payloads).
             payload, nonce = app._signer.seal(
-                Binding(app.queue_name, lane, task_id, name),
+                Binding(w.settings.queue_name, lane, task_id, name),
                 app.serializer([[], {}, None]),
                 when,
             )

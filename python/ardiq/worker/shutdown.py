@@ -21,7 +21,7 @@ log = logging.getLogger("ardiq")
 async def drain(w: Worker) -> None:
     """Hand the buffer back, let running tasks end, and flush every outcome."""
     await hand_back(w)
-    deadline = w.app.shutdown_timeout_s
+    deadline = w.settings.shutdown_timeout_s
     started = time.monotonic()
     while w.running and not w.hard_stop.is_set():
         if deadline is not None and time.monotonic() - started > deadline:

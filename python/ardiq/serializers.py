@@ -17,5 +17,21 @@ def msgpack_dumps(value: Any) -> bytes:
 
 
 def msgpack_loads(data: bytes) -> Any:
-    """Decode msgpack produced by :func:`msgpack_dumps`."""
-    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    """Decode msgpack produced by :func:`msgpack_dumps`.
+
+    The limits are explicit: no string, byte string, array, map or extension may claim
+    more elements (or bytes) than the payload has bytes, so a few bytes can never make
+    the decoder reserve gigabytes. What a payload may cost at most is set by the app's
+    ``max_payload_bytes``, which workers check before this runs.
+    """
+    n = len(data)
+    return msgpack.unpackb(
+        data,
+        raw=False,
+        strict_map_key=False,
+        max_str_len=n,
+        max_bin_len=n,
+        max_array_len=n,
+        max_map_len=n // 2,
+        max_ext_len=n,
+    )

@@ -279,3 +279,33 @@ async def test_results_are_per_context(app: Ardiq) -> None:
     async with inline(app):
         assert await job.result() is None
         assert await job.status() == Status.NOT_FOUND
+
+
+async def test_inline_seals_and_checks_as_a_worker_does() -> None:
+    # Issue 11: the inline helper seals results and checks them, like a worker and a
+    # producer that hold the key; an expired seal is refused there too.
+    from ardiq.signing import Binding, ResultSealError
+    from ardiq.testing import inline
+
+    app = Ardiq(redis_url="redis://127.0.0.1:1", queue_name="q", signing_key="k" * 32)
+
+    @app.task
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    async with inline(app) as queue:
+        job = await add.enqueue(2, 3)
+        result = await job.result()
+        assert result is not None and result.value == 5
+        # The stored value was sealed by the runtime: a forged one is refused.
+        with pytest.raises(ResultSealError):
+            app._signer.open_result(job.id, app.serializer(5))
+        # A payload past its not-after fails with the reason, without running.
+        old = app._signer.seal_raw(
+            Binding("q", "default", "old", "add"), bytes(16), 0, app.serializer([[1, 1], {}, None])
+        )
+        from ardiq.client import EncodedTask
+
+        (late,) = await queue.enqueue([EncodedTask("old", "add", old, "default")])
+        r = await late.result()
+        assert r is not None and not r.success and r.value == "signature expired"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
@@ -17,6 +18,7 @@ from .settings import (
     check_int,
     check_lane,
     check_lanes,
+    check_max_connections,
     check_positive_int,
     check_redis_url,
     default_redis_url,
@@ -62,6 +64,7 @@ _SETTINGS = (
     "signing_key",
     "signature_ttl_s",
     "legacy_signatures",
+    "max_connections",
 )
 
 
@@ -186,6 +189,7 @@ class Ardiq:
             ttl_ms=self._signature_ttl_ms,
             legacy=self._legacy_signatures,
         )
+        self._max_connections = check_max_connections(settings.get("max_connections"))
 
         self.keys = Keys(queue_name)
         self._tasks: dict[str, Task[Any, Any]] = {}
@@ -199,6 +203,9 @@ class Ardiq:
         self._inline: InlineQueue | None = None  # set by ardiq.testing.inline
         self._worker: Worker | None = None
         self._sync: SyncRunner | None = None
+        # Threads that make their first blocking call at once must share one runner: a
+        # second would open a second loop and pool, and close_sync() would close only one.
+        self._sync_lock = threading.Lock()
 
     # ----------------------------------------------------------------- settings
     @property
@@ -285,6 +292,12 @@ class Ardiq:
         return self._legacy_signatures
 
     @property
+    def max_connections(self) -> int:
+        """Redis connections this app opens per event loop it is used from, pub/sub
+        included; callers beyond them wait for a free one."""
+        return self._max_connections
+
+    @property
     def tasks(self) -> list[str]:
         """Registered task names (crons included), in registration order."""
         return list(self._tasks)
@@ -301,22 +314,23 @@ class Ardiq:
     @property
     def sync(self) -> SyncRunner:
         """The private loop behind the blocking ``*_sync`` twins."""
-        if self._sync is None:
-            import weakref
+        with self._sync_lock:
+            if self._sync is None:
+                import weakref
 
-            from .syncrunner import SyncRunner
+                from .syncrunner import SyncRunner
 
-            # The closer and the finalizer must not hold the app, or it would never die.
-            clients = self._clients
+                # The closer and the finalizer must not hold the app, or it would never die.
+                clients = self._clients
 
-            async def close_clients() -> None:
-                entry = clients.pop(id(_running_loop()), None)
-                if entry is not None:
-                    await entry[1].broker.close()
+                async def close_clients() -> None:
+                    entry = clients.pop(id(_running_loop()), None)
+                    if entry is not None:
+                        await entry[1].broker.close()
 
-            self._sync = SyncRunner(self._queue_name, close_clients)
-            weakref.finalize(self, self._sync.close_soon).atexit = False
-        return self._sync
+                self._sync = SyncRunner(self._queue_name, close_clients)
+                weakref.finalize(self, self._sync.close_soon).atexit = False
+            return self._sync
 
     def _adopt_worker_settings(self, settings: WorkerSettings) -> None:
         """Take on the values a worker runs with (the command line's overrides), so task
@@ -476,7 +490,7 @@ class Ardiq:
             for key, (other, _) in list(self._clients.items()):
                 if other.is_closed():
                     del self._clients[key]
-            broker = Broker(self._redis_url, self.keys, self._priorities)
+            broker = Broker(self._redis_url, self.keys, self._priorities, self._max_connections)
             client = RedisClient(broker, self._deserializer, self._result_ttl_ms, self._signer)
             entry = (loop, client)
             self._clients[id(loop)] = entry

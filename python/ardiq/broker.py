@@ -3,6 +3,10 @@
 redis-py's asyncio clients belong to the loop they were made on, and users call an app
 from several loops (their web server's, a test's, the blocking twins' private loop), so
 each loop gets its own :class:`Broker`. Making one never connects; the first command does.
+
+A broker opens at most ``max_connections`` connections (default :data:`MAX_CONNECTIONS`),
+pub/sub subscriptions included: a caller that finds them all busy waits for one instead
+of failing, so any fan-out works and Redis sees a known number of clients.
 """
 
 from __future__ import annotations
@@ -20,9 +24,17 @@ from redis.commands.core import AsyncScript
 
 from .errors import ArdiqError, BrokerError
 from .protocol import SCRIPT_NAMES, Keys, script_source
-from .settings import mask_url
+from .settings import DEFAULT_MAX_CONNECTIONS, mask_url
 
 EncodableArg = str | bytes | int | float
+
+# Connections one app opens per event loop, pub/sub subscriptions included (the default of
+# the `max_connections` setting). Callers beyond it wait for a free connection; concurrent
+# producer calls share pipelines (batching.py), so a few connections serve any fan-out.
+MAX_CONNECTIONS = DEFAULT_MAX_CONNECTIONS
+# Of those, the pool of the client that never resends (fresh enqueues, `script_once`):
+# as many as enqueue calls in flight at once (client.SENDERS; concurrent callers share).
+ONCE_CONNECTIONS = 2
 
 
 @contextmanager
@@ -30,14 +42,20 @@ def translate_errors(url: str) -> Iterator[None]:
     """Turn redis-py's exceptions into ArdiqError/BrokerError that say where and what."""
     try:
         yield
-    except (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, OSError) as exc:
+    except (rexc.RedisError, OSError) as exc:
+        raise translated(exc, url) from exc
+
+
+def translated(exc: rexc.RedisError | OSError, url: str) -> ArdiqError:
+    """The ArdiqError/BrokerError that says where and what for a redis-py exception."""
+    if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | rexc.BusyLoadingError | OSError):
         if is_certificate_error(exc):
-            raise BrokerError(
+            return BrokerError(
                 f"Redis at {mask_url(url)} presented a certificate that is not trusted: "
                 f"{exc} (trust its CA with `?ssl_ca_certs=PATH` on the rediss:// URL)"
-            ) from exc
-        raise BrokerError(f"Redis at {mask_url(url)} unreachable: {exc}") from exc
-    except rexc.ResponseError as exc:
+            )
+        return BrokerError(f"Redis at {mask_url(url)} unreachable: {exc}")
+    if isinstance(exc, rexc.ResponseError):
         text = str(exc)
         # redis-py raises OutOfMemoryError (its text has no "OOM" prefix any more).
         if (
@@ -45,12 +63,11 @@ def translate_errors(url: str) -> Iterator[None]:
             or text.startswith("OOM")
             or ("used memory > 'maxmemory'" in text)
         ):
-            raise BrokerError(f"Redis at {mask_url(url)} refused the write: out of memory") from exc
+            return BrokerError(f"Redis at {mask_url(url)} refused the write: out of memory")
         if text.startswith("NOPERM") or "NOPERM" in text:
-            raise BrokerError(f"Redis user lacks a permission: {text}") from exc
-        raise ArdiqError(f"Redis error: {text}") from exc
-    except rexc.RedisError as exc:
-        raise BrokerError(f"Redis at {mask_url(url)} error: {exc}") from exc
+            return BrokerError(f"Redis user lacks a permission: {text}")
+        return ArdiqError(f"Redis error: {text}")
+    return BrokerError(f"Redis at {mask_url(url)} error: {exc}")
 
 
 def is_certificate_error(exc: BaseException | None) -> bool:
@@ -67,17 +84,29 @@ def is_certificate_error(exc: BaseException | None) -> bool:
     return False
 
 
-def make_client(url: str, *, socket_timeout: float | None, resend: bool = True) -> aioredis.Redis:
+def make_client(
+    url: str,
+    *,
+    socket_timeout: float | None,
+    resend: bool = True,
+    max_connections: int = MAX_CONNECTIONS,
+) -> aioredis.Redis:
     """A client for `url` that returns bytes and never connects before its first command.
 
     `resend`: retry a command once on a dropped connection (a restarted Redis, CLIENT
     KILL): the pooled socket is dead, a fresh one usually works. Safe for a call whose
     repeat finds its work done (finish, renew, reads); not for a fresh enqueue, which goes
     through a client without it (see `Broker.script_once`).
+
+    Its pool holds at most `max_connections`; a command that finds them all busy waits
+    for one (no time limit: every command has its own socket timeout, so a connection is
+    always given back). redis-py's default pool fails such a command instead.
     """
     retry = RedisRetry(ConstantBackoff(0.05), 1 if resend else 0)
-    return aioredis.Redis.from_url(
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=None,
         decode_responses=False,
         socket_timeout=socket_timeout,
         socket_connect_timeout=5.0,
@@ -85,6 +114,11 @@ def make_client(url: str, *, socket_timeout: float | None, resend: bool = True) 
         retry=retry,
         retry_on_error=[rexc.ConnectionError] if resend else [],
     )
+    client = aioredis.Redis(connection_pool=pool)
+    # The client owns its pool: closing the client disconnects every pooled connection
+    # (set as an attribute: redis-py 5.0's constructor ignores it with a given pool).
+    client.auto_close_connection_pool = True
+    return client
 
 
 class Broker:
@@ -94,11 +128,23 @@ class Broker:
     # or unreachable Redis, and the caller should hear about it.
     COMMAND_TIMEOUT_S = 10.0
 
-    def __init__(self, url: str, keys: Keys, lanes: Sequence[str]) -> None:
+    def __init__(
+        self,
+        url: str,
+        keys: Keys,
+        lanes: Sequence[str],
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
+        from .batching import Batcher
+
         self.url = url
         self.keys = keys
         self.lanes = list(lanes)
-        self.client = make_client(url, socket_timeout=self.COMMAND_TIMEOUT_S)
+        self.client = make_client(
+            url,
+            socket_timeout=self.COMMAND_TIMEOUT_S,
+            max_connections=max_connections - ONCE_CONNECTIONS,
+        )
         self.scripts: dict[str, AsyncScript] = {
             name: self.client.register_script(script_source(name)) for name in SCRIPT_NAMES
         }
@@ -106,10 +152,14 @@ class Broker:
         self._waiter: Any = None
         # The client whose commands are never resent by redis-py (made on first use).
         self._once: tuple[aioredis.Redis, dict[str, AsyncScript]] | None = None
+        self._in_flight = 0
+        # Producer calls made concurrently (status, info, abort, result checks) share
+        # pipelines through this.
+        self.batch = Batcher(self)
 
     async def script(self, name: str, keys: Sequence[str], args: Sequence[EncodableArg]) -> Any:
         """Run one protocol script, translating Redis errors."""
-        with translate_errors(self.url):
+        with self._tracked(), translate_errors(self.url):
             return await self.scripts[name](keys=list(keys), args=list(args))
 
     async def script_once(
@@ -119,16 +169,31 @@ class Broker:
         dropped connection raises BrokerError and the caller decides how to go again
         (the first call may have landed; only its reply was lost)."""
         if self._once is None:
-            client = make_client(self.url, socket_timeout=self.COMMAND_TIMEOUT_S, resend=False)
+            client = make_client(
+                self.url,
+                socket_timeout=self.COMMAND_TIMEOUT_S,
+                resend=False,
+                max_connections=ONCE_CONNECTIONS,
+            )
             scripts = {n: client.register_script(script_source(n)) for n in SCRIPT_NAMES}
             self._once = (client, scripts)
-        with translate_errors(self.url):
+        with self._tracked(), translate_errors(self.url):
             return await self._once[1][name](keys=list(keys), args=list(args))
 
     async def command(self, *args: EncodableArg) -> Any:
         """Run one plain command, translating Redis errors."""
-        with translate_errors(self.url):
+        with self._tracked(), translate_errors(self.url):
             return await self.client.execute_command(*args)  # type: ignore[no-untyped-call,unused-ignore]
+
+    @contextmanager
+    def _tracked(self) -> Iterator[None]:
+        # Counted so that close() lets them end first: one cut off by the pool closing
+        # under it could reconnect (its one retry) into a pool nobody closes any more.
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
 
     def lane_streams(self) -> list[str]:
         return [self.keys.stream(lane) for lane in self.lanes]
@@ -143,8 +208,14 @@ class Broker:
         return self._waiter
 
     async def close(self) -> None:
+        """Close every connection: producer calls still waiting fail with BrokerError,
+        commands on the wire get their answer (each has COMMAND_TIMEOUT_S at most)."""
+        await self.batch.close()
         if self._waiter is not None:
             await self._waiter.close()
+        deadline = self.loop.time() + self.COMMAND_TIMEOUT_S
+        while self._in_flight and self.loop.time() < deadline:
+            await asyncio.sleep(0.005)
         if self._once is not None:
             await self._once[0].aclose()
             self._once = None

@@ -234,7 +234,7 @@ class RedisClient:
 
     async def result_raw(self, task_id: str, timeout: float | None) -> bytes | None:
         if timeout is None:
-            raw = await self.broker.command("GET", self.keys.result(task_id))
+            raw = await self.broker.batch.command("GET", self.keys.result(task_id))
             return None if raw is None else bytes(raw)
         waiter = self.broker.waiter
         blob: bytes = await waiter.wait_raw(task_id, timeout)
@@ -243,7 +243,7 @@ class RedisClient:
     async def inspect(self, task_id: str) -> list[Any]:
         streams, lane_args = self._lane_args()
         return list(
-            await self.broker.script(
+            await self.broker.batch.script(
                 "inspect",
                 [self.keys.job(task_id), self.keys.result(task_id), *streams],
                 ["ardiq", *lane_args],
@@ -275,7 +275,7 @@ class RedisClient:
     async def abort(self, task_id: str) -> bool:
         streams, lane_args = self._lane_args()
         k = self.keys
-        reply = await self.broker.script(
+        reply = await self.broker.batch.script(
             "abort",
             [k.delayed, k.job(task_id), k.wait(task_id), k.result(task_id), *streams],
             [k.prefix, "ardiq", self.result_ttl_ms, task_id, *lane_args],

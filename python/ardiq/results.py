@@ -1,5 +1,9 @@
 """Waiting for results: one pub/sub subscription per process (per loop), shared by every
-waiter, woken by Redis when a task someone waits for finishes (PROTOCOL.md, "Results")."""
+waiter, woken by Redis when a task someone waits for finishes (PROTOCOL.md, "Results").
+
+The subscription holds one of the loop's pooled connections. Each waiter's checks (the
+`wait` script) go through the loop's Batcher, so 10,000 waiters woken at once (a
+resubscribe wakes them all) re-check in a few pipelines, not 10,000 round trips."""
 
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ class ResultWaiter:
         # the error. After a failure the reader puts a fresh future here for its next try.
         self._attempt: asyncio.Future[BaseException | None] | None = None
         self._users = 0  # wait_raw calls in progress: the reader stops when there are none
+        self._closed = False
 
     async def wait_raw(self, task_id: str, timeout: float | None) -> bytes:
         """The result record of `task_id`, waiting up to `timeout` seconds (forever if None).
@@ -65,7 +70,9 @@ class ResultWaiter:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 # Registered waiters sleep until the wake-up (or a long safety re-check).
                 pause = REGISTERED_RECHECK_S if left is None else left
-                reply = await self.broker.script("wait", script_keys, [int(pause * 1000) + 5000])
+                reply = await self.broker.batch.script(
+                    "wait", script_keys, [int(pause * 1000) + 5000]
+                )
                 if reply[0] == 1:
                     return bytes(reply[1])
                 if reply[0] == -1:  # not enqueued (yet): nothing will publish for it
@@ -82,7 +89,7 @@ class ResultWaiter:
                         del self._waiters[key]
             if deadline is not None and time.monotonic() >= deadline:
                 # One last look: the result may have landed just as time ran out.
-                reply = await self.broker.script("wait", script_keys, [1])
+                reply = await self.broker.batch.script("wait", script_keys, [1])
                 if reply[0] == 1:
                     return bytes(reply[1])
                 raise TimeoutError(f"no result for task {task_id!r} within {timeout}s")
@@ -90,6 +97,7 @@ class ResultWaiter:
     async def _ensure_subscribed(self) -> None:
         if self._subscribed:
             return
+        self._check_open()
         loop = asyncio.get_running_loop()
         if self._reader is None or self._reader.done():
             self._attempt = loop.create_future()
@@ -102,11 +110,20 @@ class ResultWaiter:
             raise BrokerError(
                 f"could not subscribe to results at {mask_url(self.broker.url)}: no answer"
             ) from None
+        self._check_open()
         if error is not None:
             raise BrokerError(
                 f"Redis at {mask_url(self.broker.url)} unreachable: could not subscribe to "
                 f"results: {error}"
             ) from error
+
+    def _check_open(self) -> None:
+        # Subscribing again after close() would open a connection in a pool that nobody
+        # closes any more.
+        if self._closed:
+            from .batching import CLOSED
+
+            raise BrokerError(CLOSED)
 
     def _attempt_ended(self, error: BaseException | None) -> None:
         if self._attempt is not None and not self._attempt.done():
@@ -155,8 +172,12 @@ class ResultWaiter:
                     fut.set_result(None)
 
     async def close(self) -> None:
+        """Unsubscribe; waiters still waiting wake up and fail with BrokerError."""
+        self._closed = True
         reader, self._reader = self._reader, None
         self._subscribed = False
+        self._attempt_ended(BrokerError("closed"))  # those waiting on it see _closed
+        self._wake_all()
         if reader is not None:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

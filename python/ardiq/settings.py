@@ -90,6 +90,24 @@ def check_positive_int(name: str, value: object, *, allow_zero: bool = False) ->
     return value
 
 
+# The default and the floor of the `max_connections` setting (see broker.py, which must
+# not be imported here: `import ardiq` stays free of redis-py).
+DEFAULT_MAX_CONNECTIONS = 32
+MIN_MAX_CONNECTIONS = 6
+
+
+def check_max_connections(value: object) -> int:
+    """Redis connections per event loop: an int of at least MIN_MAX_CONNECTIONS (two are
+    kept for enqueues; of the rest, a loop may hold two for good, its result and abort
+    subscriptions, and still needs some for commands)."""
+    if value is None:
+        return DEFAULT_MAX_CONNECTIONS
+    number = check_positive_int("max_connections", value)
+    if number < MIN_MAX_CONNECTIONS:
+        raise ValueError(f"max_connections must be at least {MIN_MAX_CONNECTIONS}, got {number}")
+    return number
+
+
 def check_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")

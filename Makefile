@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv build demo test test-python test-rust lint fmt bench reliability clean
+.PHONY: venv build demo test test-python test-rust test-redis-range lint fmt bench reliability clean
 
 venv: $(BIN)/.installed
 
@@ -36,6 +36,12 @@ test-rust:
 test-python: venv build
 	$(BIN)/pytest
 	$(BIN)/pytest integration -m "not slow"
+
+# The fan-out tests again under the oldest and the newest redis-py that pyproject.toml
+# allows, each in a throwaway venv cached under .tmp/redis-range/ (REFRESH=1 remakes them).
+test-redis-range: venv build
+	ARDIQ_BIN=$(abspath $(BIN))/ardiq $(BIN)/python scripts/redis_range.py \
+		$(if $(REFRESH),--refresh)
 
 lint: venv
 	cargo fmt --all -- --check

@@ -274,7 +274,8 @@ async def test_twin_inside_the_running_loop_is_not_a_deadlock(
 def test_close_sync_closes_and_reopens(redis_url: str, queue: str) -> None:
     app = make(redis_url, queue)
     job = app.ref("t").enqueue_sync()
-    sync_threads = {t for t in threading.enumerate() if t.name.startswith("ardiq-sync")}
+    # This app's thread only: an earlier test's app may keep its own until collected.
+    sync_threads = {t for t in threading.enumerate() if t.name == f"ardiq-sync-{queue}"}
     assert sync_threads
     app.close_sync()
     time.sleep(0.05)

@@ -19,7 +19,7 @@ use crate::backoff::{Backoff, LogThrottle};
 use crate::config::Config;
 use crate::connection::Redis;
 use crate::context::Ctx;
-use crate::entry::{is_expired, malformed_task_id, Parsed, MALFORMED_REASON};
+use crate::entry::{is_expired, malformed_task_id, Parsed};
 use crate::error::Result;
 use crate::executor::{Delivery, Executor, Outcome, OutcomeKind};
 use crate::fetch::{self, BlockingReader, ReadOutcome};
@@ -392,6 +392,7 @@ impl Dispatcher {
                 match parsed {
                     Parsed::Task(d) => held.push(lane, d),
                     Parsed::Malformed {
+                        reason,
                         entry_id,
                         lane: lane_name,
                         tries,
@@ -410,7 +411,7 @@ impl Dispatcher {
                             entry_id,
                             task_id,
                             kind: OutcomeKind::Fail,
-                            value: MALFORMED_REASON.as_bytes().to_vec(),
+                            value: reason.as_bytes().to_vec(),
                             tries,
                             enqueued_ms,
                             started_ms: 0,
@@ -423,7 +424,7 @@ impl Dispatcher {
         }
         for o in &bad {
             error!(id = %o.task_id, worker = %self.ctx.worker(), lane = %o.lane,
-                "malformed entry (needs id, fn and p); dead-lettered");
+                reason = %String::from_utf8_lossy(&o.value), "malformed entry; dead-lettered");
         }
         self.ctx.counters.add(Counter::Malformed, bad.len() as u64);
         self.ctx.sink.send(bad);

@@ -22,10 +22,10 @@ construction (``crates/ardiq-core/src/sign.rs``).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
+from . import _secrets
 from .errors import ArdiqError
 
 __all__ = ["MAGIC", "SignatureError", "Signer", "check_signing_keys"]
@@ -45,14 +45,15 @@ class SignatureError(ArdiqError):
 
 
 def check_signing_keys(value: object) -> tuple[bytes, ...]:
-    """The keys from the ``signing_key`` setting (``ARDIQ_SIGNING_KEY`` when it is None):
-    a key (bytes or str), or a sequence of them where the first signs and every one
-    verifies (key rotation). Empty: signing is off."""
+    """The keys from the ``signing_key`` setting: a key (bytes or str), or a sequence of
+    them where the first signs and every one verifies (key rotation). Empty: signing is
+    off. When it is None, ``ARDIQ_SIGNING_KEY`` (or the file ``ARDIQ_SIGNING_KEY_FILE``
+    names; see ``ardiq._secrets``): comma-separated keys, the first signs."""
     if value is None:
-        env = os.environ.get("ARDIQ_SIGNING_KEY")
+        env = _secrets.lookup(_secrets.SIGNING_KEY)
         if not env:
             return ()
-        value = env
+        value = [part.strip() for part in env.split(",")]
     items: Sequence[object]
     if isinstance(value, str | bytes | bytearray):
         items = [value]

@@ -22,6 +22,7 @@ from test_cli import APP, Proc, clean_env
 SECRET = "pw-s3cret-4f9a"
 NEW_KEY = "new-signing-key-0123456789abcdef"
 OLD_KEY = "old-signing-key-0123456789abcdef"
+NOWHERE = "redis://127.0.0.1:1"  # never the default localhost:6379
 
 
 @pytest.fixture
@@ -64,7 +65,8 @@ def test_workers_children_never_carry_the_password_in_argv(
     via: str, locked_redis: RedisServer, queue: str, tmp_path: Path
 ) -> None:
     url = locked_url(locked_redis)
-    env = clean_env(ARDIQ_TEST_QUEUE=queue, CLI_LEDGER_URL=url)
+    # REDIS_URL: a worker that missed the secret must not fall back to a local Redis.
+    env = clean_env(ARDIQ_TEST_QUEUE=queue, CLI_LEDGER_URL=url, REDIS_URL=NOWHERE)
     args = ["run", APP, "--workers", "2"]
     if via == "flag":
         args += ["--redis-url", url]
@@ -82,7 +84,10 @@ def test_workers_children_never_carry_the_password_in_argv(
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             assert b"run\x00" + APP.encode() in cmdline, cmdline
             assert SECRET.encode() not in cmdline, cmdline
-        assert SECRET not in sup.output()
+        out = sup.output()
+        assert SECRET not in out
+        # Both children got the URL (and reached the right Redis).
+        assert out.count(f"url=redis://:***@127.0.0.1:{locked_redis.port}") == 2, out
     finally:
         sup.close()
 
@@ -95,7 +100,7 @@ async def test_secrets_from_files_and_lists_stay_out_of_task_environment(
 ) -> None:
     url = locked_url(locked_redis)
     keys = f"{NEW_KEY},{OLD_KEY}"  # the first signs, both verify
-    env = clean_env(ARDIQ_TEST_QUEUE=queue)
+    env = clean_env(ARDIQ_TEST_QUEUE=queue, REDIS_URL=NOWHERE)
     if via == "env":
         env.update(ARDIQ_REDIS_URL=url, ARDIQ_SIGNING_KEY=keys)
     else:

@@ -331,6 +331,43 @@ def test_bad_targets_exit_2_with_one_line(env: dict[str, str], target: str, mess
     assert verbose.returncode == 2 and "Traceback" in verbose.stderr
 
 
+BAD_SECONDS = ["1e308", "1e300", "1e20", "31536001", "nan", "NaN", "inf", "-inf", "-1", "0"]
+# Every duration option of every subcommand, as a flag and (where it has one) its env twin.
+DURATIONS = [
+    (["run", APP], "--shutdown-timeout", "ARDIQ_SHUTDOWN_TIMEOUT"),
+    (["run", APP], "--liveness-threshold", "ARDIQ_LIVENESS_THRESHOLD"),
+    (["run", APP, "--workers", "2"], "--shutdown-timeout", "ARDIQ_SHUTDOWN_TIMEOUT"),
+    (["check", APP], "--timeout", None),
+]
+
+
+@pytest.mark.parametrize(("args", "flag", "env_name"), DURATIONS)
+def test_out_of_range_durations_are_usage_errors(
+    env: dict[str, str], args: list[str], flag: str, env_name: str | None
+) -> None:
+    def one_usage_error(out: subprocess.CompletedProcess[str], value: str) -> None:
+        assert out.returncode == 2, (value, out.returncode, out.stderr)
+        assert "panicked" not in out.stderr, out.stderr
+        errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1 and value in errors[0], out.stderr
+
+    for value in BAD_SECONDS:
+        one_usage_error(run(*args, f"{flag}={value}", env=env, timeout=10), value)
+        if env_name:
+            one_usage_error(run(*args, env={**env, env_name: value}, timeout=10), value)
+    # Numbers that do not fit the option's type are usage errors too.
+    out = run("purge", "--queue", "q", "--result-ttl-ms", "1e300", env=env, timeout=10)
+    one_usage_error(out, "1e300")
+    out = run("purge", "--queue", "q", "--result-ttl-ms", "9" * 30, env=env, timeout=10)
+    one_usage_error(out, "9" * 30)
+
+
+def test_app_setting_out_of_range_is_refused() -> None:
+    for bad in (1e300, float("nan"), float("inf"), -1.0, 0):
+        with pytest.raises(ValueError, match="shutdown_timeout_s"):
+            Ardiq(redis_url="redis://h", shutdown_timeout_s=bad)
+
+
 def test_module_that_raises_shows_its_traceback(env: dict[str, str]) -> None:
     out = run("run", "apps.cli_raises:app", env=env)
     assert out.returncode == 2, out.stderr

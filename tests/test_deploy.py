@@ -95,6 +95,18 @@ def test_dockerfile_shape() -> None:
     # The drain deadline stays below `docker stop`'s default 10 s.
     assert float(env["ARDIQ_SHUTDOWN_TIMEOUT"]) < 10
     assert "example:app" in words["CMD"] and env["ARDIQ_APP"] == "example:app"
+    # The worker cannot rewrite its own code: the app and the venv are root's (no
+    # `--chown` to the worker's user, no home directory created for it), and the user is
+    # switched to only after everything is installed.
+    for word, rest in runtime:
+        if word in ("COPY", "ADD"):
+            assert "--chown" not in rest, rest
+        if word == "RUN" and "useradd" in rest:
+            assert "--no-create-home" in rest and "--create-home" not in rest, rest
+    assert [w for w, _ in runtime].index("USER") > max(
+        i for i, (w, _) in enumerate(runtime) if w in ("RUN", "COPY", "ADD")
+    )
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"
     # Nothing is fetched with a pipe to a shell, and the build is the scripts'.
     for _, word, rest in ins:
         if word == "RUN":
@@ -233,6 +245,37 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     assert out.returncode == 0 and not out.stderr.strip() and not out.stdout.strip(), (
         out.stdout + out.stderr
     )
+
+
+def test_systemd_unit_security_score(tmp_path: Path) -> None:
+    """`systemd-analyze security` rates the unit's sandbox from 0 (locked down) to 10.
+    What remains exposed (see the unit's comment): the network (Redis may be anywhere),
+    other users (PrivateUsers=), writable+executable memory (libffi callbacks), the host's
+    root directory."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.fail("systemd-analyze is missing: `apt-get install systemd` (.ci/run does)")
+    unit = tmp_path / "ardiq@example.service"
+    shutil.copy(UNIT, unit)
+    out = subprocess.run(
+        [analyze, "security", "--offline=true", "--no-pager", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out.stdout + out.stderr)
+    assert found is not None, out.stdout + out.stderr
+    assert float(found.group(1)) <= 2.0, out.stdout
+    unit_text = UNIT.read_text()
+    for setting in (
+        "SystemCallFilter=@system-service",
+        "ProtectProc=invisible",
+        "ProcSubset=pid",
+        "RemoveIPC=yes",
+        "CapabilityBoundingSet=\n",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+    ):
+        assert setting in unit_text, setting
 
 
 def unit_settings() -> dict[str, str]:

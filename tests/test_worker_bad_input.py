@@ -3,13 +3,18 @@ and the worker keeps going after each."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import subprocess
 from collections.abc import AsyncIterator, Callable
 
+import msgpack
 import pytest
 import redis.asyncio as aioredis
 from apps.ledger import LANES, stop_code
 from ardiq import Ardiq, Job
 from support.workers import WorkerProcess
+from test_cli import binary, clean_env
 
 
 @pytest.fixture
@@ -98,3 +103,89 @@ async def test_bad_input_fails_cleanly_and_worker_goes_on(
         pending = await raw.xpending(app.keys.stream(lane), "ardiq")
         assert pending["pending"] == 0
     assert stop_code(worker) == 0, worker.output()
+
+
+async def dead_error(app: Ardiq, raw: aioredis.Redis, task_id: str, timeout: float = 10) -> str:
+    """The error of dead letter `task_id`, read raw: its `fn` field may not be UTF-8."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        err = await raw.hget(app.keys.dead_letter(task_id), "err")
+        if err is not None:
+            return bytes(err).decode()
+        assert asyncio.get_running_loop().time() < deadline, f"no dead letter {task_id!r}"
+        await asyncio.sleep(0.05)
+
+
+async def test_non_utf8_id_or_name_is_dead_lettered_never_run_lossily(
+    make_app: Callable[..., Ardiq], start_worker: Callable[..., WorkerProcess], raw: aioredis.Redis
+) -> None:
+    app = make_app(priorities=LANES)
+    worker = start_worker("apps.basic:app")
+    await still_works(app)
+    stream = app.keys.stream("default")
+    payload = msgpack.packb([[2, 3], {}, None])
+    bad_id = await raw.xadd(stream, {"id": b"job-\xff", "fn": b"add", "p": payload, "t": b"0"})
+    bad_fn = await raw.xadd(stream, {"id": b"job-ok", "fn": b"ad\xc3d", "p": payload, "t": b"0"})
+    await still_works(app)
+    # The same reason from both workers (and the native engine's constants).
+    err = await dead_error(app, raw, f"entry:{bad_id.decode()}")
+    assert err == "malformed entry (id is not UTF-8)"
+    err = await dead_error(app, raw, f"entry:{bad_fn.decode()}")
+    assert err == "malformed entry (fn is not UTF-8)"
+    # Nothing ran, nor left a result, under a lossily converted id or name.
+    assert await app.job("job-\ufffd").status() == "not_found"
+    assert await app.job("job-ok").status() == "not_found"
+    assert stop_code(worker) == 0, worker.output()
+
+
+# A task name and id that try to forge a log line, overwrite one and clear the screen.
+FORGED = "2030-01-01T00:00:00.000Z INFO     ardiq: FORGED"
+EVIL_NAME = f"no-such\n{FORGED}\r\x1b[2J\x9b31m"
+EVIL_ID = f"id\r\n{FORGED}-ID\x1b[2J"
+
+
+def assert_no_controls(text: str) -> None:
+    for bad in ("\x1b", "\r", "\x9b"):
+        assert bad not in text, repr(text)
+    assert not any(line.startswith("2030-01-01") for line in text.splitlines()), text
+
+
+async def test_control_characters_from_redis_are_escaped_in_text_output(
+    make_app: Callable[..., Ardiq],
+    start_worker: Callable[..., WorkerProcess],
+    redis_url: str,
+    queue: str,
+) -> None:
+    app = make_app(priorities=LANES)
+    worker = start_worker("apps.basic:app")
+    job = await app.ref(EVIL_NAME).options(task_id=EVIL_ID).enqueue(1)
+    r = await job.result(timeout=10)
+    assert r is not None and not r.success
+    assert stop_code(worker) == 0
+    out = worker.output()
+    assert "\\n" + FORGED in out and "\\x1b[2J" in out, out  # logged, escaped
+    assert_no_controls(out)
+
+    # The ops commands' text output (JSON stays JSON-escaped).
+    env = clean_env(ARDIQ_REDIS_URL=redis_url)
+    for args in (["dlq", "list"], ["job", EVIL_ID]):
+        proc = subprocess.run(
+            [binary(), *args, "--queue", queue, "--lanes", ",".join(LANES)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert FORGED in proc.stdout and "\\x1b[2J" in proc.stdout, proc.stdout
+        assert_no_controls(proc.stdout + proc.stderr)
+        as_json = subprocess.run(
+            [binary(), *args, "--queue", queue, "--lanes", ",".join(LANES), "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        data = json.loads(as_json.stdout)
+        shown = data["dead_letters"][0] if args[0] == "dlq" else data
+        assert (shown["id"], shown["name"]) == (EVIL_ID, EVIL_NAME), shown

@@ -4,6 +4,7 @@ Define tasks on an :class:`Ardiq` app, enqueue them from anywhere, and run worke
 the ``ardiq`` executable or ``await app.run()``.
 """
 
+from . import _logsafe
 from .app import Ardiq, CronJob
 from .context import EnqueueContext, ErrorContext, TaskContext, current_task
 from .errors import ArdiqError, BrokerError, Retry
@@ -11,6 +12,8 @@ from .jobs import DeadLetter, Job, Status, TaskInfo, TaskResult
 from .task import BoundTask, PreparedTask, Task
 
 __version__ = "0.1.0"
+
+_logsafe.install()
 
 __all__ = [
     "Ardiq",

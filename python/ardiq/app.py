@@ -15,6 +15,7 @@ from .jobs import DeadLetter, Job, Status, TaskInfo, TaskResult, decode_result
 from .protocol import Keys
 from .serializers import Deserializer, Serializer, msgpack_dumps, msgpack_loads
 from .settings import (
+    MAX_SECONDS,
     check_int,
     check_lane,
     check_lanes,
@@ -171,9 +172,12 @@ class Ardiq:
         if shutdown_timeout is not None and (
             isinstance(shutdown_timeout, bool)
             or not isinstance(shutdown_timeout, int | float)
-            or shutdown_timeout <= 0
+            or not 0 < shutdown_timeout <= MAX_SECONDS  # also refuses NaN
         ):
-            raise ValueError(f"shutdown_timeout_s must be positive, got {shutdown_timeout!r}")
+            raise ValueError(
+                f"shutdown_timeout_s must be above 0 and at most {MAX_SECONDS:g} (a year), "
+                f"got {shutdown_timeout!r}"
+            )
         self._shutdown_timeout_s: float | None = shutdown_timeout
         self.burst: bool = bool(settings.get("burst", False))
         # HMAC keys (first signs, all verify): from `signing_key`, else ARDIQ_SIGNING_KEY.

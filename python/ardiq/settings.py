@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import os
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
+from . import _secrets
 from .errors import ArdiqError
 
 DEFAULT_REDIS_URL = "redis://localhost:6379"
+# The longest duration setting (a year), as the native binary's options (cli.rs MAX_SECONDS).
+MAX_SECONDS = 365.0 * 86_400.0
 _SCHEMES = ("redis", "rediss", "unix")
 
 
 def default_redis_url() -> str:
-    """`ARDIQ_REDIS_URL`, else `REDIS_URL`, else the local default."""
-    return os.environ.get("ARDIQ_REDIS_URL") or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    """`ARDIQ_REDIS_URL` (as the native binary handed it over, else from the environment,
+    else the file `ARDIQ_REDIS_URL_FILE` names), else `REDIS_URL`, else the local default."""
+    return _secrets.lookup(_secrets.REDIS_URL) or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
 
 
 def check_redis_url(url: object) -> str:
@@ -39,21 +43,65 @@ def check_redis_url(url: object) -> str:
         raise ArdiqError(f"malformed redis_url {mask_url(url)!r}: no host")
     if port is not None and not 0 < port < 65536:
         raise ArdiqError(f"malformed redis_url {mask_url(url)!r}: bad port")
+    check_tls_policy(url, parts.query)
     return url
 
 
+# The values under which certificate and host name checks stay on, as the native worker
+# reads them (crates/ardiq-core/src/connection.rs `split_tls`).
+_CERT_REQS_ON = ("required",)
+_CHECK_HOSTNAME_ON = ("true", "True", "1")
+
+
+def check_tls_policy(url: str, query: str) -> None:
+    """One TLS policy for both workers and producers: verification cannot be turned off.
+    `ssl_cert_reqs` other than `required` and `ssl_check_hostname` other than true are
+    refused, as the native binary refuses them."""
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        refused = (key == "ssl_cert_reqs" and value.lower() not in _CERT_REQS_ON) or (
+            key == "ssl_check_hostname" and value not in _CHECK_HOSTNAME_ON
+        )
+        if refused:
+            raise ArdiqError(
+                f"redis_url {mask_url(url)!r}: `{key}={value}` is refused: ArdiQ always "
+                "verifies the server's certificate and host name; trust a private CA with "
+                "`ssl_ca_certs=PATH`"
+            )
+
+
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by `***`, safe to log."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable url>"
-    if parts.password is None:
+    """The URL with its password replaced by `***`, safe to log: the userinfo's password
+    (or a userinfo without a colon, which some clients read as a password alone) and the
+    `pass=`/`password=` query parameters (any case). Works on malformed URLs too, so errors
+    can quote them. The same rules as the Rust side's (`ardiq_core::mask_url`)."""
+    scheme_end = url.find("://")
+    if scheme_end < 0:
         return url
-    user = parts.username or ""
-    host = parts.netloc.rsplit("@", 1)[-1]
-    netloc = f"{user}:***@{host}"
-    return SplitResult(parts.scheme, netloc, parts.path, parts.query, parts.fragment).geturl()
+    rest = url[scheme_end + 3 :]
+    # The authority ends at the first '/', '?' or '#'; userinfo is before its last '@'.
+    ends = [i for i in (rest.find(c) for c in "/?#") if i >= 0]
+    auth_end = min(ends) if ends else len(rest)
+    authority = rest[:auth_end]
+    at = authority.rfind("@")
+    if at < 0:
+        return _mask_query(url)
+    userinfo = authority[:at]
+    user, colon, _ = userinfo.partition(":")
+    # `redis://secret@host` is a password alone in some clients' reading.
+    masked = f"{user}:***" if colon else ("***" if userinfo else "")
+    return _mask_query(f"{url[: scheme_end + 3]}{masked}@{authority[at + 1 :]}{rest[auth_end:]}")
+
+
+def _mask_query(url: str) -> str:
+    """`unix:///run/redis.sock?pass=secret` carries the password as a query parameter."""
+    q = url.find("?")
+    if q < 0:
+        return url
+    params = []
+    for kv in url[q + 1 :].split("&"):
+        key, eq, _ = kv.partition("=")
+        params.append(f"{key}=***" if eq and key.lower() in ("pass", "password") else kv)
+    return f"{url[:q]}?{'&'.join(params)}"
 
 
 def check_lanes(priorities: object) -> list[str]:

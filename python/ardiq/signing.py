@@ -28,6 +28,7 @@ import os
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from . import _secrets
 from .errors import ArdiqError
 
 __all__ = [
@@ -90,14 +91,15 @@ class Opened(NamedTuple):
 
 
 def check_signing_keys(value: object) -> tuple[bytes, ...]:
-    """The keys from the ``signing_key`` setting (``ARDIQ_SIGNING_KEY`` when it is None):
-    a key (bytes or str), or a sequence of them where the first signs and every one
-    verifies (key rotation). Empty: signing is off."""
+    """The keys from the ``signing_key`` setting: a key (bytes or str), or a sequence of
+    them where the first signs and every one verifies (key rotation). Empty: signing is
+    off. When it is None, ``ARDIQ_SIGNING_KEY`` (or the file ``ARDIQ_SIGNING_KEY_FILE``
+    names; see ``ardiq._secrets``): comma-separated keys, the first signs."""
     if value is None:
-        env = os.environ.get("ARDIQ_SIGNING_KEY")
+        env = _secrets.lookup(_secrets.SIGNING_KEY)
         if not env:
             return ()
-        value = env
+        value = [part.strip() for part in env.split(",")]
     items: Sequence[object]
     if isinstance(value, str | bytes | bytearray):
         items = [value]

@@ -19,7 +19,7 @@ use crate::backoff::{Backoff, LogThrottle};
 use crate::config::Config;
 use crate::connection::Redis;
 use crate::context::Ctx;
-use crate::entry::{is_expired, malformed_task_id, Parsed, MALFORMED_REASON};
+use crate::entry::{is_expired, malformed_task_id, Parsed};
 use crate::error::Result;
 use crate::executor::{Delivery, Executor, Outcome, OutcomeKind};
 use crate::fetch::{self, BlockingReader, ReadOutcome};
@@ -407,6 +407,7 @@ impl Dispatcher {
                     }
                     Parsed::Task(d) => held.push(lane, d),
                     Parsed::Malformed {
+                        reason,
                         entry_id,
                         lane: lane_name,
                         tries,
@@ -425,7 +426,7 @@ impl Dispatcher {
                             entry_id,
                             task_id,
                             kind: OutcomeKind::Fail,
-                            value: MALFORMED_REASON.as_bytes().to_vec(),
+                            value: reason.as_bytes().to_vec(),
                             tries,
                             enqueued_ms,
                             started_ms: 0,

@@ -8,14 +8,21 @@ use crate::reply;
 
 /// Why an entry without `id`, `fn` or `p` cannot run; stored as the dead letter's error.
 pub const MALFORMED_REASON: &str = "malformed entry (needs id, fn and p)";
+/// Why an entry whose `id` is not UTF-8 cannot run (the in-code worker says the same).
+pub const BAD_ID_REASON: &str = "malformed entry (id is not UTF-8)";
+/// Why an entry whose `fn` is not UTF-8 cannot run.
+pub const BAD_FN_REASON: &str = "malformed entry (fn is not UTF-8)";
 
 /// One entry read from a lane's stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {
     /// A runnable task.
     Task(Delivery),
-    /// An entry missing `id`, `fn` or `p`: finished as a failure under `entry:<entry id>`.
+    /// An entry missing `id`, `fn` or `p`, or whose `id` or `fn` is not UTF-8: finished
+    /// as a failure under `entry:<entry id>`.
     Malformed {
+        /// The dead letter's error: one of the `*_REASON` constants.
+        reason: &'static str,
         /// The stream entry id.
         entry_id: String,
         /// The lane it was read from.
@@ -52,8 +59,10 @@ pub fn parse_fields(entry_id: String, lane: &str, fields: &Value) -> Parsed {
     let (mut tries, mut enq, mut expire, mut reclaims) = (0i64, 0i64, 0i64, 0i64);
     for (k, v) in reply::pairs(fields).unwrap_or_default() {
         match reply::bytes(k) {
-            Some(b"id") => id = reply::string(v),
-            Some(b"fn") => fn_name = reply::string(v),
+            // Never a lossy conversion: a task must not run (nor its result be stored)
+            // under an id or a name other than the one written.
+            Some(b"id") => id = Some(exact_string(v)),
+            Some(b"fn") => fn_name = Some(exact_string(v)),
             Some(b"p") => payload = reply::bytes(v).map(<[u8]>::to_vec),
             Some(b"t") => tries = reply::int(v).unwrap_or(0),
             Some(b"enq") => enq = reply::int(v).unwrap_or(0),
@@ -63,8 +72,15 @@ pub fn parse_fields(entry_id: String, lane: &str, fields: &Value) -> Parsed {
         }
     }
     let clamp = |n: i64| u32::try_from(n.max(0)).unwrap_or(u32::MAX);
+    let malformed = |reason| Parsed::Malformed {
+        reason,
+        entry_id: entry_id.clone(),
+        lane: lane.to_owned(),
+        tries: clamp(tries),
+        enqueued_ms: enq,
+    };
     match (id, fn_name, payload) {
-        (Some(task_id), Some(fn_name), Some(payload)) if !task_id.is_empty() => {
+        (Some(Some(task_id)), Some(Some(fn_name)), Some(payload)) if !task_id.is_empty() => {
             Parsed::Task(Delivery {
                 entry_id,
                 lane: lane.to_owned(),
@@ -78,12 +94,17 @@ pub fn parse_fields(entry_id: String, lane: &str, fields: &Value) -> Parsed {
                 live_job: None,
             })
         }
-        _ => Parsed::Malformed {
-            entry_id,
-            lane: lane.to_owned(),
-            tries: clamp(tries),
-            enqueued_ms: enq,
-        },
+        (Some(None), Some(_), Some(_)) => malformed(BAD_ID_REASON),
+        (Some(Some(id)), Some(None), Some(_)) if !id.is_empty() => malformed(BAD_FN_REASON),
+        _ => malformed(MALFORMED_REASON),
+    }
+}
+
+/// The field as text: `None` when it is not valid UTF-8 (or not a string at all).
+fn exact_string(v: &Value) -> Option<String> {
+    match v {
+        Value::Int(i) => Some(i.to_string()),
+        other => reply::bytes(other).and_then(|b| String::from_utf8(b.to_vec()).ok()),
     }
 }
 
@@ -137,6 +158,38 @@ mod tests {
         assert_eq!(d.enqueued_ms, 1_700_000_000_000);
         assert_eq!(d.lane, "high");
         assert!(!is_expired(&d, i64::MAX));
+    }
+
+    #[test]
+    fn non_utf8_id_or_name_is_malformed_never_lossy() {
+        let raw = |k: &str, v: &[u8]| [bs(k), Value::BulkString(v.to_vec())];
+        let entry = |id: &[u8], name: &[u8]| {
+            Value::Array(
+                [raw("id", id), raw("fn", name), raw("p", b"x")]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+            )
+        };
+        let reason = |p: Parsed| match p {
+            Parsed::Malformed { reason, .. } => reason,
+            Parsed::Task(d) => panic!("ran as {d:?}"),
+        };
+        let bad_id = parse_fields("1-0".into(), "l", &entry(b"job-\xff", b"add"));
+        assert_eq!(reason(bad_id), BAD_ID_REASON);
+        let bad_fn = parse_fields("1-0".into(), "l", &entry(b"job", b"ad\xc3d"));
+        assert_eq!(reason(bad_fn), BAD_FN_REASON);
+        // Missing fields come first, as in the in-code worker.
+        let no_fn = Value::Array(
+            raw("id", b"\xff")
+                .into_iter()
+                .chain(raw("p", b"x"))
+                .collect(),
+        );
+        assert_eq!(
+            reason(parse_fields("1-0".into(), "l", &no_fn)),
+            MALFORMED_REASON
+        );
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub fn load(
     verbose: bool,
 ) -> Result<Loaded, Failure> {
     let bridge = bridge(py)?;
+    provide_secrets(py).map_err(|e| internal(py, e))?;
     let app = match bridge.call_method1("load_app", (args.target.as_str(),)) {
         Ok(app) => app,
         Err(e) => return Err(import_failure(py, &bridge, &args.target, e, verbose)),
@@ -90,6 +91,18 @@ pub fn load(
     })
 }
 
+/// Hands the secrets taken out of the environment (see `secrets`) to the package, before
+/// the app's module is imported (`Ardiq()` reads them when it is built).
+fn provide_secrets(py: Python<'_>) -> PyResult<()> {
+    let values = PyDict::new(py);
+    for (name, value) in crate::secrets::pairs() {
+        values.set_item(name, value)?;
+    }
+    py.import("ardiq._secrets")?
+        .call_method1("provide", (values,))?;
+    Ok(())
+}
+
 /// The engine's configuration from a `WorkerSettings` (python/ardiq/worker_settings.py),
 /// attribute by attribute, each extracted to the type the engine wants.
 fn read_config(s: &Bound<'_, PyAny>) -> PyResult<Config> {
@@ -107,7 +120,17 @@ fn read_config(s: &Bound<'_, PyAny>) -> PyResult<Config> {
     c.max_payload_bytes = s.getattr("max_payload_bytes")?.extract()?;
     c.burst = s.getattr("burst")?.extract()?;
     let timeout: Option<f64> = s.getattr("shutdown_timeout_s")?.extract()?;
-    c.drain_timeout = timeout.map(Duration::from_secs_f64);
+    // The app's own setting is checked like the option (`Duration` panics past ~1.8e19 s).
+    c.drain_timeout = match timeout {
+        None => None,
+        Some(t) if t > 0.0 && t <= crate::cli::MAX_SECONDS => Some(Duration::from_secs_f64(t)),
+        Some(t) => {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "shutdown_timeout_s must be above 0 and at most {} s, got {t}",
+                crate::cli::MAX_SECONDS
+            )))
+        }
+    };
     let signing_key: Option<Vec<u8>> = s.getattr("signing_key")?.extract()?;
     c.signing_key = signing_key.map(SigningKey::new);
     c.signature_ttl_ms = s.getattr("signature_ttl_ms")?.extract()?;

@@ -193,7 +193,8 @@ impl RunArgs {
     }
 
     /// The arguments a supervised child gets: the same options, as explicit flags,
-    /// without `--workers` (children run one worker each).
+    /// without `--workers` (children run one worker each) and without `--redis-url`,
+    /// which may hold a password: the supervisor passes it in the child's environment.
     pub fn child_args(&self) -> Vec<String> {
         let mut args = vec!["run".to_owned(), self.target.clone()];
         let mut flag = |on: bool, name: &str| {
@@ -211,7 +212,6 @@ impl RunArgs {
         };
         opt("--concurrency", self.concurrency.map(|v| v.to_string()));
         opt("--prefetch", self.prefetch.map(|v| v.to_string()));
-        opt("--redis-url", self.redis_url.clone());
         opt(
             "--shutdown-timeout",
             self.shutdown_timeout.map(|v| v.to_string()),
@@ -227,10 +227,19 @@ impl RunArgs {
     }
 }
 
+/// The longest duration an option takes: a year. Larger values (`1e308`) would overflow
+/// the deadlines computed from them; no drain, probe or liveness window needs more.
+pub(crate) const MAX_SECONDS: f64 = 365.0 * 86_400.0;
+
+/// A duration option: a number of seconds, more than 0 and at most [`MAX_SECONDS`]
+/// (NaN, infinities and negatives are refused too), so that no deadline built on it can
+/// overflow: a bad value is a usage error (exit 2), never a panic.
 pub(crate) fn parse_seconds(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("`{text}` is not a positive number of seconds")),
+        Ok(v) if v > 0.0 && v <= MAX_SECONDS => Ok(v),
+        _ => Err(format!(
+            "`{text}` is not a number of seconds above 0 and at most {MAX_SECONDS} (a year)"
+        )),
     }
 }
 
@@ -298,8 +307,25 @@ mod tests {
         assert!(parse(&["m:app", "--workers", "0"]).is_err());
         assert!(parse(&["m:app", "--shutdown-timeout", "-1"]).is_err());
         assert!(parse(&["m:app", "--shutdown-timeout", "soon"]).is_err());
+        for huge in ["1e308", "1e20", "inf", "NaN", "-0", "0", "31536001"] {
+            assert!(
+                parse(&["m:app", "--shutdown-timeout", huge]).is_err(),
+                "{huge}"
+            );
+            assert!(
+                parse(&["m:app", "--liveness-threshold", huge]).is_err(),
+                "{huge}"
+            );
+        }
+        assert!(parse(&["m:app", "--shutdown-timeout", "31536000"]).is_ok());
         assert!(parse(&["m:app", "--log-format", "xml"]).is_err());
         assert!(parse(&["m:app", "-v", "-q"]).is_err());
+    }
+
+    #[test]
+    fn child_args_never_carry_the_redis_url() {
+        let a = parse(&["m:app", "-w", "2", "--redis-url", "redis://:secret@h:1"]).unwrap();
+        assert!(!a.child_args().concat().contains("secret"));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{LogFormat, Verbosity};
+use crate::escape::{self, printable};
 
 /// Installs the subscriber. Call once, first thing.
 pub fn init(format: LogFormat, verbosity: Verbosity) {
@@ -161,9 +162,15 @@ where
         } else {
             ("", "")
         };
-        write!(w, "{ts} {on}{level:<7}{off} {target}: {}", fields.message)?;
+        // Text from Redis (ids, names) reaches messages and fields: see `escape`.
+        write!(
+            w,
+            "{ts} {on}{level:<7}{off} {}: {}",
+            printable(&target),
+            escape::message(&fields.message)
+        )?;
         for (k, v) in &fields.rest {
-            write!(w, " {k}={v}")?;
+            write!(w, " {k}={}", printable(v))?;
         }
         writeln!(w)
     }

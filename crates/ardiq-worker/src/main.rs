@@ -6,9 +6,11 @@
 //! (`--workers N`), `interpreter` (which Python environment) and `embed` (the
 //! interpreter's start and exit), `app` (importing `MODULE:ATTR`, reading settings),
 //! `executor` (the engine's executor over `ardiq._bridge`), `signals`, `logging`,
-//! `banner`, `failure` (errors and exit codes); `health` (liveness, the `--health-port`
+//! `banner`, `failure` (errors and exit codes), `escape` (control characters in text
+//! output); `health` (liveness, the `--health-port`
 //! endpoint) and `notify` (systemd's `sd_notify`); `ops` (what `check` and the ops
-//! commands share), `cli_ops` (their clap types).
+//! commands share), `cli_ops` (their clap types); `secrets` (the Redis URL and signing keys
+//! kept out of the environment task code inherits).
 
 mod app;
 mod banner;
@@ -16,6 +18,7 @@ mod cli;
 mod cli_ops;
 mod commands;
 mod embed;
+mod escape;
 mod executor;
 mod failure;
 mod health;
@@ -23,13 +26,19 @@ mod interpreter;
 mod logging;
 mod notify;
 mod ops;
+mod secrets;
 mod signals;
 mod supervisor;
 
 use clap::Parser;
 
 fn main() {
+    if let Err(f) = secrets::load_files() {
+        f.print();
+        std::process::exit(f.code);
+    }
     let cli = cli::Cli::parse();
+    secrets::take();
     let code = match cli.command {
         cli::Command::Run(args) => commands::run::run(args),
         cli::Command::Check(args) => commands::check::run(args),

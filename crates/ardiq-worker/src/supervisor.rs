@@ -3,7 +3,8 @@
 //! The supervisor embeds no Python and imports nothing: it starts N copies of this binary
 //! as `ardiq run MODULE:ATTR` with the same options minus `--workers` (and
 //! `ARDIQ_WORKERS=1`, `ARDIQ_SUPERVISED=<index>` in their environment, so they skip the
-//! banner and watch their parent). Each worker runs in a process group of its own, so a
+//! banner and watch their parent). The Redis URL and the signing keys reach them through
+//! their environment, never their command line (see `secrets`). Each worker runs in a process group of its own, so a
 //! Ctrl-C at a terminal reaches the supervisor only, which forwards every SIGINT/SIGTERM
 //! to every worker exactly once. When a worker exits non-zero, the others are stopped
 //! (SIGTERM: they drain) and the supervisor exits with that worker's code.
@@ -25,6 +26,7 @@ use crate::commands::run::SUPERVISED_ENV;
 use crate::failure::{code, Failure};
 use crate::interpreter::{self, Inputs};
 use crate::logging;
+use crate::secrets;
 
 pub fn run(args: &RunArgs) -> i32 {
     let runtime = match crate::ops::runtime() {
@@ -68,12 +70,21 @@ async fn supervise(args: &RunArgs) -> i32 {
     let mut pids: HashMap<usize, i32> = HashMap::new();
     let mut waits = JoinSet::new();
     for index in 0..usize::from(args.workers) {
-        let spawned = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        command
             .args(args.child_args())
             .env("ARDIQ_WORKERS", "1")
             .env(SUPERVISED_ENV, index.to_string())
-            .process_group(0)
-            .spawn();
+            .process_group(0);
+        // Secrets go through the environment (readable by this user only), never argv
+        // (`/proc/<pid>/cmdline` is readable by every local user).
+        for (name, value) in secrets::pairs() {
+            command.env(name, value);
+        }
+        if let Some(url) = &args.redis_url {
+            command.env(secrets::REDIS_URL, url);
+        }
+        let spawned = command.spawn();
         match spawned {
             Ok(mut child) => {
                 if let Some(pid) = child.id() {

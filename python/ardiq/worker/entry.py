@@ -25,13 +25,18 @@ def as_fields(raw: Any) -> dict[bytes, bytes]:
     return {flat[j]: flat[j + 1] for j in range(0, len(flat) - 1, 2)}
 
 
+# The dead-letter reasons of entries that cannot run, as the native engine
+# (crates/ardiq-core/src/entry.rs) and reclaim.lua write them.
+MALFORMED = "malformed entry (needs id, fn and p)"
+
+
 def parse_entry(lane: str, eid: str, fields: Mapping[bytes, bytes]) -> Delivery | str:
     """A stream entry as a Delivery, or the reason it is malformed."""
     for name in (b"id", b"fn", b"p"):
         if name not in fields:
-            return f"malformed entry: missing field {name.decode()!r}"
+            return MALFORMED
     if not fields[b"id"]:
-        return "malformed entry: empty id"
+        return MALFORMED
 
     def number(name: bytes) -> int:
         # As the native engine reads them: an unreadable or negative count is 0, so a
@@ -41,17 +46,24 @@ def parse_entry(lane: str, eid: str, fields: Mapping[bytes, bytes]) -> Delivery 
         except ValueError:
             return 0
 
+    # Never a lossy decode: a task must not run (nor its result be stored) under an id
+    # or a name other than the one written.
     try:
-        return Delivery(
-            entry_id=eid,
-            lane=lane,
-            task_id=fields[b"id"].decode(),
-            name=fields[b"fn"].decode(),
-            payload=bytes(fields[b"p"]),
-            tries=max(0, number(b"t")),
-            enqueue_ms=number(b"enq"),
-            expire_ms=number(b"x"),
-            reclaims=max(0, number(b"r")),
-        )
-    except UnicodeDecodeError as exc:
-        return f"malformed entry: {exc}"
+        task_id = fields[b"id"].decode()
+    except UnicodeDecodeError:
+        return "malformed entry (id is not UTF-8)"
+    try:
+        fn_name = fields[b"fn"].decode()
+    except UnicodeDecodeError:
+        return "malformed entry (fn is not UTF-8)"
+    return Delivery(
+        entry_id=eid,
+        lane=lane,
+        task_id=task_id,
+        name=fn_name,
+        payload=bytes(fields[b"p"]),
+        tries=max(0, number(b"t")),
+        enqueue_ms=number(b"enq"),
+        expire_ms=number(b"x"),
+        reclaims=max(0, number(b"r")),
+    )

@@ -13,6 +13,7 @@ use std::time::Duration;
 use ardiq_core::Keys;
 
 use crate::cli::CheckArgs;
+use crate::escape::printable;
 use crate::failure::{code, Failure};
 use crate::ops::{self, exit, Json};
 
@@ -35,10 +36,10 @@ pub fn run(args: CheckArgs) -> i32 {
             } else {
                 println!(
                     "ok: `{}` imports; redis at `{}` serves queue `{}` (lanes {})",
-                    args.target,
-                    ok.redis,
-                    ok.queue,
-                    ok.lanes.join(", ")
+                    printable(&args.target),
+                    printable(&ok.redis),
+                    printable(&ok.queue),
+                    printable(&ok.lanes.join(", "))
                 );
             }
             code::OK
@@ -53,7 +54,7 @@ pub fn run(args: CheckArgs) -> i32 {
                 .print();
             }
             // One line: probes log it, people read it.
-            eprintln!("error: {}", f.message);
+            eprintln!("error: {}", printable(&f.message));
             f.code
         }
     };

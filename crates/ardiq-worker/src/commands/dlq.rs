@@ -6,6 +6,7 @@ use ardiq_core::ops::{Client, DeadLetter};
 use ardiq_core::Keys;
 
 use crate::cli::{DlqAction, DlqArgs, IdsArgs};
+use crate::escape::printable;
 use crate::failure::{code, Failure};
 use crate::ops::{self, exit, when, Json};
 
@@ -68,15 +69,16 @@ async fn list(
             String::new()
         }
     );
+    // Ids, names and errors come from Redis: escaped (see `escape`).
     for d in &letters {
         println!(
             "{}  {}  lane={} tries={} failed={}\n    {}",
-            d.id,
-            d.fn_name,
-            d.lane,
+            printable(&d.id),
+            printable(&d.fn_name),
+            printable(&d.lane),
             d.tries,
             when(d.failed_ms),
-            first_line(&d.error)
+            printable(first_line(&d.error))
         );
     }
     Ok(code::OK)
@@ -174,15 +176,16 @@ async fn each(
             "deleted"
         };
         for (id, status) in &results {
+            let id = printable(id);
             match *status {
                 "not_found" => eprintln!(
                     "error: `{id}` is not a dead letter of queue `{}`",
-                    queue_name(keys)
+                    printable(queue_name(keys))
                 ),
                 "live" => eprintln!("error: `{id}` is queued or running again; not replayed"),
                 "unknown_lane" => eprintln!(
-                    "error: `{id}` belongs to a lane not in {:?}; pass `--lanes`",
-                    keys.lanes()
+                    "error: `{id}` belongs to a lane not in {}; pass `--lanes`",
+                    printable(&format!("{:?}", keys.lanes()))
                 ),
                 "needs_key" => eprintln!(
                     "error: `{id}` is signed: replaying it seals it again, which needs the \

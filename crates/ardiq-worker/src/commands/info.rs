@@ -5,6 +5,7 @@
 use ardiq_core::ops::{Client, QueueStats};
 
 use crate::cli::InfoArgs;
+use crate::escape::printable;
 use crate::failure::{code, Failure};
 use crate::ops::{self, human_ms, when, Json};
 
@@ -44,7 +45,7 @@ fn info(args: &InfoArgs) -> Result<(), Failure> {
         return Ok(());
     }
     if all.is_empty() {
-        println!("no ArdiQ queue at `{url}`");
+        println!("no ArdiQ queue at `{}`", printable(&url));
         return Ok(());
     }
     for (i, s) in all.iter().enumerate() {
@@ -65,8 +66,9 @@ async fn stats(
     client.queue_stats(&keys).await.map_err(ops::failure)
 }
 
+/// Queue, lane and worker names come from Redis: escaped (see `escape`).
 fn print_text(s: &QueueStats, url: &str) {
-    println!("queue `{}` at `{url}`", s.queue);
+    println!("queue `{}` at `{}`", printable(&s.queue), printable(url));
     println!(
         "  {:<16} {:>9} {:>9} {:>9}  oldest waiting",
         "lane", "waiting", "pending", "running"
@@ -81,7 +83,10 @@ fn print_text(s: &QueueStats, url: &str) {
         };
         println!(
             "  {:<16} {:>9} {:>9} {:>9}  {oldest}{note}",
-            l.lane, l.waiting, l.pending, l.running
+            printable(&l.lane),
+            l.waiting,
+            l.pending,
+            l.running
         );
     }
     println!("  scheduled {}, dead {}", s.scheduled, s.dead);
@@ -95,7 +100,7 @@ fn print_text(s: &QueueStats, url: &str) {
         };
         println!(
             "    {:<28} {:<5} {beat}, holds {}",
-            w.id,
+            printable(&w.id),
             if w.alive { "alive" } else { "gone" },
             w.pending
         );

@@ -7,6 +7,7 @@ use ardiq_core::ops::JobInfo;
 
 use crate::cli::JobArgs;
 use crate::commands::dlq::letter_json;
+use crate::escape::printable;
 use crate::failure::{code, Failure};
 use crate::ops::{self, exit, human_ms, when, Json};
 
@@ -45,8 +46,9 @@ fn job(args: &JobArgs) -> Result<i32, Failure> {
 fn print_text(j: &JobInfo, queue: &str) {
     if j.status == "not_found" {
         eprintln!(
-            "error: no task `{}` in queue `{queue}` (never enqueued, or its result expired)",
-            j.id
+            "error: no task `{}` in queue `{}` (never enqueued, or its result expired)",
+            printable(&j.id),
+            printable(queue)
         );
         return;
     }
@@ -104,8 +106,9 @@ fn print_text(j: &JobInfo, queue: &str) {
             rows.push(("error", d.error.lines().next().unwrap_or("").to_owned()));
         }
     }
+    // Ids, names, workers and errors come from Redis: escaped (see `escape`).
     for (k, v) in rows {
-        println!("{k:<10} {v}");
+        println!("{k:<10} {}", printable(&v));
     }
 }
 

@@ -5,6 +5,7 @@
 //! checked again inside it.
 
 use crate::cli::PurgeArgs;
+use crate::escape::printable;
 use crate::failure::{code, Failure};
 use crate::ops::{self, Json};
 
@@ -56,8 +57,9 @@ fn purge(args: &PurgeArgs) -> Result<(), Failure> {
         .print();
     } else {
         println!(
-            "purged {} task(s) of queue `{queue}`: {} queued, {} scheduled, {} delivered to workers that are gone",
+            "purged {} task(s) of queue `{}`: {} queued, {} scheduled, {} delivered to workers that are gone",
             report.queued + report.scheduled + report.delivered,
+            printable(&queue),
             report.queued,
             report.scheduled,
             report.delivered

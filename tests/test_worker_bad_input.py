@@ -132,6 +132,9 @@ async def test_non_utf8_id_or_name_is_dead_lettered_never_run_lossily(
     assert err == "malformed entry (id is not UTF-8)"
     err = await dead_error(app, raw, f"entry:{bad_fn.decode()}")
     assert err == "malformed entry (fn is not UTF-8)"
+    # Shown by the producer too (names with replacement marks), never a decode error.
+    letters = {d.task_id: d for d in await app.dead_letters()}
+    assert letters[f"entry:{bad_fn.decode()}"].fn_name == "ad\ufffdd"
     # Nothing ran, nor left a result, under a lossily converted id or name.
     assert await app.job("job-\ufffd").status() == "not_found"
     assert await app.job("job-ok").status() == "not_found"

@@ -21,6 +21,11 @@ from .jobs import DeadLetter, Status, TaskInfo, decode_payload
 from .serializers import Deserializer
 
 
+def text(raw: bytes) -> str:
+    """Bytes from Redis as text: not trusted to be UTF-8 (shown with replacement marks)."""
+    return bytes(raw).decode("utf-8", "replace")
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -260,10 +265,12 @@ class RedisClient:
         if status in (Status.COMPLETE, Status.NOT_FOUND):
             return None
         _, fn, payload, enq, tries, at, lane = reply
-        args, kwargs = self._arguments(task_id, fn.decode(), lane.decode(), bytes(payload))
+        # Names come from Redis: never trusted to be UTF-8 (shown with replacement marks).
+        fn_name, lane_name = text(fn), text(lane)
+        args, kwargs = self._arguments(task_id, fn_name, lane_name, bytes(payload))
         return TaskInfo(
             task_id=task_id,
-            fn_name=fn.decode(),
+            fn_name=fn_name,
             args=args,
             kwargs=kwargs,
             enqueue_time=int(enq),
@@ -297,23 +304,23 @@ class RedisClient:
             return []
         pipe = self.broker.client.pipeline(transaction=False)
         for raw_id in ids:
-            pipe.hgetall(self.keys.dead_letter(raw_id.decode()))
+            pipe.hgetall(self.keys.dead_letter(text(raw_id)))
         with translate_errors(self.broker.url):
             records = await pipe.execute()
         letters = []
         for raw_id, rec in zip(ids, records, strict=True):
             if not rec:
                 continue  # deleted between the two reads
-            fn_name = rec.get(b"fn", b"").decode()
-            lane = rec.get(b"l", b"").decode()
-            args, kwargs = self._arguments(raw_id.decode(), fn_name, lane, rec.get(b"p", b""))
+            fn_name = text(rec.get(b"fn", b""))
+            lane = text(rec.get(b"l", b""))
+            args, kwargs = self._arguments(text(raw_id), fn_name, lane, rec.get(b"p", b""))
             letters.append(
                 DeadLetter(
-                    task_id=raw_id.decode(),
+                    task_id=text(raw_id),
                     fn_name=fn_name,
                     args=args,
                     kwargs=kwargs,
-                    priority=rec.get(b"l", b"").decode(),
+                    priority=lane,
                     error=rec.get(b"err", b"").decode("utf-8", "replace"),
                     tries=int(rec.get(b"t", 0)),
                     enqueue_time=int(rec.get(b"enq", 0)),
@@ -341,7 +348,7 @@ class RedisClient:
             )
             if fn is None:
                 return 0
-            binding = Binding(k.queue, lane.decode(), task_id, fn.decode())
+            binding = Binding(k.queue, text(lane), task_id, text(fn))
             try:
                 opened = self.signer.open(binding, bytes(old or b""))
             except SignatureError:

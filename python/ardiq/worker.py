@@ -42,6 +42,9 @@ log = logging.getLogger("ardiq")
 
 FINISH_BATCH = 500
 RECLAIM_COUNT = 100
+# Pages per lane in one reclaim round while each comes back full (as the engine): drains a
+# backlog quickly without letting one round run unbounded.
+RECLAIM_PAGES = 10
 HEARTBEAT_S = 5.0
 PROMOTE_MAX_SLEEP_S = 0.1
 
@@ -325,8 +328,12 @@ class Worker:
                 if self.held:
                     await self._wait_changed()
                     continue
-                if await self._burst_done():
-                    return "burst"
+                try:
+                    if await self._burst_done():
+                        return "burst"
+                except ArdiqError as exc:
+                    await backoff.wait(exc)
+                    continue
             try:
                 self._accept(await self._block_read())
                 backoff.reset()
@@ -344,7 +351,8 @@ class Worker:
             await asyncio.wait_for(self.changed.wait(), 1.0)
 
     async def _burst_done(self) -> bool:
-        """True when nothing is due: no past-due delayed task and no retry of ours pending."""
+        """True when nothing is due (no past-due delayed task, no retry of ours pending)
+        and nothing is reclaimable (no entry pending past its lease)."""
         if now_ms() < self.retry_due_ms:
             await asyncio.sleep(min(0.05, (self.retry_due_ms - now_ms()) / 1000))
             return False
@@ -358,6 +366,18 @@ class Worker:
         entries = await self._fetch(self._free_slots())
         if entries:
             self._accept(entries)
+            return False
+        # Nothing waiting and nothing due: what a dead worker left pending past its lease
+        # is all that can still be ours. Take it over before calling the queue drained, or
+        # it would sit there after every burst worker exited. Entries a live worker keeps
+        # renewing are never idle that long: they do not hold the burst up.
+        claimed, more = await self._reclaim_round(dict.fromkeys(self.streams, "0-0"))
+        if claimed or more:
+            log.info(
+                "burst: took over %d entries of a lost worker before finishing worker=%s",
+                claimed,
+                self.worker_id,
+            )
             return False
         return True
 
@@ -663,19 +683,52 @@ class Worker:
     async def _reclaimer(self) -> None:
         app = self.app
         interval = min(app.idle_timeout_ms / 4000, 1.0)
+        # Follow the cursor XAUTOCLAIM returns from one round to the next: restarting at
+        # 0-0 every round would rescan the head of the pending list and starve its tail.
         cursors = dict.fromkeys(self.streams, "0-0")
         backoff = Backoff("reclaiming tasks")
         while not self.closing:
             await asyncio.sleep(interval)
             try:
-                for stream, lane in zip(self.streams, self.lanes, strict=True):
-                    cursors[stream] = await self._reclaim_lane(stream, lane, cursors[stream])
+                await self._reclaim_round(cursors)
                 backoff.reset()
             except ArdiqError as exc:
                 if "NOGROUP" not in str(exc):
                     await backoff.wait(exc)
 
-    async def _reclaim_lane(self, stream: str, lane: str, cursor: str) -> str:
+    async def _reclaim_round(self, cursors: dict[str, str]) -> tuple[int, bool]:
+        """One round over every lane, as the engine does: pages of RECLAIM_COUNT, up to
+        RECLAIM_PAGES per lane while they come back full. Returns how many entries were
+        taken over, and whether some lane stopped at the page limit (more may wait).
+        A lane that fails does not stop the others; the first error is raised after."""
+        claimed = 0
+        more = False
+        error: ArdiqError | None = None
+        for stream, lane in zip(self.streams, self.lanes, strict=True):
+            for page in range(RECLAIM_PAGES):
+                try:
+                    cursors[stream], n = await self._reclaim_lane(stream, lane, cursors[stream])
+                except ArdiqError as exc:
+                    if "NOGROUP" in str(exc):
+                        # No group yet (or Redis lost its data): nothing to reclaim here;
+                        # the fetch recreates it.
+                        cursors[stream] = "0-0"
+                    elif error is None:
+                        error = exc
+                    break
+                claimed += n
+                if n < RECLAIM_COUNT or cursors[stream] == "0-0":
+                    break
+                if page == RECLAIM_PAGES - 1:
+                    more = True
+        if error is not None:
+            raise error
+        return claimed, more
+
+    async def _reclaim_lane(self, stream: str, lane: str, cursor: str) -> tuple[str, int]:
+        """One XAUTOCLAIM page and its `reclaim` call: the next cursor and how many
+        entries were claimed. On a failed `reclaim` the cursor is not moved: the same
+        entries (now ours and idle) come back next round."""
         app = self.app
         reply = await self.broker.command(
             "XAUTOCLAIM",
@@ -690,7 +743,7 @@ class Worker:
         next_cursor: str = reply[0].decode()
         claimed = [(eid.decode(), fields) for eid, fields in reply[1] if eid is not None]
         if not claimed:
-            return next_cursor
+            return next_cursor, 0
         k = app.keys
         keys = [k.dead]
         args: list[Any] = [
@@ -722,7 +775,7 @@ class Worker:
             aborted,
             self.worker_id,
         )
-        return next_cursor
+        return next_cursor, len(claimed)
 
     async def _promote_report(self, ids: list[str] | None = None) -> list[Any]:
         k = self.app.keys

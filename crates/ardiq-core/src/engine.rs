@@ -568,8 +568,9 @@ impl Dispatcher {
     }
 
     /// Burst mode, nothing held: a promotion round (past-due scheduled tasks count as
-    /// queued), then one more fetch (finishes may have re-queued work too). Drained only
-    /// if that fetch finds nothing. Promotion comes first: anything due has then been
+    /// queued), then one more fetch (finishes may have re-queued work too), then a reclaim
+    /// round (see [`reclaim::burst_round`]). Drained only if that fetch finds nothing and
+    /// nothing is reclaimable. Promotion comes first: anything due has then been
     /// moved into a stream, by us or by another worker's promoter, before the fetch looks.
     async fn burst_drained(&mut self) -> bool {
         // A retry we scheduled is still in flight: wait for it to fall due (a tick at
@@ -589,7 +590,27 @@ impl Dispatcher {
         }
         let free = self.free();
         self.fetch(free).await;
-        self.fetch_retry_at.is_none() && self.ctx.held().total() == 0
+        if self.fetch_retry_at.is_some() || self.ctx.held().total() != 0 {
+            return false;
+        }
+        // Nothing waiting and nothing due: the last thing that can still be ours is what
+        // a dead worker left pending past its lease. Take it over before calling the
+        // queue drained, or it would sit there after every burst worker exited.
+        match reclaim::burst_round(&self.ctx).await {
+            Ok(round) if round.claimed == 0 && !round.more => true,
+            Ok(round) => {
+                info!(worker = %self.ctx.worker(), claimed = round.claimed,
+                    "burst: took over entries of a lost worker before finishing");
+                // Re-queued copies are in the streams now: fetch them next.
+                self.maybe_more = true;
+                false
+            }
+            Err(e) => {
+                warn!(error = %e, "reclaim failed, retrying");
+                self.fetch_retry_at = Some(Instant::now() + self.fetch_backoff.next_delay());
+                false
+            }
+        }
     }
 
     /// Moves the deliveries the executor queued but has not started back to the buffer

@@ -107,3 +107,23 @@ async def test_abort_prefetched_task_waiting_for_a_slot(
     assert r1 is not None and r1.success
     assert sorted(await ledger.items("started")) == sorted([*(j.id for j in busy), waiting[1].id])
     assert stop_code(worker) == 0, worker.output()
+
+
+async def test_abort_after_the_body_ended_spares_the_next_run_of_the_id(
+    make_app: Callable[..., Ardiq], start_worker: Callable[..., WorkerProcess], ledger: Ledger
+) -> None:
+    # The request arrives between the end of the body and the worker taking the outcome:
+    # nothing is left to cancel, and nothing of it may hang around for the next delivery
+    # of the same id (a custom task_id here; a unique task or a replay alike).
+    app = make_app(priorities=LANES)
+    worker = start_worker("apps.basic:app")
+    first = await app.ref("abort_self").options(task_id="same-id").enqueue("one")
+    assert await first.result(timeout=10) is not None
+    await asyncio.sleep(0.3)  # the request has reached the worker by now
+    for n in range(2):
+        again = await app.ref("count").options(task_id="same-id").enqueue(n)
+        r = await again.result(timeout=10)
+        assert r is not None and r.success and r.value == n, (r, worker.output())
+    assert await ledger.items("abort_self") == ["one"]
+    assert stop_code(worker) == 0, worker.output()
+

@@ -73,6 +73,18 @@ class Outcome:
     delay_ms: int = 0
 
 
+@dataclass(slots=True)
+class _Attempt:
+    """What an abort needs to know of one attempt handed to this runtime."""
+
+    task_id: str
+    body: asyncio.Task[Any] | None = None
+    """The asyncio task awaiting the body, while the body runs."""
+    aborted: bool = False
+    ended: bool = False
+    """The body is over (or will never start): nothing is left to cancel."""
+
+
 class _Aborted(Exception):
     """Internal: the attempt was cancelled by an abort request."""
 
@@ -159,8 +171,10 @@ class Runtime:
     def __init__(self, app: Ardiq, worker_id: str) -> None:
         self.app = app
         self.worker_id = worker_id
-        self._running: dict[str, asyncio.Task[Any]] = {}
-        self._aborting: set[str] = set()
+        # Attempts handed over and not yet ended, by (lane, entry id): an abort request
+        # lives exactly as long as the attempt it was meant for, never on into the next
+        # delivery of the same task id (a replay, a unique task, a custom id).
+        self._attempts: dict[tuple[str, str], _Attempt] = {}
         self._pool: _DaemonPool | None = None
         # The bytes of a `None` result, when the serializer is ours (pure: always the same).
         self._none: bytes | None = msgpack_dumps(None) if app.serializer is msgpack_dumps else None
@@ -169,17 +183,37 @@ class Runtime:
 
     @property
     def running_ids(self) -> list[str]:
-        return list(self._running)
+        """The task ids whose bodies are running now."""
+        return [a.task_id for a in self._attempts.values() if a.body is not None]
 
-    def abort(self, task_id: str) -> bool:
-        """Cancel the attempt of `task_id` this runtime was handed (its outcome becomes an
-        abort). Called before the body started (the delivery is handed over but
-        :meth:`execute` has not reached the body yet), the body never starts."""
-        self._aborting.add(task_id)
-        task = self._running.get(task_id)
-        if task is not None and not task.done():
-            task.cancel()
-        return True
+    def admit(self, d: Delivery) -> None:
+        """`d` is handed over and its :meth:`execute` will start soon: an abort from now
+        on finds it (and it then never starts its body). Optional: :meth:`execute`
+        registers the attempt itself; a caller that may drop `d` without executing it
+        calls :meth:`release`."""
+        self._attempts[(d.lane, d.entry_id)] = _Attempt(d.task_id)
+
+    def release(self, d: Delivery) -> None:
+        """Forget an admitted delivery that will not be executed."""
+        self._attempts.pop((d.lane, d.entry_id), None)
+
+    def abort(self, task_id: str, lane: str | None = None, entry_id: str | None = None) -> bool:
+        """Cancel the attempt of `task_id` here (only the one of `lane`/`entry_id` when
+        given): a running body is cancelled, one not started yet never starts, and the
+        outcome is an abort. Returns False, and remembers nothing, when no attempt of that
+        id runs or is about to run here (its body already ended, or it never came)."""
+        hit = False
+        for (a_lane, a_eid), attempt in self._attempts.items():
+            if attempt.task_id != task_id or attempt.ended:
+                continue
+            if entry_id is not None and (a_lane, a_eid) != (lane, entry_id):
+                continue
+            attempt.aborted = True
+            hit = True
+            body = attempt.body
+            if body is not None and not body.done():
+                body.cancel()
+        return hit
 
     def close(self) -> None:
         """Release the sync-task threads (abandoned sync bodies keep running to their end)."""
@@ -190,6 +224,18 @@ class Runtime:
     async def execute(self, d: Delivery) -> Outcome:
         """Run one attempt to its end and say how it ended. Never raises, except
         ``CancelledError`` when the worker itself is being torn down."""
+        key = (d.lane, d.entry_id)
+        attempt = self._attempts.get(key)
+        if attempt is None or attempt.task_id != d.task_id:
+            attempt = self._attempts[key] = _Attempt(d.task_id)
+        try:
+            return await self._execute(d, attempt)
+        finally:
+            attempt.ended = True
+            if self._attempts.get(key) is attempt:
+                del self._attempts[key]
+
+    async def _execute(self, d: Delivery, attempt: _Attempt) -> Outcome:
         # The common path (a known task, decoded, returns, no middleware or timeout) does
         # as little per task as it can: no log fields built unless a line is emitted, no
         # closures, the body awaited directly.
@@ -225,16 +271,14 @@ class Runtime:
             return self._outcome(d, tries, start, FAIL, error)
 
         ctx = TaskContext(d.task_id, d.name, tries, headers)
-        if d.task_id in self._aborting:
-            self._aborting.discard(d.task_id)
+        if attempt.aborted:
             log.warning("task aborted before it started %s", self._fields(d, tries))
             return self._outcome(d, tries, start, ABORT, b"aborted")
         debug = log.isEnabledFor(logging.DEBUG)
         if debug:
             log.debug("task started %s", self._fields(d, tries))
         me = asyncio.current_task()
-        if me is not None:
-            self._running[d.task_id] = me
+        attempt.body = me
         try:
             fn = task.fn
             if task.is_async and task.timeout is None and not app._middleware and fn is not None:
@@ -249,17 +293,19 @@ class Runtime:
             log.warning("task aborted mid-flight %s", self._fields(d, tries))
             return self._outcome(d, tries, start, ABORT, b"aborted")
         except asyncio.CancelledError:
-            if d.task_id in self._aborting and me is not None:
+            if attempt.aborted and me is not None:
                 me.uncancel()
                 log.warning("task aborted mid-flight %s", self._fields(d, tries))
                 return self._outcome(d, tries, start, ABORT, b"aborted")
             raise
         except Exception as exc:
+            attempt.body = None
+            attempt.ended = True
             return await self._failed(d, task, exc, tries, start)
         finally:
-            self._running.pop(d.task_id, None)
-            if self._aborting:
-                self._aborting.discard(d.task_id)
+            # The body is over: an abort arriving from here on has nothing to cancel.
+            attempt.body = None
+            attempt.ended = True
         try:
             none = self._none
             data = none if value is None and none is not None else app.serializer(value)

@@ -458,8 +458,10 @@ class Worker:
                 # owns the entry: another worker may have reclaimed it meanwhile.
                 gate = gate or loop.create_future()
                 suspects.append(d)
+                self.runtime.admit(d)  # an abort from now on finds it
                 self.running[ref] = loop.create_task(self._run_one(d, gate))
             else:
+                self.runtime.admit(d)
                 self.running[ref] = loop.create_task(self._run_one(d))
         for item in deferred:
             heapq.heappush(self.buffer, item)
@@ -513,11 +515,13 @@ class Worker:
                 self.held.pop(ref_of(d), None)
                 if self.by_task.get(d.task_id) == ref_of(d):
                     del self.by_task[d.task_id]
+                self.runtime.release(d)
                 return
             outcome = await self.runtime.execute(d)
         except asyncio.CancelledError:
             # Hard stop: no outcome, the entry stays pending for another worker's reclaim.
             self.held.pop(ref_of(d), None)
+            self.runtime.release(d)
             return
         finally:
             self.running.pop(ref_of(d), None)
@@ -884,7 +888,7 @@ class Worker:
             self.early_aborts[task_id] = now
             return
         if ref in self.running:
-            self.runtime.abort(task_id)
+            self.runtime.abort(task_id, *ref)
             return
         d = self.held.get(ref)
         if d is not None and all(ref_of(o) != ref for o in self.outcomes):

@@ -541,27 +541,63 @@ class Worker:
             self.outcome_ready.clear()
             while self.outcomes:
                 batch = self.outcomes[:FINISH_BATCH]
-                try:
-                    reply = await self._finish(batch)
-                    backoff.reset()
-                except ArdiqError as exc:
-                    await backoff.wait(exc)  # outcomes stay queued; leases stay renewed
-                    continue
+                await self._finish_batch(batch, backoff)
+                # New outcomes are only ever appended: the batch is still the head.
                 del self.outcomes[: len(batch)]
-                for outcome, recorded in zip(batch, reply, strict=True):
-                    self.held.pop(ref_of(outcome), None)
-                    if self.by_task.get(outcome.task_id) == ref_of(outcome):
-                        del self.by_task[outcome.task_id]
-                    if not recorded:
-                        log.warning(
-                            "stale outcome dropped: another worker holds the task now "
-                            "id=%s worker=%s",
-                            outcome.task_id,
-                            self.worker_id,
-                        )
-                    elif outcome.kind == RETRY:
-                        self.retry_due_ms = max(self.retry_due_ms, now_ms() + outcome.delay_ms)
                 self.changed.set()
+
+    async def _finish_batch(self, batch: list[Outcome], backoff: Backoff) -> None:
+        """Finish `batch`, retrying while Redis is unreachable (the outcomes stay queued
+        and their leases renewed). A batch the server rejects (a script error: some key
+        of the wrong type, say) is split, as the engine does, so one poisoned outcome
+        cannot wedge every other: each is then tried alone, and one that still fails is
+        logged and released. Its entry stays pending, is reclaimed once its lease runs
+        out, and ends in the dead letters at the delivery cap."""
+        while True:
+            try:
+                reply = await self._finish(batch)
+            except BrokerError as exc:
+                await backoff.wait(exc)
+                continue
+            except ArdiqError as exc:
+                if len(batch) > 1:
+                    log.warning(
+                        "finish rejected a batch (%s); finishing one by one outcomes=%d",
+                        exc,
+                        len(batch),
+                    )
+                    for outcome in batch:
+                        await self._finish_batch([outcome], backoff)
+                    return
+                outcome = batch[0]
+                log.error(
+                    "finish rejected this outcome; leaving the entry for reclaim "
+                    "id=%s worker=%s try=%d error=%s",
+                    outcome.task_id,
+                    self.worker_id,
+                    outcome.tries,
+                    exc,
+                )
+                self._release(outcome)
+                return
+            backoff.reset()
+            for outcome, recorded in zip(batch, reply, strict=True):
+                self._release(outcome)
+                if not recorded:
+                    log.warning(
+                        "stale outcome dropped: another worker holds the task now id=%s worker=%s",
+                        outcome.task_id,
+                        self.worker_id,
+                    )
+                elif outcome.kind == RETRY:
+                    self.retry_due_ms = max(self.retry_due_ms, now_ms() + outcome.delay_ms)
+            return
+
+    def _release(self, outcome: Outcome) -> None:
+        """The entry of `outcome` is no longer ours to renew."""
+        self.held.pop(ref_of(outcome), None)
+        if self.by_task.get(outcome.task_id) == ref_of(outcome):
+            del self.by_task[outcome.task_id]
 
     async def _finish(self, batch: list[Outcome]) -> list[int]:
         k = self.app.keys

@@ -293,3 +293,13 @@ async def abort_self(tag: str) -> str:
     _aborter.abort_sync(me().task_id)
     return tag
 
+
+@app.task(max_retries=1, backoff_ms=10)
+async def corrupt_own_job() -> None:
+    """Turns its own job record into a string, then fails with a retry left: the finish
+    script errors on this outcome (WRONGTYPE reading the job) before acknowledging it."""
+    key = app.keys.job(me().task_id)
+    _ledger.delete(key)
+    _ledger.set(key, "not a hash")
+    record("corrupted", me().task_id)
+    raise ValueError("retry me")

@@ -425,9 +425,11 @@ class Worker:
             ref = (lane, eid)
             self.held[ref] = parsed
             self.by_task[parsed.task_id] = ref
-            heapq.heappush(self.buffer, (self.rank[lane], next(self.seq), ref))
             if self.early_aborts.pop(parsed.task_id, None) is not None:
-                self._spawn_once(self._check_abort_flag(parsed.task_id))
+                # Held back (leased, not startable) until its job's flag is checked.
+                self._spawn_once(self._check_abort_flag(ref, parsed))
+                continue
+            heapq.heappush(self.buffer, (self.rank[lane], next(self.seq), ref))
         self._dispatch()
 
     def _dispatch(self) -> None:
@@ -909,12 +911,24 @@ class Worker:
         self.one_offs.add(task)
         task.add_done_callback(self.one_offs.discard)
 
-    async def _check_abort_flag(self, task_id: str) -> None:
-        """An abort request overtook this task's delivery: abort it if its job is flagged
-        (a fresh enqueue under the same id is not)."""
+    async def _check_abort_flag(self, ref: Ref, d: Delivery) -> None:
+        """An abort request overtook this delivery: finish it as aborted, without running
+        it, if its job is flagged (a fresh enqueue under the same id is not); otherwise
+        let it start. Should Redis fail now it starts: a retry or reclaim of the task
+        still finds the flag."""
+        flagged = False
         with contextlib.suppress(ArdiqError):
-            if await self.broker.command("HGET", self.app.keys.job(task_id), "a") == b"1":
-                self._abort(task_id)
+            flagged = await self.broker.command("HGET", self.app.keys.job(d.task_id), "a") == b"1"
+        if self.held.get(ref) is not d or any(ref_of(o) == ref for o in self.outcomes):
+            return  # lost meanwhile (its lease), or aborted by a request that came since
+        if flagged:
+            log.warning("task aborted before it started id=%s worker=%s", d.task_id, self.worker_id)
+            self._submit(
+                Outcome(d.entry_id, d.task_id, ABORT, b"aborted", d.tries, d.enqueue_ms, 0, d.lane)
+            )
+            return
+        heapq.heappush(self.buffer, (self.rank[d.lane], next(self.seq), ref))
+        self._dispatch()
 
     def _abort(self, task_id: str) -> None:
         ref = self.by_task.get(task_id)

@@ -40,6 +40,18 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def retry_delay_ms(tries: int, requested_ms: int | None, backoff_ms: int) -> int:
+    """How long a failed attempt waits before the next: the delay a ``Retry`` asked for
+    (negative counts as 0), else the task's ``backoff_ms``, else tries² seconds. `tries`
+    counts the failed attempt. The engine's ``retry::retry_delay_ms`` is the same rule
+    (tests/vectors/backoff.json holds both to it)."""
+    if requested_ms is not None:
+        return max(0, int(requested_ms))
+    if backoff_ms:
+        return backoff_ms
+    return tries * tries * 1000
+
+
 @dataclass(slots=True)
 class Delivery:
     """One attempt of a task, as read from its stream entry."""
@@ -410,12 +422,8 @@ class Runtime:
         fields = self._fields(d, tries)
         will_retry = tries <= task.max_retries
         if will_retry:
-            if isinstance(exc, Retry) and exc.delay_ms is not None:
-                delay = max(0, int(exc.delay_ms))
-            elif task.backoff_ms:
-                delay = task.backoff_ms
-            else:
-                delay = tries * tries * 1000
+            requested = exc.delay_ms if isinstance(exc, Retry) else None
+            delay = retry_delay_ms(tries, requested, task.backoff_ms)
             log.warning(
                 "task retry scheduled %s delay_ms=%d error=%s", fields, delay, type(exc).__name__
             )

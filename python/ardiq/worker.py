@@ -22,6 +22,7 @@ import heapq
 import itertools
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
@@ -111,27 +112,40 @@ def parse_entry(lane: str, eid: str, fields: Mapping[bytes, bytes]) -> Delivery 
         return "malformed entry: empty id"
 
     def number(name: bytes) -> int:
-        # As the native engine reads them: an unreadable or negative count is 0, so a
-        # garbled `t` or `enq` does not cost the task its run.
-        try:
-            return int(fields.get(name, b"0"))
-        except ValueError:
-            return 0
+        # As the native engine reads them: an unreadable number is 0, so a garbled `t` or
+        # `enq` does not cost the task its run.
+        return entry_int(fields.get(name, b"0"))
 
-    try:
-        return Delivery(
-            entry_id=eid,
-            lane=lane,
-            task_id=fields[b"id"].decode(),
-            name=fields[b"fn"].decode(),
-            payload=bytes(fields[b"p"]),
-            tries=max(0, number(b"t")),
-            enqueue_ms=number(b"enq"),
-            expire_ms=number(b"x"),
-            reclaims=max(0, number(b"r")),
-        )
-    except UnicodeDecodeError as exc:
-        return f"malformed entry: {exc}"
+    def count(name: bytes) -> int:
+        return min(max(0, number(name)), U32_MAX)
+
+    # Text fields as the engine reads them: invalid UTF-8 is replaced, not refused.
+    return Delivery(
+        entry_id=eid,
+        lane=lane,
+        task_id=fields[b"id"].decode(errors="replace"),
+        name=fields[b"fn"].decode(errors="replace"),
+        payload=bytes(fields[b"p"]),
+        tries=count(b"t"),
+        enqueue_ms=number(b"enq"),
+        expire_ms=number(b"x"),
+        reclaims=count(b"r"),
+    )
+
+
+_ENTRY_INT = re.compile(rb"[+-]?[0-9]+")
+_ASCII_SPACE = b" \t\n\r\x0b\x0c"
+U32_MAX = 2**32 - 1
+
+
+def entry_int(raw: bytes) -> int:
+    """A number field of an entry as the engine reads it: an optionally signed decimal
+    (surrounding spaces allowed) within 64 bits, else 0."""
+    text = bytes(raw).strip(_ASCII_SPACE)
+    if not _ENTRY_INT.fullmatch(text):
+        return 0
+    value = int(text)
+    return value if -(2**63) <= value < 2**63 else 0
 
 
 class Worker:

@@ -85,18 +85,6 @@ class Outcome:
     delay_ms: int = 0
 
 
-@dataclass(slots=True)
-class _Attempt:
-    """What an abort needs to know of one attempt handed to this runtime."""
-
-    task_id: str
-    body: asyncio.Task[Any] | None = None
-    """The asyncio task awaiting the body, while the body runs."""
-    aborted: bool = False
-    ended: bool = False
-    """The body is over (or will never start): nothing is left to cancel."""
-
-
 class _Aborted(Exception):
     """Internal: the attempt was cancelled by an abort request."""
 
@@ -186,7 +174,10 @@ class Runtime:
         # Attempts handed over and not yet ended, by (lane, entry id): an abort request
         # lives exactly as long as the attempt it was meant for, never on into the next
         # delivery of the same task id (a replay, a unique task, a custom id).
-        self._attempts: dict[tuple[str, str], _Attempt] = {}
+        # (Plain dicts and a set, not an object per attempt: this is on every task's path.)
+        self._attempts: dict[tuple[str, str], str] = {}  # -> task id, until its body ended
+        self._bodies: dict[tuple[str, str], asyncio.Task[Any]] = {}  # while the body runs
+        self._aborted: set[tuple[str, str]] = set()
         self._pool: _DaemonPool | None = None
         # The bytes of a `None` result, when the serializer is ours (pure: always the same).
         self._none: bytes | None = msgpack_dumps(None) if app.serializer is msgpack_dumps else None
@@ -196,36 +187,37 @@ class Runtime:
     @property
     def running_ids(self) -> list[str]:
         """The task ids whose bodies are running now."""
-        return [a.task_id for a in self._attempts.values() if a.body is not None]
+        return [self._attempts[key] for key in self._bodies if key in self._attempts]
 
     def admit(self, d: Delivery) -> None:
         """`d` is handed over and its :meth:`execute` will start soon: an abort from now
         on finds it (and it then never starts its body). Optional: :meth:`execute`
         registers the attempt itself; a caller that may drop `d` without executing it
         calls :meth:`release`."""
-        self._attempts[(d.lane, d.entry_id)] = _Attempt(d.task_id)
+        self._attempts[(d.lane, d.entry_id)] = d.task_id
 
     def release(self, d: Delivery) -> None:
         """Forget an admitted delivery that will not be executed."""
-        self._attempts.pop((d.lane, d.entry_id), None)
+        key = (d.lane, d.entry_id)
+        self._attempts.pop(key, None)
+        self._aborted.discard(key)
 
     def abort(self, task_id: str, lane: str | None = None, entry_id: str | None = None) -> bool:
         """Cancel the attempt of `task_id` here (only the one of `lane`/`entry_id` when
         given): a running body is cancelled, one not started yet never starts, and the
         outcome is an abort. Returns False, and remembers nothing, when no attempt of that
         id runs or is about to run here (its body already ended, or it never came)."""
-        hit = False
-        for (a_lane, a_eid), attempt in self._attempts.items():
-            if attempt.task_id != task_id or attempt.ended:
-                continue
-            if entry_id is not None and (a_lane, a_eid) != (lane, entry_id):
-                continue
-            attempt.aborted = True
-            hit = True
-            body = attempt.body
+        if entry_id is not None:
+            key = (lane or "", entry_id)
+            keys = [key] if self._attempts.get(key) == task_id else []
+        else:
+            keys = [k for k, t in self._attempts.items() if t == task_id]
+        for key in keys:
+            self._aborted.add(key)
+            body = self._bodies.get(key)
             if body is not None and not body.done():
                 body.cancel()
-        return hit
+        return bool(keys)
 
     def close(self) -> None:
         """Release the sync-task threads (abandoned sync bodies keep running to their end)."""
@@ -237,114 +229,119 @@ class Runtime:
         """Run one attempt to its end and say how it ended. Never raises, except
         ``CancelledError`` when the worker itself is being torn down."""
         key = (d.lane, d.entry_id)
-        attempt = self._attempts.get(key)
-        if attempt is None or attempt.task_id != d.task_id:
-            attempt = self._attempts[key] = _Attempt(d.task_id)
+        self._attempts[key] = d.task_id
         try:
-            return await self._execute(d, attempt)
-        finally:
-            attempt.ended = True
-            if self._attempts.get(key) is attempt:
-                del self._attempts[key]
+            # The common path (a known task, decoded, returns, no middleware or timeout) does
+            # as little per task as it can: no log fields built unless a line is emitted, no
+            # closures, the body awaited directly.
+            tries = d.tries + 1
+            start = now_ms()
+            if d.expire_ms and start > d.expire_ms:
+                log.warning("task expired before it started %s", self._fields(d, tries))
+                return self._outcome(d, tries, start, EXPIRED, b"expired")
+            app = self.app
+            task = app._tasks.get(d.name)
+            if task is None:
+                error = f"unknown task {d.name!r}"
+                log.error("unknown task %s", self._fields(d, tries))
+                await self._on_error(d, LookupError(error), tries, will_retry=False)
+                return self._outcome(d, tries, start, FAIL, error)
+            try:
+                # The signature is checked before the deserializer sees a byte.
+                body = app._signer.open(d.task_id, d.name, d.payload)
+            except SignatureError as exc:
+                log.error("task payload refused %s reason=%s", self._fields(d, tries), exc)
+                await self._on_error(d, exc, tries, will_retry=False)
+                return self._outcome(d, tries, start, FAIL, str(exc))
+            try:
+                args, kwargs, headers = self._decode(body)
+            except Exception as exc:
+                error = f"undecodable payload: {exc!r}"
+                log.error(
+                    "task payload could not be decoded %s error=%s",
+                    self._fields(d, tries),
+                    type(exc).__name__,
+                )
+                await self._on_error(d, exc, tries, will_retry=False)
+                return self._outcome(d, tries, start, FAIL, error)
 
-    async def _execute(self, d: Delivery, attempt: _Attempt) -> Outcome:
-        # The common path (a known task, decoded, returns, no middleware or timeout) does
-        # as little per task as it can: no log fields built unless a line is emitted, no
-        # closures, the body awaited directly.
-        tries = d.tries + 1
-        start = now_ms()
-        if d.expire_ms and start > d.expire_ms:
-            log.warning("task expired before it started %s", self._fields(d, tries))
-            return self._outcome(d, tries, start, EXPIRED, b"expired")
-        app = self.app
-        task = app._tasks.get(d.name)
-        if task is None:
-            error = f"unknown task {d.name!r}"
-            log.error("unknown task %s", self._fields(d, tries))
-            await self._on_error(d, LookupError(error), tries, will_retry=False)
-            return self._outcome(d, tries, start, FAIL, error)
-        try:
-            # The signature is checked before the deserializer sees a byte.
-            body = app._signer.open(d.task_id, d.name, d.payload)
-        except SignatureError as exc:
-            log.error("task payload refused %s reason=%s", self._fields(d, tries), exc)
-            await self._on_error(d, exc, tries, will_retry=False)
-            return self._outcome(d, tries, start, FAIL, str(exc))
-        try:
-            args, kwargs, headers = self._decode(body)
-        except Exception as exc:
-            error = f"undecodable payload: {exc!r}"
-            log.error(
-                "task payload could not be decoded %s error=%s",
-                self._fields(d, tries),
-                type(exc).__name__,
-            )
-            await self._on_error(d, exc, tries, will_retry=False)
-            return self._outcome(d, tries, start, FAIL, error)
-
-        ctx = TaskContext(d.task_id, d.name, tries, headers)
-        if attempt.aborted:
-            log.warning("task aborted before it started %s", self._fields(d, tries))
-            return self._outcome(d, tries, start, ABORT, b"aborted")
-        debug = log.isEnabledFor(logging.DEBUG)
-        if debug:
-            log.debug("task started %s", self._fields(d, tries))
-        me = asyncio.current_task()
-        attempt.body = me
-        try:
-            fn = task.fn
-            if task.is_async and task.timeout is None and not app._middleware and fn is not None:
-                token = _current.set(ctx)
-                try:
-                    value = await fn(*args, **kwargs)
-                finally:
-                    _current.reset(token)
-            else:
-                value = await self._run_attempt(task, ctx, args, kwargs)
-        except _Aborted:
-            log.warning("task aborted mid-flight %s", self._fields(d, tries))
-            return self._outcome(d, tries, start, ABORT, b"aborted")
-        except asyncio.CancelledError:
-            if attempt.aborted and me is not None:
-                me.uncancel()
+            ctx = TaskContext(d.task_id, d.name, tries, headers)
+            if self._aborted and key in self._aborted:
+                log.warning("task aborted before it started %s", self._fields(d, tries))
+                return self._outcome(d, tries, start, ABORT, b"aborted")
+            debug = log.isEnabledFor(logging.DEBUG)
+            if debug:
+                log.debug("task started %s", self._fields(d, tries))
+            me = asyncio.current_task()
+            if me is not None:
+                self._bodies[key] = me
+            try:
+                fn = task.fn
+                if (
+                    task.is_async
+                    and task.timeout is None
+                    and not app._middleware
+                    and fn is not None
+                ):
+                    token = _current.set(ctx)
+                    try:
+                        value = await fn(*args, **kwargs)
+                    finally:
+                        _current.reset(token)
+                else:
+                    value = await self._run_attempt(task, ctx, args, kwargs)
+            except _Aborted:
                 log.warning("task aborted mid-flight %s", self._fields(d, tries))
                 return self._outcome(d, tries, start, ABORT, b"aborted")
-            raise
-        except Exception as exc:
-            attempt.body = None
-            attempt.ended = True
-            return await self._failed(d, task, exc, tries, start)
+            except asyncio.CancelledError:
+                if key in self._aborted and me is not None:
+                    me.uncancel()
+                    log.warning("task aborted mid-flight %s", self._fields(d, tries))
+                    return self._outcome(d, tries, start, ABORT, b"aborted")
+                raise
+            except Exception as exc:
+                # The body is over: an abort arriving from here on has nothing to cancel.
+                self._bodies.pop(key, None)
+                self._attempts.pop(key, None)
+                return await self._failed(d, task, exc, tries, start)
+            finally:
+                self._bodies.pop(key, None)
+                self._attempts.pop(key, None)
+            try:
+                none = self._none
+                data = none if value is None and none is not None else app.serializer(value)
+            except Exception as exc:
+                log.error(
+                    "task result could not be serialized %s error=%s",
+                    self._fields(d, tries),
+                    type(exc).__name__,
+                )
+                await self._on_error(d, exc, tries, will_retry=False)
+                return self._outcome(
+                    d, tries, start, FAIL, f"result could not be serialized: {exc!r}"
+                )
+            limit = app.max_payload_bytes
+            if len(data) > limit:
+                # Stored as is, a huge result would bloat Redis (and could be refused there
+                # under maxmemory): the same limit as for payloads.
+                error = f"result too large: {len(data)} bytes, over the limit of {limit}"
+                log.error(
+                    "task result too large %s size=%d limit=%d",
+                    self._fields(d, tries),
+                    len(data),
+                    limit,
+                )
+                await self._on_error(d, ValueError(error), tries, will_retry=False)
+                return self._outcome(d, tries, start, FAIL, error + " (max_payload_bytes)")
+            if debug:
+                log.debug(
+                    "task succeeded %s duration_ms=%d", self._fields(d, tries), now_ms() - start
+                )
+            return self._outcome(d, tries, start, OK, data)
         finally:
-            # The body is over: an abort arriving from here on has nothing to cancel.
-            attempt.body = None
-            attempt.ended = True
-        try:
-            none = self._none
-            data = none if value is None and none is not None else app.serializer(value)
-        except Exception as exc:
-            log.error(
-                "task result could not be serialized %s error=%s",
-                self._fields(d, tries),
-                type(exc).__name__,
-            )
-            await self._on_error(d, exc, tries, will_retry=False)
-            return self._outcome(d, tries, start, FAIL, f"result could not be serialized: {exc!r}")
-        limit = app.max_payload_bytes
-        if len(data) > limit:
-            # Stored as is, a huge result would bloat Redis (and could be refused there
-            # under maxmemory): the same limit as for payloads.
-            error = f"result too large: {len(data)} bytes, over the limit of {limit}"
-            log.error(
-                "task result too large %s size=%d limit=%d",
-                self._fields(d, tries),
-                len(data),
-                limit,
-            )
-            await self._on_error(d, ValueError(error), tries, will_retry=False)
-            return self._outcome(d, tries, start, FAIL, error + " (max_payload_bytes)")
-        if debug:
-            log.debug("task succeeded %s duration_ms=%d", self._fields(d, tries), now_ms() - start)
-        return self._outcome(d, tries, start, OK, data)
+            self._attempts.pop(key, None)
+            if self._aborted:
+                self._aborted.discard(key)
 
     def _fields(self, d: Delivery, tries: int) -> str:
         """The task's log fields (built only for a line that is emitted)."""

@@ -132,11 +132,11 @@ async def test_burst_does_not_wait_for_entries_a_live_worker_renews(
     make_app: Callable[..., Ardiq], start_worker: Callable[..., WorkerProcess], ledger: Ledger
 ) -> None:
     app = make_app(priorities=LANES)
-    env = {"ARDIQ_TEST_IDLE_MS": "600"}
+    env = {"ARDIQ_TEST_IDLE_MS": "1500"}
     live = start_worker("apps.basic:app", env=env)
-    job = await app.ref("sleep").enqueue(4.0)
+    job = await app.ref("sleep").enqueue(5.0)
     await ledger.wait_for("started", 1)
-    await asyncio.sleep(1.0)  # older than a lease, but renewed all along
+    await asyncio.sleep(2.0)  # older than a lease, but renewed all along
     t0 = time.monotonic()
     burst = start_worker("apps.basic:app", "--burst", env=env)
     assert exit_code(burst, 10) == 0, burst.output()

@@ -229,7 +229,7 @@ async def test_a_reclaim_round_takes_a_whole_backlog(
 
     worker = start_worker("apps.basic:app", env={"ARDIQ_TEST_IDLE_MS": "4000"})  # 1 s rounds
     await wait_until(lambda: _below(ghost_holds, n), 15, "the first reclaim round")
-    await asyncio.sleep(0.4)  # well within the same round, far from the next
+    await asyncio.sleep(0.6)  # within the same round, well before the next
     assert await ghost_holds() == 0, worker.output()
     for job in jobs:
         r = await job.result(timeout=15)

@@ -71,13 +71,23 @@ async def test_finisher_splits_a_rejected_batch_and_releases_the_bad_outcome(
     assert worker.held == {} and worker.by_task == {}
 
 
-async def test_finisher_retries_a_batch_while_redis_is_unreachable(worker: Worker) -> None:
+@pytest.mark.parametrize(
+    "error",
+    [
+        BrokerError("Redis at redis://x unreachable: connection refused"),
+        ArdiqError("Redis error: BUSY Redis is busy running a script"),
+        ArdiqError("Redis error: READONLY You can't write against a read only replica."),
+    ],
+)
+async def test_finisher_retries_a_batch_while_redis_is_unreachable(
+    worker: Worker, error: ArdiqError
+) -> None:
     calls: list[list[str]] = []
 
     async def finish(batch: list[Outcome]) -> list[int]:
         calls.append([o.task_id for o in batch])
         if len(calls) < 3:
-            raise BrokerError("Redis at redis://x unreachable: connection refused")
+            raise error
         return [1] * len(batch)
 
     worker._finish = finish  # type: ignore[method-assign]

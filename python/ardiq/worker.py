@@ -148,6 +148,22 @@ def entry_int(raw: bytes) -> int:
     return value if -(2**63) <= value < 2**63 else 0
 
 
+# Server replies that mean "not now" rather than "never", as the engine's is_transient
+# reads them: a call refused with one of these is retried as it is, never split.
+_TRANSIENT_CODES = frozenset(
+    {"BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY", "LOADING", "OOM", "NOSCRIPT"}
+)
+
+
+def is_transient(exc: ArdiqError) -> bool:
+    """Worth retrying as is: the connection or the server is in trouble for now. Anything
+    else (a script error, a key of the wrong type) would fail the same way again."""
+    if isinstance(exc, BrokerError):
+        return True
+    text = str(exc).removeprefix("Redis error: ")
+    return text.split(" ", 1)[0] in _TRANSIENT_CODES
+
+
 class Worker:
     """One consumer of an app's queue, inside the caller's event loop."""
 
@@ -572,10 +588,10 @@ class Worker:
         while True:
             try:
                 reply = await self._finish(batch)
-            except BrokerError as exc:
-                await backoff.wait(exc)
-                continue
             except ArdiqError as exc:
+                if is_transient(exc):
+                    await backoff.wait(exc)
+                    continue
                 if len(batch) > 1:
                     log.warning(
                         "finish rejected a batch (%s); finishing one by one outcomes=%d",

@@ -79,7 +79,9 @@ async def test_abort_mid_flight_cancels_the_body(runtime: Runtime) -> None:
     await asyncio.sleep(0.05)
     assert runtime.running_ids == ["same-id"]
     assert runtime.abort("same-id") is True
+    assert runtime.abort("same-id") is True  # a repeated request: still on its way
     outcome = await asyncio.wait_for(running, 2)
+    assert running.cancelling() == 0  # no cancellation left over in the worker's task
     assert outcome.kind == ABORT
     assert runtime.running_ids == []
     assert runtime.abort("same-id") is False

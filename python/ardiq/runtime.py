@@ -213,6 +213,8 @@ class Runtime:
         else:
             keys = [k for k, t in self._attempts.items() if t == task_id]
         for key in keys:
+            if key in self._aborted:
+                continue  # already on its way: a second cancel would outlive the first
             self._aborted.add(key)
             body = self._bodies.get(key)
             if body is not None and not body.done():

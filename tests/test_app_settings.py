@@ -287,6 +287,8 @@ def test_result_ttl_accepts_any_int(ttl: int) -> None:
         ("concurrency", True, TypeError),
         ("prefetch", 0, ValueError),
         ("idle_timeout_ms", 0, ValueError),
+        ("idle_timeout_ms", 5, ValueError),
+        ("idle_timeout_ms", 29, ValueError),
         ("idle_timeout_ms", "1", TypeError),
         ("poll_block_ms", -5, ValueError),
         ("result_ttl_ms", "300", TypeError),
@@ -298,6 +300,11 @@ def test_result_ttl_accepts_any_int(ttl: int) -> None:
 def test_bad_numbers_are_rejected(setting: str, value: object, error: type[Exception]) -> None:
     with pytest.raises(error, match=setting):
         Ardiq(UNREACHABLE, **{setting: value})
+
+
+def test_idle_timeout_accepts_what_the_engine_accepts() -> None:
+    # The native engine's Config refuses under 30 ms: the boundary is the same here.
+    assert Ardiq(UNREACHABLE, idle_timeout_ms=30).idle_timeout_ms == 30
 
 
 def test_prefetch_below_concurrency_is_rejected() -> None:

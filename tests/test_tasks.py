@@ -454,6 +454,9 @@ def test_cron_spec_on_leap_day_is_fine(app: Ardiq) -> None:
         "-1 * * * *",
         "* * * * MON",
         "",
+        "+5 * * * *",
+        "\u0663 * * * *",
+        "@reboot",
     ],
 )
 def test_bad_cron_specs(spec: str) -> None:
@@ -493,6 +496,31 @@ def test_next_after_steps_ranges_and_lists() -> None:
     listed = CronSpec.parse("0,30 8,20 * * *")
     assert listed.next_after(ms(2024, 1, 1, 8, 30)) == ms(2024, 1, 1, 20, 0)
     assert listed.next_after(ms(2024, 1, 1, 20, 30)) == ms(2024, 1, 2, 8, 0)
+
+
+def test_a_value_with_a_step_runs_to_the_end_of_the_field() -> None:
+    # As the engine reads it: `5/1` is 5-59, not {5}.
+    assert sorted(CronSpec.parse("5/1 * * * *").minutes) == list(range(5, 60))
+    assert sorted(CronSpec.parse("0 20/2 * * *").hours) == [20, 22]
+
+
+@pytest.mark.parametrize(
+    ("alias", "same_as"),
+    [
+        ("@yearly", "0 0 1 1 *"),
+        ("@annually", "0 0 1 1 *"),
+        ("@monthly", "0 0 1 * *"),
+        ("@weekly", "0 0 * * 0"),
+        ("@daily", "0 0 * * *"),
+        ("@midnight", "0 0 * * *"),
+        ("@hourly", "0 * * * *"),
+    ],
+)
+def test_cron_aliases_the_engine_accepts(alias: str, same_as: str) -> None:
+    spec, plain = CronSpec.parse(alias), CronSpec.parse(same_as)
+    assert spec.text == alias  # handed to the native engine as written
+    t = ms(2024, 5, 17, 10, 30)
+    assert spec.next_after(t) == plain.next_after(t)
 
 
 def test_next_after_month_rollover() -> None:

@@ -107,3 +107,55 @@ async def test_abort_prefetched_task_waiting_for_a_slot(
     assert r1 is not None and r1.success
     assert sorted(await ledger.items("started")) == sorted([*(j.id for j in busy), waiting[1].id])
     assert stop_code(worker) == 0, worker.output()
+
+
+async def test_abort_after_the_body_ended_spares_the_next_run_of_the_id(
+    make_app: Callable[..., Ardiq], start_worker: Callable[..., WorkerProcess], ledger: Ledger
+) -> None:
+    # The request arrives between the end of the body and the worker taking the outcome:
+    # nothing is left to cancel, and nothing of it may hang around for the next delivery
+    # of the same id (a custom task_id here; a unique task or a replay alike).
+    app = make_app(priorities=LANES)
+    worker = start_worker("apps.basic:app")
+    first = await app.ref("abort_self").options(task_id="same-id").enqueue("one")
+    assert await first.result(timeout=10) is not None
+    await asyncio.sleep(0.3)  # the request has reached the worker by now
+    for n in range(2):
+        again = await app.ref("count").options(task_id="same-id").enqueue(n)
+        r = await again.result(timeout=10)
+        assert r is not None and r.success and r.value == n, (r, worker.output())
+    assert await ledger.items("abort_self") == ["one"]
+    assert stop_code(worker) == 0, worker.output()
+
+
+async def test_abort_that_overtakes_the_delivery_still_stops_the_task(
+    make_app: Callable[..., Ardiq], start_worker: Callable[..., WorkerProcess], ledger: Ledger
+) -> None:
+    # The request can reach the worker before the fetch reply that delivers the task: the
+    # worker does not hold it yet. When the delivery then comes, the task must still not
+    # run. Simulated: another consumer holds the entry when the abort comes (so it is
+    # signalled, not finalized), then the entry is handed to our worker.
+    app = make_app(priorities=LANES)
+    env = {"ARDIQ_TEST_CONCURRENCY": "1", "ARDIQ_TEST_PREFETCH": "1"}
+    worker = start_worker("apps.basic:app", env=env)
+    busy = await app.ref("sleep").enqueue(1.5)  # the one slot is busy: no fetch meanwhile
+    await ledger.wait_for("started", 1)
+    job = await app.ref("count").enqueue(1)
+    client = app._client().broker.client
+    stream = app.keys.stream("default")
+    reply = await client.xreadgroup("ardiq", "elsewhere", {stream: ">"}, count=1)
+    [(_, [(eid, fields)])] = reply
+    assert fields[b"id"] == job.id.encode()
+    assert await job.abort() is True  # signalled to whoever holds it
+    await asyncio.sleep(0.3)  # the request reached our worker, which does not hold it
+    await client.xack(stream, "ardiq", eid)
+    await client.xdel(stream, eid)
+    new = await client.xadd(stream, fields)
+    await client.hset(app.keys.job(job.id), "e", new)
+
+    r = await job.result(timeout=10)
+    assert r is not None and r.aborted and r.start == 0, (r, worker.output())
+    assert (await busy.result(timeout=5)) is not None
+    await asyncio.sleep(0.2)
+    assert await ledger.items("count") == []  # never ran
+    assert stop_code(worker) == 0, worker.output()

@@ -8,10 +8,10 @@ import asyncio
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from apps.ledger import LANES, Ledger, stop_code
+from apps.ledger import LANES, Ledger, stop_code, wait_until
 from ardiq import Ardiq
 from support.workers import WorkerProcess
 
@@ -204,3 +204,38 @@ async def test_last_chance_tasks_run_one_at_a_time(
         assert res is not None and res.success, (res, worker.output())
     assert await ledger.items("gauge") == ["1", "1", "1"]
     assert stop_code(worker) == 0, worker.output()
+
+
+async def test_a_reclaim_round_takes_a_whole_backlog(
+    make_app: Callable[..., Ardiq], start_worker: Callable[..., WorkerProcess], ledger: Ledger
+) -> None:
+    # Both workers page the same way: up to 10 pages of 100 per lane in one round while
+    # they come back full (not one page per lane per round).
+    app = make_app(priorities=LANES)
+    n = 350
+    jobs = await app.enqueue_many([app.ref("noop").prepare() for _ in range(n)])
+    client = app._client().broker.client
+    stream = app.keys.stream("default")
+    await client.xgroup_create(stream, "ardiq", id="0", mkstream=True)
+    reply = await client.xreadgroup("ardiq", "ghost", {stream: ">"}, count=n)
+    ids = [eid for eid, _ in reply[0][1]]
+    assert len(ids) == n
+    # A dead consumer has held them for long: all reclaimable at the first round.
+    await client.xclaim(stream, "ardiq", "ghost", 0, ids, idle=10_000_000)
+
+    async def ghost_holds() -> int:
+        rows = await client.xpending_range(stream, "ardiq", "-", "+", n, consumername="ghost")
+        return len(rows)
+
+    worker = start_worker("apps.basic:app", env={"ARDIQ_TEST_IDLE_MS": "4000"})  # 1 s rounds
+    await wait_until(lambda: _below(ghost_holds, n), 15, "the first reclaim round")
+    await asyncio.sleep(0.6)  # within the same round, well before the next
+    assert await ghost_holds() == 0, worker.output()
+    for job in jobs:
+        r = await job.result(timeout=15)
+        assert r is not None and r.success
+    assert stop_code(worker) == 0, worker.output()
+
+
+async def _below(probe: Callable[[], Awaitable[int]], n: int) -> bool:
+    return await probe() < n

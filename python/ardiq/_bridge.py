@@ -169,7 +169,6 @@ class Bridge:
         # (lane, entry id) -> running attempt (entry ids are unique only within a stream);
         # at most `concurrency` of them
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self._starting: set[str] = set()  # task ids created but not yet run a step
         self._pending: list[OutcomeTuple] = []
         self._flush_scheduled = False
         self._stop: asyncio.Event | None = None
@@ -265,22 +264,21 @@ class Bridge:
         assert loop is not None
         for item in batch:
             d = Delivery(*item)
-            self._starting.add(d.task_id)
+            # Known to the runtime before its first step: an abort taken in the same
+            # batch (or before the task ran a step) stops it before its body starts.
+            self.runtime.admit(d)
             task = loop.create_task(self._execute(d))
             if not task.done():  # an eager task factory may have run it to its end
                 self._tasks[(d.lane, d.entry_id)] = task
 
     def _abort(self, task_ids: list[str]) -> None:
-        loop = self._loop
-        assert loop is not None
         for task_id in task_ids:
-            if not self.runtime.abort(task_id) and task_id in self._starting:
-                # Handed over in the same batch and not yet entered the runtime: try again
-                # once its first step ran.
-                loop.call_soon(self.runtime.abort, task_id)
+            # Nothing is remembered for an id that no longer runs here (its body ended
+            # before the request came): the next delivery of that id is not touched.
+            if not self.runtime.abort(task_id):
+                log.debug("abort request for a task not running here id=%s", task_id)
 
     async def _execute(self, d: Delivery) -> None:
-        self._starting.discard(d.task_id)
         try:
             o = await self.runtime.execute(d)
         except asyncio.CancelledError:

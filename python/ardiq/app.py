@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 __all__ = ["Ardiq", "CronJob"]
 
 P = ParamSpec("P")
+# The shortest lease (as the engine's Config): renewed every third of it, a lease of a few
+# ms would lapse on an ordinary round trip.
+MIN_IDLE_TIMEOUT_MS = 30
 R = TypeVar("R")
 
 Middleware = Callable[[TaskContext, Callable[[], Awaitable[Any]]], Awaitable[Any]]
@@ -158,6 +161,12 @@ class Ardiq:
         self._idle_timeout_ms = check_positive_int(
             "idle_timeout_ms", settings.get("idle_timeout_ms", 60000)
         )
+        if self._idle_timeout_ms < MIN_IDLE_TIMEOUT_MS:
+            # The native engine refuses it too: one app must mean the same to both workers.
+            raise ValueError(
+                f"idle_timeout_ms must be at least {MIN_IDLE_TIMEOUT_MS}, "
+                f"got {self._idle_timeout_ms}"
+            )
         self._poll_block_ms = check_positive_int(
             "poll_block_ms", settings.get("poll_block_ms", 500)
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -11,43 +12,59 @@ __all__ = ["CronSpec", "Every", "Schedule", "parse_schedule"]
 _FIELDS = (
     ("minute", 0, 59),
     ("hour", 0, 23),
-    ("day of month", 1, 31),
+    ("day-of-month", 1, 31),
     ("month", 1, 12),
-    ("day of week", 0, 7),
+    ("day-of-week", 0, 7),
 )
-# Search this far ahead for the next occurrence; 8 years covers every leap-day spec.
-_HORIZON_DAYS = 366 * 8
+# The shorthands the native engine accepts too (crates/ardiq-core/src/cron.rs).
+_ALIASES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+# Search this far ahead for the next occurrence: long enough for any satisfiable spec
+# (Feb 29 comes at least every 8 years), the same horizon as the engine's.
+_HORIZON_DAYS = 366 * 9
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def _parse_field(text: str, name: str, low: int, high: int) -> frozenset[int]:
+    """One field as a set of values. Same grammar and error words as the engine."""
     values: set[int] = set()
-    for part in text.split(","):
+    for item in text.split(","):
+        part, slash, step_text = item.partition("/")
         step = 1
-        if "/" in part:
-            part, step_text = part.split("/", 1)
-            if not step_text.isdigit() or int(step_text) == 0:
-                raise ValueError(f"bad step {step_text!r} in cron {name} field")
+        if slash:
+            if not _DIGITS.fullmatch(step_text):
+                raise ValueError(f"{name} field `{text}`: bad step `{step_text}`")
             step = int(step_text)
+            if step == 0:
+                raise ValueError(f"{name} field `{text}`: bad step `0` (a step of 0)")
         if part == "*":
             start, end = low, high
         elif "-" in part:
             a, b = part.split("-", 1)
-            start, end = _number(a, name, low, high), _number(b, name, low, high)
+            start, end = _number(a, text, name, low, high), _number(b, text, name, low, high)
             if start > end:
-                raise ValueError(f"bad range {part!r} in cron {name} field")
+                raise ValueError(f"{name} field `{text}`: range {start}-{end} runs backwards")
         else:
-            start = _number(part, name, low, high)
-            end = high if step > 1 else start
+            start = _number(part, text, name, low, high)
+            # `a/n` means from a to the end, stepping n (as the engine reads it).
+            end = high if slash else start
         values.update(range(start, end + 1, step))
     return frozenset(values)
 
 
-def _number(text: str, name: str, low: int, high: int) -> int:
-    if not text.isdigit():
-        raise ValueError(f"bad value {text!r} in cron {name} field")
+def _number(text: str, field: str, name: str, low: int, high: int) -> int:
+    if not _DIGITS.fullmatch(text):
+        raise ValueError(f"{name} field `{field}`: `{text}` is not a number")
     value = int(text)
     if not low <= value <= high:
-        raise ValueError(f"cron {name} value {value} is outside {low}-{high}")
+        raise ValueError(f"{name} field `{field}`: {value} is outside {low}-{high}")
     return value
 
 
@@ -66,10 +83,15 @@ class CronSpec:
 
     @classmethod
     def parse(cls, text: str) -> CronSpec:
-        parts = text.split()
+        """Parse a spec; rejects syntax errors, out-of-range values and specs that can
+        never fire (such as ``0 0 30 2 *``). ``@hourly``, ``@daily``/``@midnight``,
+        ``@weekly``, ``@monthly`` and ``@yearly``/``@annually`` are accepted too."""
+        expanded = _ALIASES.get(text.strip(), text)
+        parts = expanded.split()
         if len(parts) != 5:
             raise ValueError(
-                f"cron spec {text!r} must have 5 fields (minute hour day month weekday)"
+                f"cron spec `{text}` needs 5 fields (minute hour day month weekday), "
+                f"got {len(parts)}"
             )
         fields = [_parse_field(p, *spec) for p, spec in zip(parts, _FIELDS, strict=True)]
         weekdays = frozenset(d % 7 for d in fields[4])  # 7 is Sunday too
@@ -85,8 +107,8 @@ class CronSpec:
             not parts[2].startswith("*"),
             not parts[4].startswith("*"),
         )
-        if spec.next_after(0) is None and spec.next_after(_now_ms()) is None:
-            raise ValueError(f"cron spec {text!r} can never fire")
+        if spec.next_after(0) is None:
+            raise ValueError(f"cron spec `{text}` can never fire")
         return spec
 
     def _day_matches(self, day: datetime) -> bool:
@@ -143,7 +165,3 @@ def parse_schedule(spec: str | None, every: float | timedelta | None) -> Schedul
     if interval < 1:
         raise ValueError(f"every= must be at least 1 ms, got {every!r}")
     return Every(interval)
-
-
-def _now_ms() -> int:
-    return int(datetime.now(UTC).timestamp() * 1000)

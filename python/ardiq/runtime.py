@@ -41,6 +41,18 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def retry_delay_ms(tries: int, requested_ms: int | None, backoff_ms: int) -> int:
+    """How long a failed attempt waits before the next: the delay a ``Retry`` asked for
+    (negative counts as 0), else the task's ``backoff_ms``, else tries² seconds. `tries`
+    counts the failed attempt. The engine's ``retry::retry_delay_ms`` is the same rule
+    (tests/vectors/backoff.json holds both to it)."""
+    if requested_ms is not None:
+        return max(0, int(requested_ms))
+    if backoff_ms:
+        return backoff_ms
+    return tries * tries * 1000
+
+
 @dataclass(slots=True)
 class Delivery:
     """One attempt of a task, as read from its stream entry."""
@@ -168,8 +180,13 @@ class Runtime:
     def __init__(self, app: Ardiq, worker_id: str) -> None:
         self.app = app
         self.worker_id = worker_id
-        self._running: dict[str, asyncio.Task[Any]] = {}
-        self._aborting: set[str] = set()
+        # Attempts handed over and not yet ended, by (lane, entry id): an abort request
+        # lives exactly as long as the attempt it was meant for, never on into the next
+        # delivery of the same task id (a replay, a unique task, a custom id).
+        # (Plain dicts and a set, not an object per attempt: this is on every task's path.)
+        self._attempts: dict[tuple[str, str], str] = {}  # -> task id, until its body ended
+        self._bodies: dict[tuple[str, str], asyncio.Task[Any]] = {}  # while the body runs
+        self._aborted: set[tuple[str, str]] = set()
         self._pool: _DaemonPool | None = None
         # The bytes of a `None` result, when the serializer is ours (pure: always the same).
         self._none: bytes | None = msgpack_dumps(None) if app.serializer is msgpack_dumps else None
@@ -178,17 +195,40 @@ class Runtime:
 
     @property
     def running_ids(self) -> list[str]:
-        return list(self._running)
+        """The task ids whose bodies are running now."""
+        return [self._attempts[key] for key in self._bodies if key in self._attempts]
 
-    def abort(self, task_id: str) -> bool:
-        """Cancel the attempt of `task_id` this runtime was handed (its outcome becomes an
-        abort). Called before the body started (the delivery is handed over but
-        :meth:`execute` has not reached the body yet), the body never starts."""
-        self._aborting.add(task_id)
-        task = self._running.get(task_id)
-        if task is not None and not task.done():
-            task.cancel()
-        return True
+    def admit(self, d: Delivery) -> None:
+        """`d` is handed over and its :meth:`execute` will start soon: an abort from now
+        on finds it (and it then never starts its body). Optional: :meth:`execute`
+        registers the attempt itself; a caller that may drop `d` without executing it
+        calls :meth:`release`."""
+        self._attempts[(d.lane, d.entry_id)] = d.task_id
+
+    def release(self, d: Delivery) -> None:
+        """Forget an admitted delivery that will not be executed."""
+        key = (d.lane, d.entry_id)
+        self._attempts.pop(key, None)
+        self._aborted.discard(key)
+
+    def abort(self, task_id: str, lane: str | None = None, entry_id: str | None = None) -> bool:
+        """Cancel the attempt of `task_id` here (only the one of `lane`/`entry_id` when
+        given): a running body is cancelled, one not started yet never starts, and the
+        outcome is an abort. Returns False, and remembers nothing, when no attempt of that
+        id runs or is about to run here (its body already ended, or it never came)."""
+        if entry_id is not None:
+            key = (lane or "", entry_id)
+            keys = [key] if self._attempts.get(key) == task_id else []
+        else:
+            keys = [k for k, t in self._attempts.items() if t == task_id]
+        for key in keys:
+            if key in self._aborted:
+                continue  # already on its way: a second cancel would outlive the first
+            self._aborted.add(key)
+            body = self._bodies.get(key)
+            if body is not None and not body.done():
+                body.cancel()
+        return bool(keys)
 
     def close(self) -> None:
         """Release the sync-task threads (abandoned sync bodies keep running to their end)."""
@@ -199,105 +239,122 @@ class Runtime:
     async def execute(self, d: Delivery) -> Outcome:
         """Run one attempt to its end and say how it ended. Never raises, except
         ``CancelledError`` when the worker itself is being torn down."""
-        # The common path (a known task, decoded, returns, no middleware or timeout) does
-        # as little per task as it can: no log fields built unless a line is emitted, no
-        # closures, the body awaited directly.
-        tries = d.tries + 1
-        start = now_ms()
-        if d.expire_ms and start > d.expire_ms:
-            log.warning("task expired before it started %s", self._fields(d, tries))
-            return self._outcome(d, tries, start, EXPIRED, b"expired")
-        app = self.app
-        task = app._tasks.get(d.name)
-        if task is None:
-            error = f"unknown task {d.name!r}"
-            log.error("unknown task %s", self._fields(d, tries))
-            await self._on_error(d, LookupError(error), tries, will_retry=False)
-            return self._outcome(d, tries, start, FAIL, error)
-        # The seal is checked before the deserializer sees a byte.
-        checked = self._open(d, start)
-        if isinstance(checked, Outcome):
-            return checked
-        opened = checked
-        body = opened.body
+        key = (d.lane, d.entry_id)
+        self._attempts[key] = d.task_id
         try:
-            args, kwargs, headers = self._decode(body)
-        except Exception as exc:
-            error = f"undecodable payload: {exc!r}"
-            log.error(
-                "task payload could not be decoded %s error=%s",
-                self._fields(d, tries),
-                type(exc).__name__,
-            )
-            await self._on_error(d, exc, tries, will_retry=False)
-            return self._outcome(d, tries, start, FAIL, error)
+            # The common path (a known task, decoded, returns, no middleware or timeout) does
+            # as little per task as it can: no log fields built unless a line is emitted, no
+            # closures, the body awaited directly.
+            tries = d.tries + 1
+            start = now_ms()
+            if d.expire_ms and start > d.expire_ms:
+                log.warning("task expired before it started %s", self._fields(d, tries))
+                return self._outcome(d, tries, start, EXPIRED, b"expired")
+            app = self.app
+            task = app._tasks.get(d.name)
+            if task is None:
+                error = f"unknown task {d.name!r}"
+                log.error("unknown task %s", self._fields(d, tries))
+                await self._on_error(d, LookupError(error), tries, will_retry=False)
+                return self._outcome(d, tries, start, FAIL, error)
+            # The seal is checked before the deserializer sees a byte.
+            checked = self._open(d, start)
+            if isinstance(checked, Outcome):
+                return checked
+            opened = checked
+            body = opened.body
+            try:
+                args, kwargs, headers = self._decode(body)
+            except Exception as exc:
+                error = f"undecodable payload: {exc!r}"
+                log.error(
+                    "task payload could not be decoded %s error=%s",
+                    self._fields(d, tries),
+                    type(exc).__name__,
+                )
+                await self._on_error(d, exc, tries, will_retry=False)
+                return self._outcome(d, tries, start, FAIL, error)
 
-        ctx = TaskContext(d.task_id, d.name, tries, headers)
-        if d.task_id in self._aborting:
-            self._aborting.discard(d.task_id)
-            log.warning("task aborted before it started %s", self._fields(d, tries))
-            return self._outcome(d, tries, start, ABORT, b"aborted")
-        debug = log.isEnabledFor(logging.DEBUG)
-        if debug:
-            log.debug("task started %s", self._fields(d, tries))
-        me = asyncio.current_task()
-        if me is not None:
-            self._running[d.task_id] = me
-        try:
-            fn = task.fn
-            if task.is_async and task.timeout is None and not app._middleware and fn is not None:
-                token = _current.set(ctx)
-                try:
-                    value = await fn(*args, **kwargs)
-                finally:
-                    _current.reset(token)
-            else:
-                value = await self._run_attempt(task, ctx, args, kwargs)
-        except _Aborted:
-            log.warning("task aborted mid-flight %s", self._fields(d, tries))
-            return self._outcome(d, tries, start, ABORT, b"aborted")
-        except asyncio.CancelledError:
-            if d.task_id in self._aborting and me is not None:
-                me.uncancel()
+            ctx = TaskContext(d.task_id, d.name, tries, headers)
+            if self._aborted and key in self._aborted:
+                log.warning("task aborted before it started %s", self._fields(d, tries))
+                return self._outcome(d, tries, start, ABORT, b"aborted")
+            debug = log.isEnabledFor(logging.DEBUG)
+            if debug:
+                log.debug("task started %s", self._fields(d, tries))
+            me = asyncio.current_task()
+            if me is not None:
+                self._bodies[key] = me
+            try:
+                fn = task.fn
+                if (
+                    task.is_async
+                    and task.timeout is None
+                    and not app._middleware
+                    and fn is not None
+                ):
+                    token = _current.set(ctx)
+                    try:
+                        value = await fn(*args, **kwargs)
+                    finally:
+                        _current.reset(token)
+                else:
+                    value = await self._run_attempt(task, ctx, args, kwargs)
+            except _Aborted:
                 log.warning("task aborted mid-flight %s", self._fields(d, tries))
                 return self._outcome(d, tries, start, ABORT, b"aborted")
-            raise
-        except Exception as exc:
-            return await self._failed(d, task, exc, tries, start, opened)
+            except asyncio.CancelledError:
+                if key in self._aborted and me is not None:
+                    me.uncancel()
+                    log.warning("task aborted mid-flight %s", self._fields(d, tries))
+                    return self._outcome(d, tries, start, ABORT, b"aborted")
+                raise
+            except Exception as exc:
+                # The body is over: an abort arriving from here on has nothing to cancel.
+                self._bodies.pop(key, None)
+                self._attempts.pop(key, None)
+                return await self._failed(d, task, exc, tries, start, opened)
+            finally:
+                self._bodies.pop(key, None)
+                self._attempts.pop(key, None)
+            try:
+                none = self._none
+                data = none if value is None and none is not None else app.serializer(value)
+            except Exception as exc:
+                log.error(
+                    "task result could not be serialized %s error=%s",
+                    self._fields(d, tries),
+                    type(exc).__name__,
+                )
+                await self._on_error(d, exc, tries, will_retry=False)
+                return self._outcome(
+                    d, tries, start, FAIL, f"result could not be serialized: {exc!r}"
+                )
+            limit = app.max_payload_bytes
+            if len(data) > limit:
+                # Stored as is, a huge result would bloat Redis (and could be refused there
+                # under maxmemory): the same limit as for payloads.
+                error = f"result too large: {len(data)} bytes, over the limit of {limit}"
+                log.error(
+                    "task result too large %s size=%d limit=%d",
+                    self._fields(d, tries),
+                    len(data),
+                    limit,
+                )
+                await self._on_error(d, ValueError(error), tries, will_retry=False)
+                return self._outcome(d, tries, start, FAIL, error + " (max_payload_bytes)")
+            if debug:
+                log.debug(
+                    "task succeeded %s duration_ms=%d", self._fields(d, tries), now_ms() - start
+                )
+            signer = app._signer
+            if signer.enabled:
+                data = signer.seal_result(d.task_id, data)
+            return self._outcome(d, tries, start, OK, data)
         finally:
-            self._running.pop(d.task_id, None)
-            if self._aborting:
-                self._aborting.discard(d.task_id)
-        try:
-            none = self._none
-            data = none if value is None and none is not None else app.serializer(value)
-        except Exception as exc:
-            log.error(
-                "task result could not be serialized %s error=%s",
-                self._fields(d, tries),
-                type(exc).__name__,
-            )
-            await self._on_error(d, exc, tries, will_retry=False)
-            return self._outcome(d, tries, start, FAIL, f"result could not be serialized: {exc!r}")
-        limit = app.max_payload_bytes
-        if len(data) > limit:
-            # Stored as is, a huge result would bloat Redis (and could be refused there
-            # under maxmemory): the same limit as for payloads.
-            error = f"result too large: {len(data)} bytes, over the limit of {limit}"
-            log.error(
-                "task result too large %s size=%d limit=%d",
-                self._fields(d, tries),
-                len(data),
-                limit,
-            )
-            await self._on_error(d, ValueError(error), tries, will_retry=False)
-            return self._outcome(d, tries, start, FAIL, error + " (max_payload_bytes)")
-        if debug:
-            log.debug("task succeeded %s duration_ms=%d", self._fields(d, tries), now_ms() - start)
-        signer = app._signer
-        if signer.enabled:
-            data = signer.seal_result(d.task_id, data)
-        return self._outcome(d, tries, start, OK, data)
+            self._attempts.pop(key, None)
+            if self._aborted:
+                self._aborted.discard(key)
 
     def _open(self, d: Delivery, now: int) -> Opened | Outcome:
         """The payload opened, or the outcome of a delivery that must not run.
@@ -428,12 +485,8 @@ class Runtime:
         fields = self._fields(d, tries)
         will_retry = tries <= task.max_retries
         if will_retry:
-            if isinstance(exc, Retry) and exc.delay_ms is not None:
-                delay = max(0, int(exc.delay_ms))
-            elif task.backoff_ms:
-                delay = task.backoff_ms
-            else:
-                delay = tries * tries * 1000
+            requested = exc.delay_ms if isinstance(exc, Retry) else None
+            delay = retry_delay_ms(tries, requested, task.backoff_ms)
             log.warning(
                 "task retry scheduled %s delay_ms=%d error=%s", fields, delay, type(exc).__name__
             )

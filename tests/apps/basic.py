@@ -277,3 +277,29 @@ async def whoami_async() -> list[object]:
 async def mw_trace() -> str:
     record("mw", "body")
     return "traced"
+
+
+_aborter: Ardiq | None = None
+
+
+@app.task(max_retries=0)
+async def abort_self(tag: str) -> str:
+    """Requests its own abort, then returns without awaiting anything: the request reaches
+    the worker only after the body ended."""
+    global _aborter
+    if _aborter is None:
+        _aborter = Ardiq(redis_url=app.redis_url, queue_name=app.queue_name)
+    record("abort_self", tag)
+    _aborter.abort_sync(me().task_id)
+    return tag
+
+
+@app.task(max_retries=1, backoff_ms=10)
+async def corrupt_own_job() -> None:
+    """Turns its own job record into a string, then fails with a retry left: the finish
+    script errors on this outcome (WRONGTYPE reading the job) before acknowledging it."""
+    key = app.keys.job(me().task_id)
+    _ledger.delete(key)
+    _ledger.set(key, "not a hash")
+    record("corrupted", me().task_id)
+    raise ValueError("retry me")

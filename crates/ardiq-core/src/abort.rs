@@ -4,9 +4,12 @@
 //! job and publishes the id. The worker holding it then either cancels the running body
 //! (through [`crate::Executor::abort`]; the executor reports the outcome) or, if the
 //! entry is still in the buffer, drops it and finishes it as `abort` without running it.
+//! A request for a task not held here is remembered for a while: it may have overtaken the
+//! fetch reply that delivers the task, whose arrival then checks the job's flag.
 //! An abort published while this connection was down is missed; the flag on the job still
 //! turns a later retry into an abort, and a reclaim into an aborted result.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -110,5 +113,33 @@ pub fn handle(ctx: &Ctx, payload: &[u8]) {
     } else if running {
         warn!(id = %task_id, worker, "aborting mid-flight");
         ctx.executor.abort(&task_id);
+    } else {
+        // Not held (yet): the request may have overtaken the fetch reply that delivers
+        // the task here. Its delivery then checks the job's flag (see `flagged`).
+        ctx.note_early_abort(&task_id);
     }
+}
+
+/// Of `task_ids` (deliveries whose abort request came before them), those whose job is
+/// flagged for abort (a fresh enqueue under the same id is not). Best effort: should Redis
+/// fail now, none is taken as flagged; a retry or reclaim of the task still finds the flag.
+pub async fn flagged(ctx: &Ctx, task_ids: &[String]) -> HashSet<String> {
+    let mut pipe = redis::pipe();
+    for id in task_ids {
+        pipe.cmd("HGET").arg(ctx.keys.job(id)).arg("a");
+    }
+    let mut conn = ctx.conn.clone();
+    let flags: Vec<Option<String>> = match pipe.query_async(&mut conn).await {
+        Ok(flags) => flags,
+        Err(e) => {
+            warn!(error = %e, "could not check the abort flag of early-aborted tasks");
+            return HashSet::new();
+        }
+    };
+    task_ids
+        .iter()
+        .zip(flags)
+        .filter(|(_, f)| f.as_deref() == Some("1"))
+        .map(|(id, _)| id.clone())
+        .collect()
 }

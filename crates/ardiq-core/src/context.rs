@@ -1,5 +1,6 @@
 //! State shared by the engine's tasks for one run.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -40,7 +41,13 @@ pub struct Ctx {
     retry_due_ms: AtomicI64,
     /// When the latest lease renewal round that succeeded began.
     renewed_at: Mutex<Instant>,
+    /// Abort requests for task ids this worker did not hold when they came, and when:
+    /// a request can overtake the fetch reply that delivers the task to us.
+    early_aborts: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long an abort request for a task not held here is remembered.
+const EARLY_ABORT_TTL: Duration = Duration::from_secs(30);
 
 impl Ctx {
     pub fn new(
@@ -63,7 +70,26 @@ impl Ctx {
             clock_offset_ms: AtomicI64::new(0),
             retry_due_ms: AtomicI64::new(0),
             renewed_at: Mutex::new(Instant::now()),
+            early_aborts: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Remembers an abort request for a task not held here (for [`EARLY_ABORT_TTL`]).
+    pub fn note_early_abort(&self, task_id: &str) {
+        let mut early = self.early_aborts.lock().unwrap_or_else(|p| p.into_inner());
+        early.retain(|_, at| at.elapsed() < EARLY_ABORT_TTL);
+        early.insert(task_id.to_owned(), Instant::now());
+    }
+
+    /// Was an abort of `task_id` requested lately while it was not held here? Forgets it.
+    pub fn take_early_abort(&self, task_id: &str) -> bool {
+        let mut early = self.early_aborts.lock().unwrap_or_else(|p| p.into_inner());
+        if early.is_empty() {
+            return false;
+        }
+        early
+            .remove(task_id)
+            .is_some_and(|at| at.elapsed() < EARLY_ABORT_TTL)
     }
 
     /// The held entries. Never hold the guard across an `.await` (it is a `std` mutex);

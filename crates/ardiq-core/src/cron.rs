@@ -161,23 +161,22 @@ impl CronSchedule for CronSpec {
 fn parse_field(field: &str, min: u32, max: u32, what: &str) -> Result<u64, CronError> {
     let err = |m: String| CronError(format!("{what} field `{field}`: {m}"));
     let num = |s: &str| -> Result<u32, CronError> {
-        let n: u32 = s
-            .parse()
-            .map_err(|_| err(format!("`{s}` is not a number")))?;
-        if n < min || n > max {
+        let n = digits(s).ok_or_else(|| err(format!("`{s}` is not a number")))?;
+        if n < u64::from(min) || n > u64::from(max) {
             return Err(err(format!("{n} is outside {min}-{max}")));
         }
-        Ok(n)
+        Ok(n as u32)
     };
     let mut bits = 0u64;
     for item in field.split(',') {
         let (range, step) = match item.split_once('/') {
             Some((r, s)) => {
-                let step: u32 = s.parse().map_err(|_| err(format!("bad step `{s}`")))?;
+                let step = digits(s).ok_or_else(|| err(format!("bad step `{s}`")))?;
                 if step == 0 {
-                    return Err(err("a step of 0".into()));
+                    return Err(err("bad step `0` (a step of 0)".into()));
                 }
-                (r, step)
+                // Any step past the field's span picks the start alone.
+                (r, u32::try_from(step).unwrap_or(u32::MAX))
             }
             None => (item, 1),
         };
@@ -199,6 +198,17 @@ fn parse_field(field: &str, min: u32, max: u32, what: &str) -> Result<u64, CronE
             .fold(0u64, |acc, v| acc | (1 << v));
     }
     Ok(bits)
+}
+
+/// A plain decimal number (ASCII digits only: no sign, no spaces), saturating; `None`
+/// when `s` is anything else.
+fn digits(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(s.bytes().fold(0u64, |n, b| {
+        n.saturating_mul(10).saturating_add(u64::from(b - b'0'))
+    }))
 }
 
 /// (year, month 1-12, day 1-31) of a day count since 1970-01-01 (proleptic Gregorian),
@@ -267,6 +277,9 @@ mod tests {
         assert_eq!(next("5,45 8,22 * * *", t), at(2024, 5, 17, 22, 5));
         assert_eq!(next("0 0 1 */3 *", t), at(2024, 7, 1, 0, 0));
         assert_eq!(next("10/25 * * * *", t), at(2024, 5, 17, 10, 35));
+        assert_eq!(next("*/99999999999 * * * *", t), at(2024, 5, 17, 11, 0));
+        let big = CronSpec::parse("99999999999 * * * *").unwrap_err();
+        assert!(big.to_string().contains("is outside"), "{big}");
         assert_eq!(next("0 0 29 2 *", t), at(2028, 2, 29, 0, 0));
         assert_eq!(next("@daily", t), at(2024, 5, 18, 0, 0));
         assert_eq!(next("@monthly", t), at(2024, 6, 1, 0, 0));
@@ -319,6 +332,10 @@ mod tests {
             "a * * * *",
             "0 0 30 2 *",
             "0 0 31 4,6,9,11 *",
+            // Plain ASCII digits only, as the Python side reads them.
+            "+5 * * * *",
+            "*/+2 * * * *",
+            "\u{663} * * * *",
         ] {
             assert!(CronSpec::parse(bad).is_err(), "{bad:?} should be rejected");
         }

@@ -6,6 +6,7 @@
 //! dispatcher never waits on a timer where an event will do: finished outcomes, lost
 //! leases and aborts wake it through a `Notify`, new entries through the blocking read.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -339,7 +340,7 @@ impl Dispatcher {
                     // no blocking read to tell us).
                     if burst { self.maybe_more = true; }
                 }
-                r = wait_read(&mut self.read_task) => self.on_read(r),
+                r = wait_read(&mut self.read_task) => self.on_read(r).await,
                 _ = self.stop_rx.changed() => {}
                 _ = tokio::time::sleep_until(wake_at) => {
                     if self.fetch_retry_at.is_some_and(|t| Instant::now() >= t) {
@@ -365,7 +366,7 @@ impl Dispatcher {
                     info!("fetching works again");
                 }
                 self.maybe_more = entries.len() >= count;
-                self.accept(entries);
+                self.accept(entries).await;
             }
             Err(e) => {
                 self.ctx.counters.live().set_redis_ok(false);
@@ -377,33 +378,49 @@ impl Dispatcher {
         }
     }
 
-    /// Puts fetched entries in the buffer; malformed ones go straight to `finish`.
-    fn accept(&mut self, entries: Vec<(usize, Parsed)>) {
+    /// Puts fetched entries in the buffer; malformed ones go straight to `finish`, and so
+    /// do deliveries whose abort request overtook them (their job is flagged), as aborted
+    /// without running.
+    async fn accept(&mut self, entries: Vec<(usize, Parsed)>) {
         if entries.is_empty() {
             return;
         }
         self.ctx
             .counters
             .add(Counter::Delivered, entries.len() as u64);
+        // A round trip only when an abort request came for a task not held at the time.
+        let early: Vec<String> = entries
+            .iter()
+            .filter_map(|(_, p)| match p {
+                Parsed::Task(d) if self.ctx.take_early_abort(&d.task_id) => Some(d.task_id.clone()),
+                _ => None,
+            })
+            .collect();
+        let flagged = if early.is_empty() {
+            HashSet::new()
+        } else {
+            abort::flagged(&self.ctx, &early).await
+        };
         let mut bad = Vec::new();
         let limit = self.ctx.config.max_payload_bytes;
+        let mut aborted = Vec::new();
         {
             let mut held = self.ctx.held();
             for (lane, parsed) in entries {
                 match parsed {
                     // Refused here, before the executor (and its deserializer) sees a byte.
                     Parsed::Task(d) if d.payload.len() > limit => {
-                        held.mark_finishing(
-                            (lane, d.entry_id.clone()),
-                            RunningTask {
-                                task_id: d.task_id.clone(),
-                                fn_name: d.fn_name.clone(),
-                                attempt: d.attempt(),
-                            },
-                        );
+                        held.mark_unrun(lane, &d);
                         let mut o = d.fail(payload_too_large(d.payload.len(), limit), 0);
                         o.tries = d.tries;
                         bad.push(o);
+                    }
+                    Parsed::Task(d) if flagged.contains(&d.task_id) => {
+                        held.mark_unrun(lane, &d);
+                        // Not an attempt: `tries` stays at the attempts made so far.
+                        let mut outcome = d.aborted(0);
+                        outcome.tries = d.tries;
+                        aborted.push(outcome);
                     }
                     Parsed::Task(d) => held.push(lane, d),
                     Parsed::Malformed {
@@ -444,6 +461,11 @@ impl Dispatcher {
         }
         self.ctx.counters.add(Counter::Malformed, bad.len() as u64);
         self.ctx.sink.send(bad);
+        for o in &aborted {
+            warn!(id = %o.task_id, worker = %self.ctx.worker(), lane = %o.lane,
+                "aborted before it started (the request came before the delivery)");
+        }
+        self.ctx.sink.send(aborted);
     }
 
     /// Starts buffered deliveries while concurrency allows, in one executor batch.
@@ -557,7 +579,7 @@ impl Dispatcher {
 
     /// A blocking read came back; in every case the next step is a fetch (which also
     /// creates missing groups), except after a failure, which waits out a backoff.
-    fn on_read(&mut self, r: Option<(BlockingReader, ReadOutcome)>) {
+    async fn on_read(&mut self, r: Option<(BlockingReader, ReadOutcome)>) {
         self.read_task = None;
         let Some((reader, outcome)) = r else {
             // The read task died (it cannot panic by design; be safe anyway).
@@ -572,7 +594,7 @@ impl Dispatcher {
                 self.maybe_more = true;
                 // After a stop these land in the buffer too; the drain loop hands the
                 // buffer back.
-                self.accept(entries);
+                self.accept(entries).await;
             }
             ReadOutcome::Empty | ReadOutcome::NoGroup => {
                 self.ctx.counters.live().set_redis_ok(true);
@@ -589,8 +611,9 @@ impl Dispatcher {
     }
 
     /// Burst mode, nothing held: a promotion round (past-due scheduled tasks count as
-    /// queued), then one more fetch (finishes may have re-queued work too). Drained only
-    /// if that fetch finds nothing. Promotion comes first: anything due has then been
+    /// queued), then one more fetch (finishes may have re-queued work too), then a reclaim
+    /// round (see [`reclaim::burst_round`]). Drained only if that fetch finds nothing and
+    /// nothing is reclaimable. Promotion comes first: anything due has then been
     /// moved into a stream, by us or by another worker's promoter, before the fetch looks.
     async fn burst_drained(&mut self) -> bool {
         // A retry we scheduled is still in flight: wait for it to fall due (a tick at
@@ -610,7 +633,27 @@ impl Dispatcher {
         }
         let free = self.free();
         self.fetch(free).await;
-        self.fetch_retry_at.is_none() && self.ctx.held().total() == 0
+        if self.fetch_retry_at.is_some() || self.ctx.held().total() != 0 {
+            return false;
+        }
+        // Nothing waiting and nothing due: the last thing that can still be ours is what
+        // a dead worker left pending past its lease. Take it over before calling the
+        // queue drained, or it would sit there after every burst worker exited.
+        match reclaim::burst_round(&self.ctx).await {
+            Ok(round) if round.claimed == 0 && !round.more => true,
+            Ok(round) => {
+                info!(worker = %self.ctx.worker(), claimed = round.claimed,
+                    "burst: took over entries of a lost worker before finishing");
+                // Re-queued copies are in the streams now: fetch them next.
+                self.maybe_more = true;
+                false
+            }
+            Err(e) => {
+                warn!(error = %e, "reclaim failed, retrying");
+                self.fetch_retry_at = Some(Instant::now() + self.fetch_backoff.next_delay());
+                false
+            }
+        }
     }
 
     /// Moves the deliveries the executor queued but has not started back to the buffer
@@ -681,7 +724,7 @@ impl Dispatcher {
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 _ = ctx.wake.notified() => {}
-                r = wait_read(&mut self.read_task) => self.on_read(r),
+                r = wait_read(&mut self.read_task) => self.on_read(r).await,
                 _ = self.stop_rx.changed() => {}
                 _ = tokio::time::sleep_until(wake_at) => {}
             }

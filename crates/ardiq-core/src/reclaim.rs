@@ -43,35 +43,80 @@ pub async fn run(ctx: Arc<Ctx>) {
     let every = interval(ctx.config.idle_timeout_ms);
     loop {
         tokio::time::sleep(every).await;
-        let mut failed = false;
-        for (lane, cursor) in cursors.iter_mut().enumerate() {
-            for _ in 0..MAX_PAGES {
-                match poll_lane(&ctx, lane, cursor).await {
-                    Ok(full) if full => continue,
-                    Ok(_) => break,
-                    Err(e) => {
-                        failed = true;
-                        if let Some(suppressed) = throttle.failure() {
-                            warn!(error = %e, suppressed, "reclaim failed, retrying");
-                        }
-                        break;
-                    }
+        match round(&ctx, &mut cursors).await {
+            Ok(_) => {
+                if throttle.success() {
+                    info!("reclaim works again");
                 }
             }
-        }
-        if !failed && throttle.success() {
-            info!("reclaim works again");
+            Err(e) => {
+                if let Some(suppressed) = throttle.failure() {
+                    warn!(error = %e, suppressed, "reclaim failed, retrying");
+                }
+            }
         }
     }
 }
 
-/// One XAUTOCLAIM page on one lane plus its `reclaim` call. Returns whether the page was
-/// full (more may be waiting right behind it).
+/// What one reclaim round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Round {
+    /// Entries taken over (re-queued, dead-lettered or finalized as aborted).
+    pub claimed: usize,
+    /// Some lane stopped at the page limit with full pages: more may be reclaimable.
+    pub more: bool,
+}
+
+/// One round over every lane: up to [`MAX_PAGES`] pages per lane while they come back
+/// full. A lane that fails does not stop the others; the first error is returned after
+/// all were tried.
+pub async fn round(ctx: &Ctx, cursors: &mut [String]) -> Result<Round, redis::RedisError> {
+    let mut done = Round::default();
+    let mut first_error = None;
+    for (lane, cursor) in cursors.iter_mut().enumerate() {
+        let mut pages = 0;
+        loop {
+            match poll_lane(ctx, lane, cursor).await {
+                Ok((claimed, full)) => {
+                    done.claimed += claimed;
+                    pages += 1;
+                    if !full {
+                        break;
+                    }
+                    if pages >= MAX_PAGES {
+                        done.more = true;
+                        break;
+                    }
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    break;
+                }
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(done),
+    }
+}
+
+/// Burst mode's check before it declares the queue drained: a full round from the start
+/// of every lane's pending list. Entries a dead worker left behind (idle past the lease)
+/// are taken over now rather than left pending after the burst ends; entries a live
+/// worker keeps renewing are never idle that long, so they do not hold the burst up.
+pub async fn burst_round(ctx: &Ctx) -> Result<Round, redis::RedisError> {
+    let mut cursors: Vec<String> = vec![START.to_owned(); ctx.keys.lanes().len()];
+    round(ctx, &mut cursors).await
+}
+
+/// One XAUTOCLAIM page on one lane plus its `reclaim` call. Returns how many entries it
+/// claimed and whether the page was full (more may be waiting right behind it).
 pub async fn poll_lane(
     ctx: &Ctx,
     lane: usize,
     cursor: &mut String,
-) -> Result<bool, redis::RedisError> {
+) -> Result<(usize, bool), redis::RedisError> {
     let stream = ctx.keys.stream(lane);
     let mut conn = ctx.conn.clone();
     let value: Value = match redis::cmd("XAUTOCLAIM")
@@ -89,7 +134,7 @@ pub async fn poll_lane(
         // No group yet (or Redis lost its data): nothing to reclaim; fetch recreates it.
         Err(e) if is_nogroup(&e) => {
             *cursor = START.to_owned();
-            return Ok(false);
+            return Ok((0, false));
         }
         Err(e) => return Err(e),
     };
@@ -120,7 +165,7 @@ pub async fn poll_lane(
     // Only move the cursor once the claimed page is handled: if `reclaim` failed, the
     // same entries (now ours and idle) come back on the next poll.
     *cursor = next;
-    Ok(full && cursor.as_str() != START)
+    Ok((claimed.len(), full && cursor.as_str() != START))
 }
 
 async fn reclaim(

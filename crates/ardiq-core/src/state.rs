@@ -106,6 +106,19 @@ impl Held {
         self.finishing.insert(key, task);
     }
 
+    /// Records a delivery the engine finishes itself without running it (refused,
+    /// expired, aborted before it started).
+    pub fn mark_unrun(&mut self, lane: usize, d: &Delivery) {
+        self.mark_finishing(
+            (lane, d.entry_id.clone()),
+            RunningTask {
+                task_id: d.task_id.clone(),
+                fn_name: d.fn_name.clone(),
+                attempt: d.attempt(),
+            },
+        );
+    }
+
     /// A running entry that will never reach the executor (the `started` mark found it
     /// held by another consumer): forget it without an outcome.
     pub fn abandon(&mut self, key: &EntryKey) {

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use ardiq_core::{scripts, Keys};
+use ardiq_core::{scripts, Keys, StopReason};
 use redis::Value;
 use support::*;
 
@@ -519,4 +519,55 @@ async fn last_chance_tasks_run_one_at_a_time() {
         "a fresh task runs next to one: {a} {b} {f}"
     );
     running.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_takes_over_entries_left_past_their_lease_before_ending() {
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    let mut cfg = config(&server, "burstreclaim");
+    cfg.idle_timeout_ms = 300;
+    cfg.burst = true;
+    let keys = Keys::new(&cfg.queue, &cfg.lanes);
+    enqueue(&mut conn, &keys, &echo_tasks("b", 3)).await;
+    // A worker that died holding them: nothing waits in the stream any more.
+    assert_eq!(read_as(&mut conn, &keys, 0, "ghost", 10).await.len(), 3);
+    tokio::time::sleep(Duration::from_millis(400)).await; // past the lease
+
+    let exec = TestExecutor::new();
+    let report = spawn_engine(cfg, exec.clone())
+        .join(Duration::from_secs(10))
+        .await;
+    assert_eq!(report.reason, StopReason::Burst);
+    for i in 0..3 {
+        assert_eq!(exec.calls_of(&format!("b{i}")), 1);
+        assert!(result(&mut conn, &keys, &format!("b{i}")).await.unwrap().ok);
+    }
+    assert!(pending_by_consumer(&mut conn, &keys, 0).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_does_not_wait_for_entries_inside_their_lease() {
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    let mut cfg = config(&server, "burstlive");
+    cfg.idle_timeout_ms = 5_000;
+    cfg.burst = true;
+    let keys = Keys::new(&cfg.queue, &cfg.lanes);
+    enqueue(&mut conn, &keys, &echo_tasks("l", 2)).await;
+    // Held by another worker, within its lease (as if it renewed it).
+    assert_eq!(read_as(&mut conn, &keys, 0, "alive", 10).await.len(), 2);
+
+    let exec = TestExecutor::new();
+    let started = std::time::Instant::now();
+    let report = spawn_engine(cfg, exec.clone())
+        .join(Duration::from_secs(10))
+        .await;
+    assert_eq!(report.reason, StopReason::Burst);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(exec.total_calls(), 0);
+    assert_eq!(
+        pending_by_consumer(&mut conn, &keys, 0).await.get("alive"),
+        Some(&2)
+    );
 }

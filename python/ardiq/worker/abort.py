@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 from redis import exceptions as rexc
 
 from ..errors import ArdiqError
-from ..runtime import ABORT, Outcome
+from ..runtime import ABORT, Delivery, Outcome
 from .backoff import Backoff
-from .entry import ref_of
+from .entry import Ref, ref_of
 
 if TYPE_CHECKING:
     from .engine import Worker
@@ -47,12 +47,24 @@ async def run(w: Worker) -> None:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
-async def check_flag(w: Worker, task_id: str) -> None:
-    """An abort request overtook this task's delivery: abort it if its job is flagged
-    (a fresh enqueue under the same id is not)."""
+async def check_flag(w: Worker, ref: Ref, d: Delivery) -> None:
+    """An abort request overtook this delivery: finish it as aborted, without running
+    it, if its job is flagged (a fresh enqueue under the same id is not); otherwise
+    let it start. Should Redis fail now it starts: a retry or reclaim of the task
+    still finds the flag."""
+    flagged = False
     with contextlib.suppress(ArdiqError):
-        if await w.broker.command("HGET", w.app.keys.job(task_id), "a") == b"1":
-            handle(w, task_id)
+        flagged = await w.broker.command("HGET", w.app.keys.job(d.task_id), "a") == b"1"
+    if w.held.get(ref) is not d or any(ref_of(o) == ref for o in w.outcomes):
+        return  # lost meanwhile (its lease), or aborted by a request that came since
+    if flagged:
+        log.warning("task aborted before it started id=%s worker=%s", d.task_id, w.worker_id)
+        w.submit(
+            Outcome(d.entry_id, d.task_id, ABORT, b"aborted", d.tries, d.enqueue_ms, 0, d.lane)
+        )
+        return
+    heapq.heappush(w.buffer, (w.rank[d.lane], next(w.seq), ref))
+    w.dispatch()
 
 
 def handle(w: Worker, task_id: str) -> None:
@@ -63,7 +75,7 @@ def handle(w: Worker, task_id: str) -> None:
         w.early_aborts[task_id] = now
         return
     if ref in w.running:
-        w.runtime.abort(task_id)
+        w.runtime.abort(task_id, *ref)
         return
     d = w.held.get(ref)
     if d is not None and all(ref_of(o) != ref for o in w.outcomes):

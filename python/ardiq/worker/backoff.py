@@ -1,5 +1,6 @@
-"""Jittered backoff for the worker's duties, and stopping background tasks for sure (the
-engine's `backoff.rs`)."""
+"""Jittered backoff for the worker's duties, telling a passing Redis failure from a lasting
+one, and stopping background tasks for sure (the engine's `backoff.rs` and
+`connection::is_transient`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import asyncio
 import logging
 import random
 import time
+
+from ..errors import ArdiqError, BrokerError
 
 log = logging.getLogger("ardiq")
 
@@ -45,3 +48,19 @@ class Backoff:
             self.last_log = now
         await asyncio.sleep(self.delay * random.uniform(0.5, 1.5))
         self.delay = min(self.delay * 2, self.cap)
+
+
+# Server replies that mean "not now" rather than "never", as the engine's is_transient
+# reads them: a call refused with one of these is retried as it is, never split.
+_TRANSIENT_CODES = frozenset(
+    {"BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY", "LOADING", "OOM", "NOSCRIPT"}
+)
+
+
+def is_transient(exc: ArdiqError) -> bool:
+    """Worth retrying as is: the connection or the server is in trouble for now. Anything
+    else (a script error, a key of the wrong type) would fail the same way again."""
+    if isinstance(exc, BrokerError):
+        return True
+    text = str(exc).removeprefix("Redis error: ")
+    return text.split(" ", 1)[0] in _TRANSIENT_CODES

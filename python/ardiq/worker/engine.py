@@ -255,8 +255,12 @@ class Worker:
                 if self.held:
                     await self.wait_changed()
                     continue
-                if await self._burst_done():
-                    return "burst"
+                try:
+                    if await self._burst_done():
+                        return "burst"
+                except ArdiqError as exc:
+                    await backoff.wait(exc)
+                    continue
             try:
                 self._accept(await fetch.block_read(self))
                 backoff.reset()
@@ -274,7 +278,8 @@ class Worker:
             await asyncio.wait_for(self.changed.wait(), 1.0)
 
     async def _burst_done(self) -> bool:
-        """True when nothing is due: no past-due delayed task and no retry of ours pending."""
+        """True when nothing is due (no past-due delayed task, no retry of ours pending)
+        and nothing is reclaimable (no entry pending past its lease)."""
         if now_ms() < self.retry_due_ms:
             await asyncio.sleep(min(0.05, (self.retry_due_ms - now_ms()) / 1000))
             return False
@@ -288,6 +293,18 @@ class Worker:
         entries = await fetch.fetch(self, self._free_slots())
         if entries:
             self._accept(entries)
+            return False
+        # Nothing waiting and nothing due: what a dead worker left pending past its lease
+        # is all that can still be ours. Take it over before calling the queue drained, or
+        # it would sit there after every burst worker exited. Entries a live worker keeps
+        # renewing are never idle that long: they do not hold the burst up.
+        claimed, more = await reclaim.reclaim_all(self, dict.fromkeys(self.streams, "0-0"))
+        if claimed or more:
+            log.info(
+                "burst: took over %d entries of a lost worker before finishing worker=%s",
+                claimed,
+                self.worker_id,
+            )
             return False
         return True
 
@@ -317,9 +334,11 @@ class Worker:
                 )
                 continue
             self.by_task[parsed.task_id] = ref
-            heapq.heappush(self.buffer, (self.rank[lane], next(self.seq), ref))
             if self.early_aborts.pop(parsed.task_id, None) is not None:
-                self.spawn_once(abort.check_flag(self, parsed.task_id))
+                # Held back (leased, not startable) until its job's flag is checked.
+                self.spawn_once(abort.check_flag(self, ref, parsed))
+                continue
+            heapq.heappush(self.buffer, (self.rank[lane], next(self.seq), ref))
         self.dispatch()
 
     def dispatch(self) -> None:
@@ -353,8 +372,10 @@ class Worker:
                 # owns the entry: another worker may have reclaimed it meanwhile.
                 gate = gate or loop.create_future()
                 suspects.append(d)
+                self.runtime.admit(d)  # an abort from now on finds it
                 self.running[ref] = loop.create_task(self._run_one(d, gate))
             else:
+                self.runtime.admit(d)
                 self.running[ref] = loop.create_task(self._run_one(d))
         for item in deferred:
             heapq.heappush(self.buffer, item)
@@ -382,11 +403,13 @@ class Worker:
                 self.held.pop(ref_of(d), None)
                 if self.by_task.get(d.task_id) == ref_of(d):
                     del self.by_task[d.task_id]
+                self.runtime.release(d)
                 return
             outcome = await self.runtime.execute(d)
         except asyncio.CancelledError:
             # Hard stop: no outcome, the entry stays pending for another worker's reclaim.
             self.held.pop(ref_of(d), None)
+            self.runtime.release(d)
             return
         finally:
             self.running.pop(ref_of(d), None)
@@ -397,6 +420,14 @@ class Worker:
     def submit(self, outcome: Outcome) -> None:
         self.outcomes.append(outcome)
         self.outcome_ready.set()
+
+    def release(self, outcome: Outcome) -> None:
+        """The entry of `outcome` is no longer ours to renew."""
+        held = self.held.pop(ref_of(outcome), None)
+        # A dropped entry's outcome names `entry:<id>`, not its task.
+        task_id = outcome.task_id if held is None else held.task_id
+        if self.by_task.get(task_id) == ref_of(outcome):
+            del self.by_task[task_id]
 
     def spawn_once(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -3,6 +3,7 @@ deliveries, without trusting their contents (the engine's `entry.rs`)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,15 +40,15 @@ def parse_entry(lane: str, eid: str, fields: Mapping[bytes, bytes]) -> Delivery 
         return MALFORMED
 
     def number(name: bytes) -> int:
-        # As the native engine reads them: an unreadable or negative count is 0, so a
-        # garbled `t` or `enq` does not cost the task its run.
-        try:
-            return int(fields.get(name, b"0"))
-        except ValueError:
-            return 0
+        # As the native engine reads them: an unreadable number is 0, so a garbled `t` or
+        # `enq` does not cost the task its run.
+        return entry_int(fields.get(name, b"0"))
+
+    def count(name: bytes) -> int:
+        return min(max(0, number(name)), U32_MAX)
 
     # Never a lossy decode: a task must not run (nor its result be stored) under an id
-    # or a name other than the one written.
+    # or a name other than the one written (the engine refuses them the same way).
     try:
         task_id = fields[b"id"].decode()
     except UnicodeDecodeError:
@@ -62,8 +63,23 @@ def parse_entry(lane: str, eid: str, fields: Mapping[bytes, bytes]) -> Delivery 
         task_id=task_id,
         name=fn_name,
         payload=bytes(fields[b"p"]),
-        tries=max(0, number(b"t")),
+        tries=count(b"t"),
         enqueue_ms=number(b"enq"),
         expire_ms=number(b"x"),
-        reclaims=max(0, number(b"r")),
+        reclaims=count(b"r"),
     )
+
+
+_ENTRY_INT = re.compile(rb"[+-]?[0-9]+")
+_ASCII_SPACE = b" \t\n\r\x0b\x0c"
+U32_MAX = 2**32 - 1
+
+
+def entry_int(raw: bytes) -> int:
+    """A number field of an entry as the engine reads it: an optionally signed decimal
+    (surrounding spaces allowed) within 64 bits, else 0."""
+    text = bytes(raw).strip(_ASCII_SPACE)
+    if not _ENTRY_INT.fullmatch(text):
+        return 0
+    value = int(text)
+    return value if -(2**63) <= value < 2**63 else 0

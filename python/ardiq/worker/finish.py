@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ArdiqError
 from ..protocol import GROUP
 from ..runtime import RETRY, Outcome, now_ms
-from .backoff import Backoff
-from .entry import ref_of
+from .backoff import Backoff, is_transient
 
 if TYPE_CHECKING:
     from .engine import Worker
@@ -31,28 +30,58 @@ async def run(w: Worker) -> None:
         w.outcome_ready.clear()
         while w.outcomes:
             batch = w.outcomes[:FINISH_BATCH]
-            try:
-                reply = await call_finish(w, batch)
-                backoff.reset()
-            except ArdiqError as exc:
-                await backoff.wait(exc)  # outcomes stay queued; leases stay renewed
-                continue
+            await finish_batch(w, batch, backoff)
+            # New outcomes are only ever appended: the batch is still the head.
             del w.outcomes[: len(batch)]
-            for outcome, recorded in zip(batch, reply, strict=True):
-                held = w.held.pop(ref_of(outcome), None)
-                # A dropped entry's outcome names `entry:<id>`, not its task.
-                task_id = outcome.task_id if held is None else held.task_id
-                if w.by_task.get(task_id) == ref_of(outcome):
-                    del w.by_task[task_id]
-                if not recorded:
-                    log.warning(
-                        "stale outcome dropped: another worker holds the task now id=%s worker=%s",
-                        outcome.task_id,
-                        w.worker_id,
-                    )
-                elif outcome.kind == RETRY:
-                    w.retry_due_ms = max(w.retry_due_ms, now_ms() + outcome.delay_ms)
             w.changed.set()
+
+
+async def finish_batch(w: Worker, batch: list[Outcome], backoff: Backoff) -> None:
+    """Finish `batch`, retrying while Redis is unreachable (the outcomes stay queued
+    and their leases renewed). A batch the server rejects (a script error: some key
+    of the wrong type, say) is split, as the engine does, so one poisoned outcome
+    cannot wedge every other: each is then tried alone, and one that still fails is
+    logged and released. Its entry stays pending, is reclaimed once its lease runs
+    out, and ends in the dead letters at the delivery cap."""
+    while True:
+        try:
+            reply = await call_finish(w, batch)
+        except ArdiqError as exc:
+            if is_transient(exc):
+                await backoff.wait(exc)
+                continue
+            if len(batch) > 1:
+                log.warning(
+                    "finish rejected a batch (%s); finishing one by one outcomes=%d",
+                    exc,
+                    len(batch),
+                )
+                for outcome in batch:
+                    await finish_batch(w, [outcome], backoff)
+                return
+            outcome = batch[0]
+            log.error(
+                "finish rejected this outcome; leaving the entry for reclaim "
+                "id=%s worker=%s try=%d error=%s",
+                outcome.task_id,
+                w.worker_id,
+                outcome.tries,
+                exc,
+            )
+            w.release(outcome)
+            return
+        backoff.reset()
+        for outcome, recorded in zip(batch, reply, strict=True):
+            w.release(outcome)
+            if not recorded:
+                log.warning(
+                    "stale outcome dropped: another worker holds the task now id=%s worker=%s",
+                    outcome.task_id,
+                    w.worker_id,
+                )
+            elif outcome.kind == RETRY:
+                w.retry_due_ms = max(w.retry_due_ms, now_ms() + outcome.delay_ms)
+        return
 
 
 async def call_finish(w: Worker, batch: list[Outcome]) -> list[int]:

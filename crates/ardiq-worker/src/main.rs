@@ -7,8 +7,9 @@
 //! interpreter's start and exit), `app` (importing `MODULE:ATTR`, reading settings),
 //! `executor` (the engine's executor over `ardiq._bridge`), `signals`, `logging`,
 //! `banner`, `failure` (errors and exit codes); `health` (liveness, the `--health-port`
-//! endpoint) and `notify` (systemd's `sd_notify`); `ops` (what `check` and the ops
-//! commands share), `cli_ops` (their clap types).
+//! endpoint) on `http` (the binary's HTTP server) and `notify` (systemd's `sd_notify`);
+//! `fdlimit` (the open-files limit); `ops` (what `check` and the ops commands share),
+//! `cli_ops` (their clap types).
 
 mod app;
 mod banner;
@@ -18,7 +19,9 @@ mod commands;
 mod embed;
 mod executor;
 mod failure;
+mod fdlimit;
 mod health;
+mod http;
 mod interpreter;
 mod logging;
 mod notify;

@@ -322,9 +322,10 @@ def test_a_scrape_storm_costs_a_bounded_number_of_redis_commands(
     r = redis.Redis.from_url(server.url)
 
     def queue_reads() -> int:
-        """Calls of the commands only the metrics' queue figures send."""
+        """Calls of commands only the metrics' queue figures send (the engine's scripts
+        send ZRANGE and XPENDING too)."""
         stats = r.info("commandstats")
-        names = ("cmdstat_xlen", "cmdstat_zcard", "cmdstat_zrange")
+        names = ("cmdstat_xlen", "cmdstat_zcard")
         return sum(int(stats.get(name, {}).get("calls", 0)) for name in names)
 
     before = queue_reads()
@@ -335,9 +336,10 @@ def test_a_scrape_storm_costs_a_bounded_number_of_redis_commands(
     elapsed = time.monotonic() - started
     sent = queue_reads() - before
     r.close()
-    # One round (3 XLEN, 2 ZCARD, 1 ZRANGE with three lanes) per second at most.
+    # One round (3 XLEN and 2 ZCARD with three lanes) per second at most; without the
+    # cache, 200 rounds.
     rounds = int(elapsed) + 2
-    assert 6 <= sent <= 6 * rounds, (sent, elapsed)
+    assert 5 <= sent <= 5 * rounds, (sent, elapsed)
 
 
 def test_a_stale_heartbeat_is_pruned(

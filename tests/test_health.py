@@ -1,11 +1,14 @@
 """The worker's health endpoint (`--health-port`): /metrics after a known workload,
-/livez when a task blocks the event loop, /readyz when Redis goes away.
+/livez when a task blocks the event loop, /readyz when Redis goes away; what a flood of
+connections, a slow client or a scrape storm may cost the worker; stale heartbeats.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import resource
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from ardiq import Ardiq
 from support.redis_server import RedisServer, free_port
 from support.workers import TESTS, native_binary
@@ -26,7 +30,14 @@ LANES = ["low", "default", "high"]
 class Worker:
     """`ardiq run apps.ops_app:app --health-port P ...`, output captured to a file."""
 
-    def __init__(self, redis_url: str, queue: str, log: Path, *flags: str) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        queue: str,
+        log: Path,
+        *flags: str,
+        nofile: tuple[int, int] | None = None,
+    ) -> None:
         binary = native_binary()
         if binary is None:
             pytest.fail("the native `ardiq` binary is not built: run `make build` first")
@@ -40,12 +51,18 @@ class Worker:
         )
         self.log_path = log
         self._log = log.open("wb")
+
+        def limit_open_files() -> None:  # `ulimit -n` for the worker alone
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+
         self.proc = subprocess.Popen(
             [binary, "run", APP, "--health-port", str(self.port), *flags],
             cwd=TESTS,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            preexec_fn=limit_open_files,
         )
 
     def get(self, path: str) -> tuple[int, str]:
@@ -86,8 +103,9 @@ class Worker:
 def worker(tmp_path: Path, queue: str) -> Iterator[Callable[..., Worker]]:
     workers: list[Worker] = []
 
-    def start(redis_url: str, *flags: str) -> Worker:
-        w = Worker(redis_url, queue, tmp_path / f"worker-{len(workers)}.log", *flags)
+    def start(redis_url: str, *flags: str, nofile: tuple[int, int] | None = None) -> Worker:
+        log = tmp_path / f"worker-{len(workers)}.log"
+        w = Worker(redis_url, queue, log, *flags, nofile=nofile)
         workers.append(w)
         return w
 
@@ -213,3 +231,131 @@ def test_readyz_fails_without_redis_while_livez_stays_green(
     assert status == 200 and "ardiq_redis_up" in text
     server.start()
     w.wait_status("/readyz", 200, 15)
+
+
+def open_idle_connections(port: int, n: int) -> list[socket.socket]:
+    """`n` connections that never send a byte (connected without waiting for the worker
+    to accept them)."""
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        socks.append(s)
+    return socks
+
+
+async def test_idle_connections_cannot_take_the_file_descriptors_tasks_need(
+    redis_url: str,
+    make_app: Callable[..., Ardiq],
+    worker: Callable[..., Worker],
+    tmp_path: Path,
+) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1024:  # this test process holds 400 sockets itself
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+    w = worker(redis_url, "--health-timeout", "2", nofile=(256, 256))
+    w.wait_status("/readyz", 200, 30)
+    socks = open_idle_connections(w.port, 400)
+    try:
+        time.sleep(0.5)  # the worker has seen them all
+        app = make_app(priorities=LANES)
+        job = await app.send("append", str(tmp_path / "out"))
+        result = await job.result(timeout=20)
+        assert result is not None and result.success, (result, w.output())
+        # Connections past the cap were refused at once, the others time out: the
+        # endpoint answers again while the 400 sockets are still open on this side.
+        w.wait_status("/livez", 200, 10)
+    finally:
+        for s in socks:
+            s.close()
+    out = w.output()
+    warnings = [line for line in out.splitlines() if "accept failed" in line]
+    warnings += [line for line in out.splitlines() if "too many connections" in line]
+    assert 1 <= len(warnings) <= 3, out
+
+
+def test_the_open_files_limit_is_raised_to_the_hard_limit(
+    redis_url: str, worker: Callable[..., Worker]
+) -> None:
+    w = worker(redis_url, nofile=(256, 4096))
+    w.wait_status("/readyz", 200, 30)
+    limits = Path(f"/proc/{w.proc.pid}/limits").read_text()
+    row = next(line for line in limits.splitlines() if line.startswith("Max open files"))
+    assert row.split()[3:5] == ["4096", "4096"], row
+
+
+def test_a_client_that_sends_its_request_too_slowly_is_cut(
+    redis_url: str, worker: Callable[..., Worker]
+) -> None:
+    w = worker(redis_url, "--health-timeout", "1")
+    w.wait_status("/readyz", 200, 30)
+    with socket.create_connection(("127.0.0.1", w.port), timeout=5) as s:
+        started = time.monotonic()
+        s.sendall(b"GET /livez HTTP/1.1\r\n")
+        s.settimeout(0.2)
+        cut = False
+        while not cut and time.monotonic() - started < 5:
+            try:
+                s.sendall(b"X-Slow: 1\r\n")  # one header line every 0.2 s, never the end
+                cut = s.recv(1024) == b""
+            except TimeoutError:
+                pass
+            except OSError:  # reset
+                cut = True
+        took = time.monotonic() - started
+    assert cut, "a client trickling its request head was never cut"
+    assert 0.8 <= took < 3, took
+    # A silent client is cut the same way.
+    with socket.create_connection(("127.0.0.1", w.port), timeout=5) as s:
+        started = time.monotonic()
+        assert s.recv(1024) == b""
+        assert 0.8 <= time.monotonic() - started < 3
+
+
+def test_a_scrape_storm_costs_a_bounded_number_of_redis_commands(
+    own_redis: Callable[..., RedisServer], worker: Callable[..., Worker]
+) -> None:
+    server = own_redis()
+    w = worker(server.url)
+    w.wait_status("/readyz", 200, 30)
+    r = redis.Redis.from_url(server.url)
+
+    def queue_reads() -> int:
+        """Calls of commands only the metrics' queue figures send (the engine's scripts
+        send ZRANGE and XPENDING too)."""
+        stats = r.info("commandstats")
+        names = ("cmdstat_xlen", "cmdstat_zcard")
+        return sum(int(stats.get(name, {}).get("calls", 0)) for name in names)
+
+    before = queue_reads()
+    started = time.monotonic()
+    for _ in range(200):
+        status, text = w.get("/metrics")
+        assert status == 200 and "ardiq_queue_up" in text
+    elapsed = time.monotonic() - started
+    sent = queue_reads() - before
+    r.close()
+    # One round (3 XLEN and 2 ZCARD with three lanes) per second at most; without the
+    # cache, 200 rounds.
+    rounds = int(elapsed) + 2
+    assert 5 <= sent <= 5 * rounds, (sent, elapsed)
+
+
+def test_a_stale_heartbeat_is_pruned(
+    redis_url: str, queue: str, worker: Callable[..., Worker]
+) -> None:
+    r = redis.Redis.from_url(redis_url)
+    workers = f"ardiq:{{{queue}}}:workers"
+    now_ms = int(time.time() * 1000)
+    r.zadd(workers, {"gone-an-hour-ago": now_ms - 3_600_000, "gone-a-minute-ago": now_ms - 60_000})
+    w = worker(redis_url)
+    w.wait_status("/readyz", 200, 30)
+    deadline = time.monotonic() + 10
+    while r.zscore(workers, "gone-an-hour-ago") is not None:
+        assert time.monotonic() < deadline, r.zrange(workers, 0, -1, withscores=True)
+        time.sleep(0.1)
+    # Only long-gone workers are forgotten: a recent one may still come back.
+    assert r.zscore(workers, "gone-a-minute-ago") is not None
+    assert r.zcard(workers) == 2  # and this worker's own beat
+    r.close()

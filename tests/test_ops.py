@@ -353,6 +353,9 @@ def test_least_privilege_worker_user(own_redis: Any, tmp_path: Path, queue: str)
         info = ardiq("info", "--queue", queue, "--lanes", ",".join(LANES), "--json", env=env)
         assert info.returncode == 0, info.stderr
         assert json.loads(info.stdout)["queues"][0]["workers"][0]["alive"]
+        # The user may also forget long-gone workers (the heartbeat's first duty).
+        log.flush()
+        assert "cannot forget" not in (tmp_path / "worker.log").read_text()
     finally:
         proc.kill()
         proc.wait()

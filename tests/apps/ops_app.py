@@ -41,6 +41,13 @@ async def nap(seconds: float) -> float:
     return seconds
 
 
+@app.task(max_retries=0)
+async def append(path: str) -> int:
+    """Opens a file: fails at once when the worker has no file descriptor left."""
+    with open(path, "a") as f:
+        return f.write("x")
+
+
 @app.task
 async def block_loop(seconds: float) -> float:
     """Blocks the worker's event loop: a bug the liveness probe must catch."""

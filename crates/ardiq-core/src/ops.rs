@@ -24,6 +24,9 @@ use crate::scripts;
 /// this old: three missed beats.
 pub const WORKER_ALIVE_MS: i64 = 15_000;
 
+/// The most heartbeats [`Client::queue_stats`] lists, newest first.
+pub const WORKERS_LISTED: usize = 1000;
+
 /// Ids per `purge` call: keeps each call (which blocks Redis while it runs) short.
 const PURGE_CHUNK: usize = 200;
 
@@ -175,12 +178,19 @@ impl Client {
         let dead: u64 = self
             .query(redis::cmd("ZCARD").arg(keys.dead_index()))
             .await?;
+        // The newest beats only: however many dead workers the set still holds (they are
+        // forgotten after minutes, see `heartbeat`), a read stays bounded.
         let beats: Vec<(String, f64)> = self
             .query(
                 redis::cmd("ZRANGE")
                     .arg(keys.workers())
+                    .arg("+inf")
+                    .arg("-inf")
+                    .arg("BYSCORE")
+                    .arg("REV")
+                    .arg("LIMIT")
                     .arg(0)
-                    .arg(-1)
+                    .arg(WORKERS_LISTED)
                     .arg("WITHSCORES"),
             )
             .await?;

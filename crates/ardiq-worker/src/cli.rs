@@ -60,7 +60,8 @@ running tasks finish, then exits 0; a second signal (or --shutdown-timeout) exit
 and leaves running tasks to be reclaimed by another worker. Nothing is lost either way.
 
 Health: --health-port serves /livez (dispatcher and Python event loop both turning),
-/readyz (connected, taking work) and /metrics (Prometheus). Under systemd (NOTIFY_SOCKET)
+/readyz (connected, taking work) and /metrics (Prometheus), to at most 32 clients at once,
+each cut after --health-timeout without a request. Under systemd (NOTIFY_SOCKET)
 the worker sends READY=1 once the app is imported and Redis answers, WATCHDOG=1 while
 live (with WatchdogSec), STOPPING=1 when it drains.
 
@@ -147,6 +148,12 @@ pub struct RunArgs {
         default_value = "127.0.0.1"
     )]
     pub health_host: String,
+
+    /// The health endpoint closes a connection that has not sent a whole request head
+    /// within this long (also how long an idle keep-alive connection is kept)
+    #[arg(long, env = "ARDIQ_HEALTH_TIMEOUT", value_name = "SECONDS",
+          default_value_t = 5.0, value_parser = parse_seconds)]
+    pub health_timeout: f64,
 
     /// /livez fails, and the systemd watchdog is held back, when the dispatcher or the
     /// Python event loop has not run for this long

@@ -7,10 +7,11 @@
 //! interpreter's start and exit), `app` (importing `MODULE:ATTR`, reading settings),
 //! `executor` (the engine's executor over `ardiq._bridge`), `signals`, `logging`,
 //! `banner`, `failure` (errors and exit codes), `escape` (control characters in text
-//! output); `health` (liveness, the `--health-port`
-//! endpoint) and `notify` (systemd's `sd_notify`); `ops` (what `check` and the ops
-//! commands share), `cli_ops` (their clap types); `secrets` (the Redis URL and signing keys
-//! kept out of the environment task code inherits).
+//! output); `health` (liveness, the `--health-port` endpoint) on `http` (the binary's
+//! HTTP server) and `notify` (systemd's `sd_notify`); `fdlimit` (the open-files limit);
+//! `ops` (what `check` and the ops commands share), `cli_ops` (their clap types);
+//! `secrets` (the Redis URL and signing keys kept out of the environment task code
+//! inherits).
 
 mod app;
 mod banner;
@@ -21,7 +22,9 @@ mod embed;
 mod escape;
 mod executor;
 mod failure;
+mod fdlimit;
 mod health;
+mod http;
 mod interpreter;
 mod logging;
 mod notify;

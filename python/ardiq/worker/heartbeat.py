@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from ..errors import ArdiqError
@@ -16,10 +16,31 @@ if TYPE_CHECKING:
 log = logging.getLogger("ardiq")
 
 HEARTBEAT_S = 5.0
+# Heartbeats this old are forgotten, about once a minute, by every worker: a worker that
+# never retired (killed, its host lost) would otherwise stay in `P workers` for good
+# (as the engine's FORGET_AFTER_MS).
+FORGET_AFTER_MS = 10 * 60 * 1000
+PRUNE_EVERY_S = 60.0
 
 
 async def run(w: Worker) -> None:
+    pruned_at: float | None = None
+    may_prune = True
     while not w.closing:
-        with contextlib.suppress(ArdiqError):
-            await w.broker.command("ZADD", w.app.keys.workers, now_ms(), w.worker_id)
+        now = now_ms()
+        try:
+            await w.broker.command("ZADD", w.app.keys.workers, now, w.worker_id)
+            if may_prune and (pruned_at is None or time.monotonic() - pruned_at >= PRUNE_EVERY_S):
+                await w.broker.command(
+                    "ZREMRANGEBYSCORE", w.app.keys.workers, "-inf", f"({now - FORGET_AFTER_MS}"
+                )
+                pruned_at = time.monotonic()
+        except ArdiqError as exc:
+            if "NOPERM" in str(exc) and may_prune:
+                # An ACL user set up before pruning existed: say so once, go on beating.
+                log.warning(
+                    "cannot forget long-gone workers' heartbeats (allow `zremrangebyscore` "
+                    "to the worker's ACL user); they stay listed"
+                )
+                may_prune = False
         await asyncio.sleep(HEARTBEAT_S)

@@ -36,6 +36,7 @@ pub const SUPERVISED_ENV: &str = "ARDIQ_SUPERVISED";
 /// Runs the command; returns the exit code (or leaves the process itself).
 pub fn run(args: RunArgs) -> i32 {
     logging::init(args.log_format, args.verbosity());
+    crate::fdlimit::raise();
     if let Err(f) = crate::health::check_args(&args) {
         f.print();
         return f.code;
@@ -240,7 +241,7 @@ impl Worker<'_> {
         )?;
         self.stopper.attach(engine.stop_handle());
         let result = runtime.block_on(engine.run(executor));
-        probes.stop();
+        probes.stop(runtime);
         drop(started);
 
         let (mut exit_code, hard) = match result {

@@ -345,8 +345,12 @@ class ProtocolModel(RuleBasedStateMachine):
         return "requeued"
 
     # ------------------------------------------------------------- helpers: consumers
-    def consumer(self, i: int, *states: str) -> MConsumer | None:
+    def consumer(self, i: int, *states: str, busy: bool = False) -> MConsumer | None:
+        """The i-th consumer (modulo) in one of `states`; with `busy`, one running a task
+        when there is one (faults that hit a running task are the interesting ones)."""
         pool = [c for c in self.consumers if c.state in states]
+        if busy and any(c.running for c in pool):
+            pool = [c for c in pool if c.running]
         return pool[i % len(pool)] if pool else None
 
     def new_consumer(self) -> MConsumer:
@@ -810,7 +814,7 @@ class ProtocolModel(RuleBasedStateMachine):
 
     # ---------------------------------------------------------------- process faults
     def stall(self, i: int) -> None:
-        c = self.consumer(i, "live")
+        c = self.consumer(i, "live", busy=True)
         if c is not None:
             c.state = "stalled"
             self.note(f"{c.name} stalls")
@@ -822,10 +826,27 @@ class ProtocolModel(RuleBasedStateMachine):
             self.note(f"{c.name} wakes")
 
     def kill(self, i: int) -> None:
-        c = self.consumer(i, "live", "stalled", "stopping")
+        c = self.consumer(i, "live", "stalled", "stopping", busy=True)
         if c is not None:
             c.state = "dead"
             self.note(f"{c.name} killed (-9)")
+
+    def crash(self, i: int, j: int) -> None:
+        """A worker dies mid-task (kill -9), a lease passes, another worker reclaims: the
+        usual sequence, as one step, so that deliveries lost in a row (suspects, the
+        delivery cap) come up often."""
+        c = self.consumer(i, "live", "stalled", "stopping", busy=True)
+        if c is not None and not c.running and c.state == "live":
+            self.do_fetch(c, PREFETCH, False)
+            self.do_start(c, CONCURRENCY)
+        if c is None or not c.running:
+            return
+        c.state = "dead"
+        self.note(f"{c.name} crashes mid-task")
+        self.do_lapse()
+        other = self.consumer(j, "live", "stopping")
+        if other is not None:
+            self.do_reclaim(other)
 
     def stop(self, i: int, lost: int) -> None:
         """SIGTERM: stop fetching, hand the buffer back (the worker forgets it whatever the
@@ -1163,6 +1184,7 @@ ACTIONS: dict[str, tuple[int, dict[str, st.SearchStrategy[Any]]]] = {
     "stall": (3, {"i": WHO}),
     "wake": (2, {"i": WHO}),
     "kill": (2, {"i": WHO}),
+    "crash": (3, {"i": WHO, "j": WHO}),
     "stop": (1, {"i": WHO, "lost": LOST}),
     "retire": (1, {"i": WHO}),
     "client_kill": (1, {}),

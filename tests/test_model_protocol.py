@@ -46,7 +46,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import msgpack
 import pytest
 import redis.asyncio as aioredis
 from ardiq.broker import Broker
@@ -65,7 +64,7 @@ from hypothesis.stateful import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-from support.protocol_driver import Malformed, ProtocolDriver
+from support.protocol_driver import Malformed, ProtocolDriver, ResultRecord, decode_result
 from support.redis_server import RedisServer
 
 T = TypeVar("T")
@@ -122,12 +121,7 @@ class MEntry:
     lapsed: bool = False  # its idle time was pushed past the lease
 
 
-@dataclass
-class Expected:
-    ok: bool
-    value: bytes
-    tries: int
-    aborted: bool
+Expected = ResultRecord
 
 
 @dataclass
@@ -162,10 +156,7 @@ class ModelError(AssertionError):
     pass
 
 
-def blob_of(raw: bytes) -> Expected:
-    rec = msgpack.unpackb(raw, raw=True)
-    assert rec[0] == 1, rec
-    return Expected(bool(rec[1]), bytes(rec[2]), int(rec[3]), bool(rec[7]))
+blob_of = decode_result
 
 
 class ProtocolModel(RuleBasedStateMachine):

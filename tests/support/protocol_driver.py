@@ -14,14 +14,39 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
 from ardiq.broker import Broker
 from ardiq.client import EncodedTask, pack_tasks
 from ardiq.protocol import GROUP, Keys
 from ardiq.runtime import Delivery, Outcome
-from ardiq.worker import RECLAIM_COUNT, as_fields, parse_entry
+
+try:  # the in-code worker as one module, or as a package of duties
+    from ardiq.worker import RECLAIM_COUNT, as_fields, parse_entry  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - depends on the package layout
+    from ardiq.worker.entry import as_fields, parse_entry  # type: ignore[no-redef]
+    from ardiq.worker.reclaim import RECLAIM_COUNT  # type: ignore[no-redef]
 
 # An entry held by a consumer: (lane, entry id). Entry ids are unique per stream only.
 Ref = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRecord:
+    """The fields of a result record (`P result:<id>`) a model compares."""
+
+    ok: bool
+    value: bytes
+    tries: int
+    aborted: bool
+
+
+def decode_result(raw: bytes) -> ResultRecord:
+    """A result record: msgpack `[version, ok, value, tries, enq, start, finished,
+    aborted]` (PROTOCOL.md, versions 1 and 2 share the shape)."""
+    rec = msgpack.unpackb(raw, raw=True)
+    if rec[0] not in (1, 2):
+        raise ValueError(f"unknown result record version {rec[0]}")
+    return ResultRecord(bool(rec[1]), bytes(rec[2]), int(rec[3]), bool(rec[7]))
 
 
 @dataclass(frozen=True, slots=True)

@@ -350,9 +350,6 @@ class ProtocolModel(RuleBasedStateMachine):
         self.consumers.append(c)
         return c
 
-    def pending_of(self, name: str) -> list[MEntry]:
-        return [e for lane in LANES for e in self.streams[lane] if e.holder == name]
-
     # ---------------------------------------------------------------- the rules
     @initialize()
     def start(self) -> None:
@@ -992,6 +989,11 @@ class ProtocolModel(RuleBasedStateMachine):
         pipe.keys(k.prefix + "*")
         replies = await pipe.execute(raise_on_error=False)
         inspects = await asyncio.gather(*(self.d.inspect(tid) for tid in self.ids))
+        size = await self.d.queue_size()
+        want_size = sum(e.holder is None for lane in LANES for e in self.streams[lane]) + sum(
+            t.state == "d" for t in self.live.values()
+        )
+        self.expect(size == want_size, f"queue_size {size}, model {want_size}")
         it = iter(replies)
         seen: dict[str, int] = {}
         for lane in LANES:

@@ -153,6 +153,11 @@ class ProtocolDriver:
         code = int(reply[0])
         return code, (bytes(reply[1]) if code == 1 else None)
 
+    async def queue_size(self) -> int:
+        """Undelivered entries of every lane plus the delayed set."""
+        streams, _ = self._lane_args()
+        return int(await self.script("queue_size", [self.keys.delayed, *streams], [GROUP]))
+
     # --------------------------------------------------------------- workers
     async def fetch(self, consumer: str, count: int) -> list[Delivery | Malformed]:
         """As `Worker._fetch` + `parse_entry`, highest lane first."""

@@ -54,8 +54,8 @@ FULL = Scale(
     restart_tasks=5000,
     soak_s=600,
     soak_rate=200,
-    sequences=6,
-    sequence_steps=40,
+    sequences=10,
+    sequence_steps=60,
 )
 
 Scenario = Callable[[str, Scale, Path], Awaitable[Report]]

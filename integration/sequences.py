@@ -36,7 +36,7 @@ from harness import Env, Worker  # noqa: E402
 from ledger import Report, ms  # noqa: E402
 from support.workers import worker_command  # noqa: E402
 
-LEASE_MS = 1500
+LEASE_MS = int(os.environ.get("ARDIQ_SEQ_LEASE_MS", "1500"))
 # Worker kinds a sequence starts (ARDIQ_SEQ_KINDS=incode: without the native binary).
 KINDS = tuple(os.environ.get("ARDIQ_SEQ_KINDS", "native,incode").split(","))
 # action -> weight
@@ -292,8 +292,17 @@ class Sequence:
             env.redis.url,
             env.queue,
             expect_failed=expect_failed,
+            rerun_ids=self.multi_run,
         )
-        # A replayed dead letter or a re-enqueued custom id runs again by design.
+        # A replayed dead letter or a re-enqueued custom/unique id runs again by design.
+        execs = env.ledger.executions()
+        by_design = sum(1 for t in self.multi_run if len(execs.get(t, [])) >= 2)
+        if by_design:
+            rep.extra["by_design"] = by_design
+            rep.notes.append(
+                f"{by_design} of the ids run more than once were replayed or re-enqueued "
+                "after their end (by design)"
+            )
         legit = [x for x in rep.extra.get("unexplained", []) if x[0] in self.multi_run]
         if legit:
             rep.problems = [p for p in rep.problems if "unexplained" not in p]

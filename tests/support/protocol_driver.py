@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+from ardiq import client as _client
 from ardiq.broker import Broker
 from ardiq.client import EncodedTask, pack_tasks
 from ardiq.protocol import GROUP, Keys
@@ -66,6 +67,41 @@ class Claimed:
     lane: str
     cursor: str  # where the next scan of this lane starts
     entries: list[tuple[str, dict[bytes, bytes]]]  # (entry id, fields)
+
+
+# Does the producer mark a resend after a lost reply (so the enqueue script skips an id
+# whose job or result exists), or send the same call again?
+RESEND_AWARE = hasattr(_client, "for_resend")
+
+
+def make_task(
+    task_id: str,
+    name: str,
+    payload: bytes,
+    lane: str,
+    *,
+    delay_ms: int = 0,
+    expire_ms: int = 0,
+    fresh: bool = False,
+) -> EncodedTask:
+    """A task for `enqueue`, as the producer encodes it (`fresh`: its id was just drawn
+    at random)."""
+    fields = EncodedTask.__dataclass_fields__
+    extra: dict[str, Any] = {}
+    if "fresh" in fields:
+        extra["fresh"] = fresh
+    else:
+        extra["mode"] = _client.FRESH if fresh else _client.CHECK  # type: ignore[attr-defined]
+    return EncodedTask(
+        task_id, name, payload, lane, delay_ms=delay_ms, expire_ms=expire_ms, **extra
+    )
+
+
+def resend_of(tasks: Sequence[EncodedTask]) -> list[EncodedTask]:
+    """The tasks as the producer sends them again after a lost reply."""
+    if RESEND_AWARE:
+        return list(_client.for_resend(tasks))  # type: ignore[attr-defined]
+    return list(tasks)
 
 
 class ProtocolDriver:

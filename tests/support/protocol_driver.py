@@ -72,6 +72,7 @@ class Claimed:
 # Does the producer mark a resend after a lost reply (so the enqueue script skips an id
 # whose job or result exists), or send the same call again?
 RESEND_AWARE = hasattr(_client, "for_resend")
+_RETRY_PAYLOAD = "retry_payload" in getattr(Outcome, "__dataclass_fields__", {})
 
 
 def make_task(
@@ -230,6 +231,8 @@ class ProtocolDriver:
                 o.lane,
                 o.delay_ms,
             ]
+            if _RETRY_PAYLOAD:  # newer protocol: a retry may carry a re-sealed payload
+                args.append(o.retry_payload)  # type: ignore[attr-defined]
         return [int(x) for x in await self.script("finish", keys, args)]
 
     async def renew(self, consumer: str, refs: Sequence[Ref]) -> list[Ref]:

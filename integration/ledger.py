@@ -137,10 +137,12 @@ class Ledger:
         expect_failed: set[str] | None = None,
         redis_lost_data: bool = False,
         ignore_ids: set[str] | None = None,
+        rerun_ids: set[str] | None = None,
     ) -> Report:
         """Build the report. `expect_failed`: ids whose failure is the point (garbage,
         killers). `redis_lost_data`: the queue's Redis lost everything once, so ids in
-        `ignore_ids` (enqueued before that) are not counted as lost."""
+        `ignore_ids` (enqueued before that) are not counted as lost. `rerun_ids`: ids that
+        run again by design (a replayed dead letter, an id enqueued again after its end)."""
         rep = Report(scenario, kind)
         q = redis.Redis.from_url(queue_url)
         prefix = f"ardiq:{{{queue}}}:"
@@ -193,7 +195,9 @@ class Ledger:
                 continue
             rep.duplicates += 1
             for first, second in itertools.pairwise(ex):
-                if second.pid in stopped and second.start >= stopped[second.pid].end_ms > 0:
+                if tid in (rerun_ids or ()):
+                    why = "run again by design (replay, re-enqueue after its end)"
+                elif second.pid in stopped and second.start >= stopped[second.pid].end_ms > 0:
                     # Its blocking read was answered while it was stopped; it ran the
                     # entry on waking although another worker had reclaimed it (its ack
                     # then finds nothing: stale, dropped).

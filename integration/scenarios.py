@@ -31,10 +31,20 @@ class Scale:
     restart_tasks: int  # fault 4: tasks around a Redis restart
     soak_s: float  # fault 9: soak duration
     soak_rate: int  # fault 9: tasks per second
+    sequences: int = 1  # 10: random seeded sequences (integration/sequences.py)
+    sequence_steps: int = 12  # 10: steps per sequence
 
 
 FAST = Scale(
-    "fast", kill_tasks=1500, kills=3, killer_others=150, restart_tasks=600, soak_s=20, soak_rate=100
+    "fast",
+    kill_tasks=1500,
+    kills=3,
+    killer_others=150,
+    restart_tasks=600,
+    soak_s=20,
+    soak_rate=100,
+    sequences=2,
+    sequence_steps=12,
 )
 FULL = Scale(
     "full",
@@ -44,6 +54,8 @@ FULL = Scale(
     restart_tasks=5000,
     soak_s=600,
     soak_rate=200,
+    sequences=10,
+    sequence_steps=60,
 )
 
 Scenario = Callable[[str, Scale, Path], Awaitable[Report]]
@@ -629,6 +641,17 @@ async def soak(kind: str, scale: Scale, logs: Path) -> Report:
         await env.close()
 
 
+# ---------------------------------------------------------------- 10. random sequences
+async def random_sequences(kind: str, scale: Scale, logs: Path) -> Report:
+    """Random seeded sequences of enqueues (plain, delayed, unique, custom id, batch),
+    aborts, replays, kill -9, workers of both kinds started (burst or not), CLIENT KILL
+    and Redis restarts (AOF always), checked after every step and settled at the end
+    (integration/sequences.py). `kind` is the first worker's; both kinds serve."""
+    from sequences import run_sequences
+
+    return await run_sequences(kind, scale.sequences, scale.sequence_steps, logs)
+
+
 # name -> (scenario, kinds it applies to, in `make test`)
 SCENARIOS: dict[str, tuple[Scenario, tuple[str, ...], bool]] = {
     "sigkill": (sigkill, ("native", "incode"), True),
@@ -645,4 +668,5 @@ SCENARIOS: dict[str, tuple[Scenario, tuple[str, ...], bool]] = {
     "garbage": (garbage, ("native", "incode"), True),
     "sigterm_prefetched": (sigterm_prefetched, ("native", "incode"), True),
     "soak": (soak, ("native", "incode"), False),
+    "random_sequences": (random_sequences, ("native",), True),
 }

@@ -105,3 +105,16 @@ async def big_result(n: int) -> bytes:
 @app.task(max_retries=0)
 async def unencodable() -> object:
     return object()
+
+
+@app.task(max_retries=0)
+async def fail_first(sleep_ms: int) -> int:
+    """Fails on its first run (a dead letter), succeeds when replayed."""
+    await asyncio.sleep(sleep_ms / 1000)
+    ctx = me()
+    if _ledger.set(f"lg:failed:{ctx.task_id}", PID, nx=True):
+        # The ledger's F (the middleware records none for a body that raises): this run
+        # ended here, and a replay's run must not count as overlapping it.
+        event("F", ctx.task_id, ctx.tries)
+        raise RuntimeError("first run fails")
+    return PID

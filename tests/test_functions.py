@@ -44,6 +44,8 @@ def test_library_text_matches_the_shared_vector() -> None:
 
 
 def test_library_registers_every_script_with_its_oom_flag() -> None:
+    files = sorted(p.stem for p in LUA_DIR.glob("*.lua") if p.stem != "_lib")
+    assert list(SCRIPT_NAMES) == files
     name, text = library()
     assert text.startswith(f"#!lua name={name}\n") and len(name) == len("ardiq_") + 12
     for script in SCRIPT_NAMES:

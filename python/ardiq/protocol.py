@@ -26,6 +26,7 @@ SCRIPT_NAMES = (
     "handback",
     "inspect",
     "promote",
+    "purge",
     "queue_size",
     "reclaim",
     "renew",

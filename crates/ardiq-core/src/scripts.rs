@@ -42,6 +42,7 @@ const SOURCES: &[(&str, &str)] = sources!(
     "handback",
     "inspect",
     "promote",
+    "purge",
     "queue_size",
     "reclaim",
     "renew",
@@ -430,6 +431,42 @@ mod tests {
             assert_eq!(text.matches(&needle).count(), 1, "{script}");
         }
         assert_eq!(text.matches("allow-oom").count(), SOURCES.len() - 1);
+    }
+
+    /// Every script file is in the library (a script missing from SOURCES would panic
+    /// on first use).
+    #[test]
+    fn sources_list_every_script_file() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../python/ardiq/lua");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter_map(|f| f.strip_suffix(".lua").map(str::to_owned))
+            .filter(|f| f != "_lib")
+            .collect();
+        files.sort();
+        let listed: Vec<&str> = SOURCES.iter().map(|(n, _)| *n).collect();
+        assert_eq!(files, listed);
+        for s in [
+            &FETCH,
+            &FINISH,
+            &STARTED,
+            &RENEW,
+            &RECLAIM,
+            &PROMOTE,
+            &HANDBACK,
+            &RETIRE,
+            &CRON,
+            &ENQUEUE,
+            &ABORT,
+            &INSPECT,
+            &REPLAY,
+            &DELETE_DEAD,
+            &PURGE,
+            &QUEUE_SIZE,
+        ] {
+            assert!(!s.get_hash().is_empty(), "{}", s.name());
+        }
     }
 
     #[test]

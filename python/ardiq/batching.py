@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from redis import exceptions as rexc
 
-from .broker import translate_errors, translated
+from .broker import script_mode, translate_errors, translated
 from .errors import BrokerError
+from .protocol import function_name
 
 if TYPE_CHECKING:
     from .broker import Broker, EncodableArg
@@ -55,7 +56,9 @@ class Batcher:
     async def script(self, name: str, keys: Sequence[str], args: Sequence[EncodableArg]) -> Any:
         """Run one protocol script (like Broker.script), sharing a round trip if busy."""
         self._check_open()
-        if self._sending < SENDERS:
+        # Alone, or while this process has not yet learnt how Redis runs the scripts
+        # (functions or EVALSHA: the first call finds out), the call goes by itself.
+        if self._sending < SENDERS or script_mode(self.broker.url) is None:
             self._sending += 1
             try:
                 return await self.broker.script(name, keys, args)
@@ -140,10 +143,14 @@ class Batcher:
 
     async def _execute(self, batch: list[_Call]) -> list[Any]:
         scripts = self.broker.scripts
+        functions = script_mode(self.broker.url) == "functions"
         pipe = self.broker.client.pipeline(transaction=False)
         for call in batch:
             if call.script is None:
                 pipe.execute_command(*call.args)  # type: ignore[no-untyped-call,unused-ignore]
+            elif functions:
+                # An administrator loaded the library: no script cache to miss.
+                pipe.execute_command("FCALL", function_name(call.script), *call.args)  # type: ignore[no-untyped-call,unused-ignore]
             else:
                 sha = scripts[call.script].sha
                 pipe.execute_command("EVALSHA", sha, *call.args)  # type: ignore[no-untyped-call,unused-ignore]

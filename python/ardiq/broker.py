@@ -12,6 +12,7 @@ of failing, so any fan-out works and Redis sees a known number of clients.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -23,7 +24,7 @@ from redis.backoff import ConstantBackoff
 from redis.commands.core import AsyncScript
 
 from .errors import ArdiqError, BrokerError
-from .protocol import SCRIPT_NAMES, Keys, script_source
+from .protocol import SCRIPT_NAMES, Keys, function_name, library, script_source
 from .settings import DEFAULT_MAX_CONNECTIONS, mask_url
 
 EncodableArg = str | bytes | int | float
@@ -121,6 +122,86 @@ def make_client(
     return client
 
 
+# How scripts reach Redis (README, "Security"): `functions` calls the library an
+# administrator installed (`ardiq functions install`) with FCALL, `eval` sends EVALSHA and
+# loads the script on NOSCRIPT, `auto` (the default) tries FCALL first and falls back to
+# EVALSHA for good when Redis has no such function or the user may not FCALL.
+SCRIPTS_ENV = "ARDIQ_SCRIPTS"
+SCRIPTS_SETTINGS = ("auto", "functions", "eval")
+# Per Redis URL, what `auto` settled on ("functions" or "eval"); decided on first use.
+_script_modes: dict[str, str] = {}
+
+
+def scripts_setting() -> str:
+    """`ARDIQ_SCRIPTS`: auto (default), functions or eval."""
+    value = os.environ.get(SCRIPTS_ENV, "").strip().lower() or "auto"
+    if value not in SCRIPTS_SETTINGS:
+        raise ArdiqError(f"{SCRIPTS_ENV}={value!r}: expected one of {', '.join(SCRIPTS_SETTINGS)}")
+    return value
+
+
+def script_mode(url: str) -> str | None:
+    """How this process calls scripts on `url`: "functions", "eval", or None before the
+    first call under `auto`."""
+    setting = scripts_setting()
+    return _script_modes.get(url) if setting == "auto" else setting
+
+
+def function_missing(exc: rexc.ResponseError) -> bool:
+    """Did Redis refuse an FCALL before running anything because there is no such
+    function (or no FCALL at all, before Redis 7), or because the user may not FCALL?
+    An error raised inside a function is none of these."""
+    text = str(exc)
+    return (
+        text.startswith("Function not found")
+        or ("unknown command" in text and "fcall" in text.lower())
+        or (isinstance(exc, rexc.NoPermissionError) and "'fcall'" in text)
+    )
+
+
+def library_hint(url: str) -> str:
+    return (
+        f"ArdiQ's function library {library()[0]} is not loaded in Redis at {mask_url(url)}: "
+        "an administrator installs it with `ardiq functions install` or "
+        "`ardiq.functions.install(url)` (README, Security)"
+    )
+
+
+async def call_script(
+    url: str,
+    client: aioredis.Redis,
+    scripts: dict[str, AsyncScript],
+    name: str,
+    keys: Sequence[str],
+    args: Sequence[EncodableArg],
+) -> Any:
+    """Run script `name` as a function or with EVALSHA, as `script_mode` says."""
+    setting = scripts_setting()
+    mode = _script_modes.get(url) if setting == "auto" else setting
+    if mode != "eval":
+        try:
+            reply = await client.fcall(function_name(name), len(keys), *keys, *args)
+        except rexc.ResponseError as exc:
+            if not function_missing(exc):
+                raise
+            if setting == "functions":
+                raise BrokerError(f"{library_hint(url)} ({SCRIPTS_ENV}=functions)") from exc
+            # auto: nothing ran; EVALSHA from now on (also after the library went away).
+            _script_modes[url] = "eval"
+        else:
+            if setting == "auto":
+                _script_modes[url] = "functions"
+            return reply
+    try:
+        return await scripts[name](keys=list(keys), args=list(args))
+    except rexc.NoPermissionError as exc:
+        text = str(exc)
+        if "'evalsha'" in text or "'script" in text:
+            hint = library_hint(url)
+            raise BrokerError(f"Redis user lacks a permission: {text}; {hint}") from exc
+        raise
+
+
 class Broker:
     """The Redis client and scripts of one app on one event loop."""
 
@@ -160,14 +241,15 @@ class Broker:
     async def script(self, name: str, keys: Sequence[str], args: Sequence[EncodableArg]) -> Any:
         """Run one protocol script, translating Redis errors."""
         with self._tracked(), translate_errors(self.url):
-            return await self.scripts[name](keys=list(keys), args=list(args))
+            return await call_script(self.url, self.client, self.scripts, name, keys, args)
 
     async def script_once(
         self, name: str, keys: Sequence[str], args: Sequence[EncodableArg]
     ) -> Any:
         """Run one protocol script that is never sent twice behind the caller's back: a
         dropped connection raises BrokerError and the caller decides how to go again
-        (the first call may have landed; only its reply was lost)."""
+        (the first call may have landed; only its reply was lost). Falling back from
+        FCALL to EVALSHA is no resend: Redis ran nothing when it had no such function."""
         if self._once is None:
             client = make_client(
                 self.url,
@@ -178,7 +260,7 @@ class Broker:
             scripts = {n: client.register_script(script_source(n)) for n in SCRIPT_NAMES}
             self._once = (client, scripts)
         with self._tracked(), translate_errors(self.url):
-            return await self._once[1][name](keys=list(keys), args=list(args))
+            return await call_script(self.url, *self._once, name, keys, args)
 
     async def command(self, *args: EncodableArg) -> Any:
         """Run one plain command, translating Redis errors."""

@@ -6,6 +6,8 @@ Python side; the Rust engine follows the same PROTOCOL.md.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -24,6 +26,7 @@ SCRIPT_NAMES = (
     "handback",
     "inspect",
     "promote",
+    "purge",
     "queue_size",
     "reclaim",
     "renew",
@@ -52,6 +55,54 @@ def script_source(name: str) -> str:
     body = (folder / f"{name}.lua").read_text(encoding="utf-8")
     head = SHEBANG if name in OOM_REFUSED else ""
     return head + lib + "\n" + body
+
+
+# The scripts as one Redis 7 function library (`ardiq functions install`, README
+# "Security"): an administrator loads it once and producers and workers call its functions
+# with FCALL, so they need no right to load Lua of their own. Same sources as the scripts;
+# Python and the Rust engine generate it byte for byte alike (tests/vectors/functions/).
+LIBRARY_PREFIX = "ardiq_"
+
+
+def library_text(lib: str, scripts: Sequence[tuple[str, str]], tag: str) -> str:
+    """The library named `ardiq_<tag>`: `lib` once, then each (name, body) wrapped in a
+    local function whose parameters are KEYS and ARGV (the bodies read them as globals
+    and return at top level, which a function body allows), registered as
+    `ardiq_<tag>_<name>`. Every function but those in OOM_REFUSED may run out of memory:
+    the ack must land (PROTOCOL.md, "Finishing"); enqueue is refused whole, as its
+    shebang makes the script refused."""
+    name = LIBRARY_PREFIX + tag
+    parts = [f"#!lua name={name}\n", lib, "\n"]
+    for script, body in scripts:
+        flags = "" if script in OOM_REFUSED else ", flags={'allow-oom'}"
+        parts.append(
+            f"local function run_{script}(KEYS, ARGV)\n{body}\nend\n"
+            f"redis.register_function{{function_name='{name}_{script}', "
+            f"callback=run_{script}{flags}}}\n"
+        )
+    return "".join(parts)
+
+
+def library_tag(lib: str, scripts: Sequence[tuple[str, str]]) -> str:
+    """The first 12 hex digits of the SHA-1 of the library text generated with an empty
+    tag: it changes with any source, flag or wrapping change, so two versions of ArdiQ
+    each find their own library and can be loaded side by side."""
+    text = library_text(lib, scripts, "")
+    return hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest()[:12]
+
+
+@cache
+def library() -> tuple[str, str]:
+    """(name, text) of this package's function library."""
+    lib = (LUA_DIR / "_lib.lua").read_text(encoding="utf-8")
+    scripts = [(n, (LUA_DIR / f"{n}.lua").read_text(encoding="utf-8")) for n in SCRIPT_NAMES]
+    tag = library_tag(lib, scripts)
+    return LIBRARY_PREFIX + tag, library_text(lib, scripts, tag)
+
+
+def function_name(script: str) -> str:
+    """The name under which the library registers `script`."""
+    return f"{library()[0]}_{script}"
 
 
 @dataclass(frozen=True, slots=True)

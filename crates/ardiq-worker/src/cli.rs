@@ -6,7 +6,8 @@ use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 pub use crate::cli_ops::{
-    CheckArgs, DlqAction, DlqArgs, IdsArgs, InfoArgs, JobArgs, PurgeArgs, QueueArgs, OPS_EXIT_CODES,
+    CheckArgs, DlqAction, DlqArgs, FunctionsAction, FunctionsArgs, IdsArgs, InfoArgs, JobArgs,
+    PurgeArgs, QueueArgs, OPS_EXIT_CODES,
 };
 
 /// Documented in `--help` and the README; the same failure always gives the same code.
@@ -49,6 +50,10 @@ pub enum Command {
     /// Show one task: status, attempts, timings
     #[command(after_help = OPS_EXIT_CODES)]
     Job(JobArgs),
+    /// Install ArdiQ's scripts as a Redis function library, or show its status (README,
+    /// Security: producers and workers then need no script-loading right)
+    #[command(after_help = OPS_EXIT_CODES)]
+    Functions(FunctionsArgs),
 }
 
 const RUN_HELP: &str = "\

@@ -1,4 +1,5 @@
-//! The command line of `check` and the ops commands (`info`, `dlq`, `purge`, `job`):
+//! The command line of `check` and the ops commands (`info`, `dlq`, `purge`, `job`,
+//! `functions`):
 //! clap types only. What each does lives in `commands/`.
 
 use std::path::PathBuf;
@@ -183,4 +184,23 @@ pub struct JobArgs {
 
     #[command(flatten)]
     pub queue: QueueArgs,
+}
+
+/// Options of `ardiq functions`.
+#[derive(Debug, Clone, Args)]
+pub struct FunctionsArgs {
+    #[command(subcommand)]
+    pub action: FunctionsAction,
+
+    #[command(flatten)]
+    pub queue: QueueArgs,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum FunctionsAction {
+    /// Load this version's function library (`FUNCTION LOAD REPLACE`; an administrator's
+    /// right). Producers and workers then need `+fcall` and no script-loading right
+    Install,
+    /// Show whether this version's library is loaded, and which ArdiQ libraries are
+    Status,
 }

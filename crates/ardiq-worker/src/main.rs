@@ -41,6 +41,13 @@ fn main() {
         std::process::exit(f.code);
     }
     let cli = cli::Cli::parse();
+    // Refused here rather than read as `auto` by the engine (ardiq_core::scripts).
+    if let Ok(value) = std::env::var(ardiq_core::scripts::SETTING_ENV) {
+        if let Err(e) = ardiq_core::scripts::parse_setting(&value) {
+            eprintln!("error: {e}");
+            std::process::exit(failure::code::USAGE);
+        }
+    }
     secrets::take();
     let code = match cli.command {
         cli::Command::Run(args) => commands::run::run(args),
@@ -49,6 +56,7 @@ fn main() {
         cli::Command::Dlq(args) => commands::dlq::run(args),
         cli::Command::Purge(args) => commands::purge::run(args),
         cli::Command::Job(args) => commands::job::run(args),
+        cli::Command::Functions(args) => commands::functions::run(args),
     };
     std::process::exit(code);
 }

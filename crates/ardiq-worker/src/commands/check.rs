@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+use ardiq_core::scripts::{self, Mode, Setting};
 use ardiq_core::Keys;
 
 use crate::cli::CheckArgs;
@@ -27,6 +28,8 @@ pub fn run(args: CheckArgs) -> i32 {
                     ("queue", Json::str(&ok.queue)),
                     ("lanes", Json::Arr(ok.lanes.iter().map(Json::str).collect())),
                     ("redis", Json::str(&ok.redis)),
+                    ("scripts", Json::str(ok.scripts.0)),
+                    ("library", Json::str(scripts::library_name())),
                     (
                         "health_port",
                         Json::opt_int(args.health_port.map(i64::from)),
@@ -35,11 +38,12 @@ pub fn run(args: CheckArgs) -> i32 {
                 .print();
             } else {
                 println!(
-                    "ok: `{}` imports; redis at `{}` serves queue `{}` (lanes {})",
+                    "ok: `{}` imports; redis at `{}` serves queue `{}` (lanes {}); scripts: {}",
                     printable(&args.target),
                     printable(&ok.redis),
                     printable(&ok.queue),
-                    printable(&ok.lanes.join(", "))
+                    printable(&ok.lanes.join(", ")),
+                    ok.scripts.1
                 );
             }
             code::OK
@@ -107,7 +111,28 @@ fn check(args: &CheckArgs) -> Result<Passed, Failure> {
         queue: config.queue,
         lanes: config.lanes,
         redis: masked,
+        scripts: scripts_mode(),
     })
+}
+
+/// How this process ran `queue_size` (settled by that call): the short name for JSON,
+/// and what the line says.
+fn scripts_mode() -> (&'static str, String) {
+    let name = scripts::library_name();
+    match scripts::mode() {
+        Some(Mode::Functions) => ("functions", format!("functions (library {name})")),
+        _ if scripts::setting() == Setting::Only(Mode::Eval) => (
+            "eval",
+            format!(
+                "eval ({}=eval; EVALSHA, loading scripts as needed)",
+                scripts::SETTING_ENV
+            ),
+        ),
+        _ => (
+            "eval",
+            format!("eval (library {name} not loaded; this user loads the scripts itself)"),
+        ),
+    }
 }
 
 /// What passed.
@@ -115,6 +140,7 @@ struct Passed {
     queue: String,
     lanes: Vec<String>,
     redis: String,
+    scripts: (&'static str, String),
 }
 
 /// A failure as one line: an import that raised becomes "cannot import ...: <last line of

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod dlq;
+pub mod functions;
 pub mod info;
 pub mod job;
 pub mod purge;

@@ -1,0 +1,2 @@
+-- enqueue (test vector): refused under OOM
+return twice(#KEYS)

@@ -10,7 +10,8 @@ from apps.ledger import LANES, Ledger, stop_code
 from ardiq import Ardiq
 from ardiq.errors import ArdiqError, BrokerError
 from ardiq.runtime import OK, Delivery, Outcome
-from ardiq.worker import Backoff, Worker
+from ardiq.worker import Worker, finish
+from ardiq.worker.backoff import Backoff
 from support.workers import WorkerProcess
 
 
@@ -55,18 +56,18 @@ def worker(make_app: Callable[..., Ardiq]) -> Worker:
 
 
 async def test_finisher_splits_a_rejected_batch_and_releases_the_bad_outcome(
-    worker: Worker,
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[list[str]] = []
 
-    async def finish(batch: list[Outcome]) -> list[int]:
+    async def call_finish(_w: Worker, batch: list[Outcome]) -> list[int]:
         calls.append([o.task_id for o in batch])
         if any(o.task_id == "id-2" for o in batch):
             raise ArdiqError("Redis error: WRONGTYPE Operation against a key")
         return [1] * len(batch)
 
-    worker._finish = finish  # type: ignore[method-assign]
-    await worker._finish_batch([outcome(n) for n in range(4)], Backoff("test", base=0.001))
+    monkeypatch.setattr(finish, "call_finish", call_finish)
+    await finish.finish_batch(worker, [outcome(n) for n in range(4)], Backoff("test", base=0.001))
     assert calls == [["id-0", "id-1", "id-2", "id-3"], ["id-0"], ["id-1"], ["id-2"], ["id-3"]]
     assert worker.held == {} and worker.by_task == {}
 
@@ -80,18 +81,18 @@ async def test_finisher_splits_a_rejected_batch_and_releases_the_bad_outcome(
     ],
 )
 async def test_finisher_retries_a_batch_while_redis_is_unreachable(
-    worker: Worker, error: ArdiqError
+    worker: Worker, error: ArdiqError, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[list[str]] = []
 
-    async def finish(batch: list[Outcome]) -> list[int]:
+    async def call_finish(_w: Worker, batch: list[Outcome]) -> list[int]:
         calls.append([o.task_id for o in batch])
         if len(calls) < 3:
             raise error
         return [1] * len(batch)
 
-    worker._finish = finish  # type: ignore[method-assign]
-    await worker._finish_batch([outcome(n) for n in range(4)], Backoff("test", base=0.001))
+    monkeypatch.setattr(finish, "call_finish", call_finish)
+    await finish.finish_batch(worker, [outcome(n) for n in range(4)], Backoff("test", base=0.001))
     # Never split and never dropped: the whole batch again until Redis takes it.
     assert calls == [["id-0", "id-1", "id-2", "id-3"]] * 3
     assert worker.held == {} and worker.by_task == {}

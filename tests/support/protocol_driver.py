@@ -20,12 +20,8 @@ from ardiq.broker import Broker
 from ardiq.client import EncodedTask, pack_tasks
 from ardiq.protocol import GROUP, Keys
 from ardiq.runtime import Delivery, Outcome
-
-try:  # the in-code worker as one module, or as a package of duties
-    from ardiq.worker import RECLAIM_COUNT, as_fields, parse_entry  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - depends on the package layout
-    from ardiq.worker.entry import as_fields, parse_entry  # type: ignore[no-redef]
-    from ardiq.worker.reclaim import RECLAIM_COUNT  # type: ignore[no-redef]
+from ardiq.worker.entry import as_fields, parse_entry
+from ardiq.worker.reclaim import RECLAIM_COUNT
 
 # An entry held by a consumer: (lane, entry id). Entry ids are unique per stream only.
 Ref = tuple[str, str]

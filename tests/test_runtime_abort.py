@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 from ardiq import Ardiq
 from ardiq.runtime import ABORT, OK, Delivery, Runtime
+from ardiq.signing import Binding
 
 
 @pytest.fixture
@@ -31,7 +32,8 @@ def runtime() -> Iterator[Runtime]:
 
 def delivery(rt: Runtime, name: str, entry_id: str, task_id: str = "same-id") -> Delivery:
     app = rt.app
-    payload = app._signer.seal(task_id, name, app.serializer([[], {}, None]))
+    binding = Binding(app.queue_name, "default", task_id, name)
+    payload, _ = app._signer.seal(binding, app.serializer([[], {}, None]), 0)
     return Delivery(entry_id, "default", task_id, name, payload, 0, 0)
 
 

@@ -117,7 +117,9 @@ async def test_secrets_from_files_and_lists_stay_out_of_task_environment(
     else:
         script = "import asyncio; from apps.secrets_app import app; asyncio.run(app.run())"
         worker = Proc(["-c", script], env, tmp_path / "worker.log", exe=sys.executable)
-    old = Ardiq(url, queue_name=queue, signing_key=OLD_KEY)
+    # A producer mid-rotation: it still seals with the old key and already verifies the
+    # new one, which the worker seals its results with (SECURITY.md, rotating).
+    old = Ardiq(url, queue_name=queue, signing_key=[OLD_KEY, NEW_KEY])
     unsigned = Ardiq(url, queue_name=queue)
     try:
         job = await old.ref("environment").enqueue(SECRET)

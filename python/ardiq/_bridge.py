@@ -308,20 +308,7 @@ class Bridge:
             self._tasks.pop((d.lane, d.entry_id), None)
             if not self._stopping:
                 self._pull()  # the next queued delivery takes the freed slot
-        self._pending.append(
-            (
-                o.entry_id,
-                o.task_id,
-                o.kind,
-                o.value,
-                o.tries,
-                o.enqueue_ms,
-                o.start_ms,
-                o.lane,
-                o.delay_ms,
-                o.retry_payload,
-            )
-        )
+        self._pending.append(o.fields())
         if not self._flush_scheduled:
             # Everything that finishes in this loop iteration goes back in one call.
             self._flush_scheduled = True

@@ -93,6 +93,22 @@ class Outcome:
     """For a retry: the payload the next attempt runs with (b"": the entry's own); a
     signing worker re-seals it with a fresh not-after."""
 
+    def fields(self) -> tuple[str, str, str, bytes, int, int, int, str, int, bytes]:
+        """Every field, in the order the `finish` script takes an outcome's ARGV and the
+        binary's bridge hands it to Rust."""
+        return (
+            self.entry_id,
+            self.task_id,
+            self.kind,
+            self.value,
+            self.tries,
+            self.enqueue_ms,
+            self.start_ms,
+            self.lane,
+            self.delay_ms,
+            self.retry_payload,
+        )
+
 
 class _Aborted(Exception):
     """Internal: the attempt was cancelled by an abort request."""

@@ -203,18 +203,7 @@ class ProtocolDriver:
                 k.result(o.task_id),
                 k.dead_letter(o.task_id),
             ]
-            args += [
-                o.entry_id,
-                o.task_id,
-                o.kind,
-                o.value,
-                o.tries,
-                o.enqueue_ms,
-                o.start_ms,
-                o.lane,
-                o.delay_ms,
-            ]
-            args.append(o.retry_payload)  # a retry may carry a re-sealed payload
+            args += o.fields()  # as the finish duty lays them out
         return [int(x) for x in await self.script("finish", keys, args)]
 
     async def renew(self, consumer: str, refs: Sequence[Ref]) -> list[Ref]:

@@ -96,16 +96,5 @@ async def call_finish(w: Worker, batch: list[Outcome]) -> list[int]:
             k.result(o.task_id),
             k.dead_letter(o.task_id),
         ]
-        args += [
-            o.entry_id,
-            o.task_id,
-            o.kind,
-            o.value,
-            o.tries,
-            o.enqueue_ms,
-            o.start_ms,
-            o.lane,
-            o.delay_ms,
-            o.retry_payload,
-        ]
+        args += o.fields()
     return list(await w.broker.script("finish", keys, args))

@@ -192,3 +192,41 @@ async def test_control_characters_from_redis_are_escaped_in_text_output(
         data = json.loads(as_json.stdout)
         shown = data["dead_letters"][0] if args[0] == "dlq" else data
         assert (shown["id"], shown["name"]) == (EVIL_ID, EVIL_NAME), shown
+
+
+async def test_a_job_key_of_the_wrong_type_does_not_wedge_reclaim(
+    make_app: Callable[..., Ardiq], start_worker: Callable[..., WorkerProcess], raw: aioredis.Redis
+) -> None:
+    # An entry a dead worker held, whose job key someone overwrote with a string: reading
+    # its fields failed the whole `reclaim` call, the page was retried for ever and a
+    # burst worker never exited. Now it is taken over like any other, and so is the
+    # healthy orphan behind it.
+    from apps.ledger import exit_code
+
+    app = make_app(priorities=LANES)
+    stream = app.keys.stream("default")
+    payload = msgpack.packb([[2, 3], {}, None])
+    fields = {"fn": "add", "p": payload, "t": "0", "enq": "1", "x": "0", "r": "0"}
+    await raw.xgroup_create(stream, "ardiq", id="0", mkstream=True)
+    await raw.xadd(stream, {"id": "garbled", **fields})
+    await raw.eval(
+        RAW_ENTRY,
+        2,
+        stream,
+        app.keys.job("healthy"),
+        "id",
+        "healthy",
+        *[x for kv in fields.items() for x in kv],
+    )  # type: ignore[misc]
+    await raw.set(app.keys.job("garbled"), "not a hash")
+    await raw.xreadgroup("ardiq", "ghost", {stream: ">"}, count=10)  # then it died
+    held = [eid for eid, _ in await raw.xrange(stream)]
+    # ... long ago: both are past their lease when the burst worker looks.
+    await raw.xclaim(stream, "ardiq", "ghost", 0, held, idle=60_000, justid=True)
+    worker = start_worker("apps.basic:app", "--burst", env={"ARDIQ_TEST_IDLE_MS": "300"})
+    assert exit_code(worker, 30) == 0, worker.output()
+    pending = await raw.xpending(stream, "ardiq")
+    assert pending["pending"] == 0, pending
+    for task_id in ("garbled", "healthy"):
+        r = await app.result(task_id)
+        assert r is not None and r.success and r.value == 5, (task_id, r)

@@ -31,6 +31,15 @@ local function add_entry(stream, id, fn, payload, tries, enq, expire, reclaims)
     't', tries, 'enq', enq, 'x', expire, 'r', reclaims)
 end
 
+-- A field of a job record; nil when the record is missing or is not a hash. What someone
+-- else wrote under a job's key must not fail a whole call: the other entries of a
+-- reclaim page would wait behind it for ever.
+local function job_field(job, field)
+  local v = redis.pcall('HGET', job, field)
+  if type(v) == 'table' and v.err then return nil end
+  return v or nil
+end
+
 -- Is `eid` in the group's pending list, owned by `consumer` (any owner when nil)?
 local function is_pending(stream, group, eid, consumer)
   local r

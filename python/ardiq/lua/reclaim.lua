@@ -31,11 +31,11 @@ for i = 0, n - 1 do
     if f and f['id'] and f['fn'] and f['p'] then
       local tries = tonumber(f['t']) or 0
       local reclaims = tonumber(f['r']) or 0
-      local counted = reclaims == 0 or redis.call('HGET', job, 'st') == eid
+      local counted = reclaims == 0 or job_field(job, 'st') == eid
         or redis.call('EXISTS', job) == 0
       local deliveries = reclaims
       if counted then deliveries = reclaims + 1 end
-      if redis.call('HGET', job, 'a') == '1' then
+      if job_field(job, 'a') == '1' then
         finalize(prefix, job, wait, result, id,
           result_blob(false, 'aborted', tries, f['enq'], 0, now, true), ttl)
         aborted = aborted + 1
@@ -48,7 +48,7 @@ for i = 0, n - 1 do
       else
         local new = add_entry(stream, f['id'], f['fn'], f['p'], tries, f['enq'] or now,
           f['x'] or 0, deliveries)
-        if redis.call('HGET', job, 'e') == eid then redis.call('HSET', job, 'e', new) end
+        if job_field(job, 'e') == eid then redis.call('HSET', job, 'e', new) end
         requeued = requeued + 1
       end
     elseif f then

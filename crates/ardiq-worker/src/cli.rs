@@ -239,9 +239,8 @@ impl RunArgs {
     }
 }
 
-/// The longest duration an option takes: a year. Larger values (`1e308`) would overflow
-/// the deadlines computed from them; no drain, probe or liveness window needs more.
-pub(crate) const MAX_SECONDS: f64 = 365.0 * 86_400.0;
+/// The longest duration an option takes (a year), as for the app's own settings.
+pub(crate) use ardiq_python::settings::MAX_SECONDS;
 
 /// A duration option: a number of seconds, more than 0 and at most [`MAX_SECONDS`]
 /// (NaN, infinities and negatives are refused too), so that no deadline built on it can

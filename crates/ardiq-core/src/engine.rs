@@ -51,7 +51,7 @@ impl Engine {
     pub fn new(config: Config) -> Result<Self> {
         config.validate()?;
         let redis = Redis::open(&config.redis_url, config.command_timeout)?;
-        let (stop, stop_rx) = StopHandle::new();
+        let (stop, stop_rx) = StopHandle::with_burst(config.burst);
         Ok(Engine {
             config,
             redis,
@@ -128,7 +128,7 @@ impl Engine {
             }
         }
 
-        let mut d = Dispatcher::new(ctx.clone(), self.redis.clone(), stop_rx);
+        let mut d = Dispatcher::new(ctx.clone(), self.redis.clone(), stop_rx, self.stop.clone());
         self.counters.live().set_phase(Phase::Serving);
         let reason = d.serve().await;
         self.counters.live().set_phase(Phase::Draining);
@@ -226,6 +226,8 @@ struct Dispatcher {
     /// To build a fresh reader should a read task ever die.
     redis: Redis,
     stop_rx: watch::Receiver<StopLevel>,
+    /// Its burst switch, read at every turn (an in-code worker's `app.burst` may flip).
+    stop: StopHandle,
     /// The reader when idle; `None` while its read runs in `read_task`.
     reader: Option<BlockingReader>,
     read_task: Option<ReadTask>,
@@ -251,10 +253,16 @@ impl Drop for Dispatcher {
 }
 
 impl Dispatcher {
-    fn new(ctx: Arc<Ctx>, redis: Redis, stop_rx: watch::Receiver<StopLevel>) -> Self {
+    fn new(
+        ctx: Arc<Ctx>,
+        redis: Redis,
+        stop_rx: watch::Receiver<StopLevel>,
+        stop: StopHandle,
+    ) -> Self {
         Dispatcher {
             ctx,
             stop_rx,
+            stop,
             reader: Some(BlockingReader::new(redis.clone())),
             redis,
             read_task: None,
@@ -291,9 +299,9 @@ impl Dispatcher {
     /// Takes work until a stop request (returns `Signal`) or, in burst mode, until the
     /// queue is drained (`Burst`). An immediate stop returns `Forced`.
     async fn serve(&mut self) -> StopReason {
-        let burst = self.ctx.config.burst;
         let tick = Duration::from_millis(self.ctx.config.poll_block_ms);
         loop {
+            let burst = self.stop.burst();
             metrics::beat(&self.ctx);
             match self.level() {
                 StopLevel::Running => {}

@@ -8,6 +8,12 @@
 //!
 //! The level lives in a `watch` channel: every part of the engine can wait for a change
 //! without polling, and a signal handler can call [`StopHandle::stop`] from any thread.
+//!
+//! The handle also carries the burst switch: `app.burst = True` on a running in-code
+//! worker makes it return once the queue is drained, as the setting read at start does.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use redis::Value;
 use tokio::sync::watch;
@@ -35,12 +41,27 @@ pub enum StopLevel {
 #[derive(Debug, Clone)]
 pub struct StopHandle {
     tx: watch::Sender<StopLevel>,
+    burst: Arc<AtomicBool>,
 }
 
 impl StopHandle {
-    pub(crate) fn new() -> (Self, watch::Receiver<StopLevel>) {
+    pub(crate) fn with_burst(burst: bool) -> (Self, watch::Receiver<StopLevel>) {
         let (tx, rx) = watch::channel(StopLevel::Running);
-        (StopHandle { tx }, rx)
+        let burst = Arc::new(AtomicBool::new(burst));
+        (StopHandle { tx, burst }, rx)
+    }
+
+    /// Turns burst mode on or off while the run serves: on, it returns once the queue is
+    /// drained. (Crons are scheduled or not by the mode the run started in.)
+    pub fn set_burst(&self, on: bool) {
+        self.burst.store(on, Ordering::SeqCst);
+        // Wakes whatever waits on the level, so the dispatcher looks at once.
+        self.tx.send_modify(|_| {});
+    }
+
+    /// Is burst mode on?
+    pub fn burst(&self) -> bool {
+        self.burst.load(Ordering::SeqCst)
     }
 
     /// First call: graceful stop. Second call: stop at once (the "second signal").
@@ -109,7 +130,7 @@ mod tests {
 
     #[tokio::test]
     async fn escalates() {
-        let (h, mut rx) = StopHandle::new();
+        let (h, mut rx) = StopHandle::with_burst(false);
         assert_eq!(h.level(), StopLevel::Running);
         h.stop();
         rx.wait_for(|l| *l >= StopLevel::Graceful).await.unwrap();

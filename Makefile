@@ -21,11 +21,18 @@ demo: build
 WORKER_SOURCES := Cargo.toml Cargo.lock crates/ardiq-worker/pyproject.toml \
 	$(shell find crates -name '*.rs' -o -name Cargo.toml) $(wildcard python/ardiq/lua/*.lua)
 
-build: venv $(BIN)/ardiq
+build: venv $(BIN)/ardiq $(BIN)/.ardiq_native
 
 $(BIN)/ardiq: $(WORKER_SOURCES)
 	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --release -q \
 		-m crates/ardiq-worker/Cargo.toml
+	touch $@
+
+# The extension module `ardiq_native` (the engine behind `await app.run()`), from the same
+# crates and the same warm target/ (maturin tells pyo3 it builds an extension module).
+$(BIN)/.ardiq_native: $(WORKER_SOURCES) crates/ardiq-native/pyproject.toml
+	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --release -q \
+		-m crates/ardiq-native/Cargo.toml
 	touch $@
 
 test: venv build test-rust test-python

@@ -1,16 +1,19 @@
-"""The native worker's side of the Rust/Python boundary (private: only `ardiq run` uses it).
+"""The Rust engine's side of the Rust/Python boundary (private).
 
-The `ardiq` binary embeds CPython and drives this module:
+Two programs drive this module: the `ardiq` binary, which embeds CPython, and the
+`ardiq_native` extension behind ``await app.run()`` (see :mod:`ardiq.worker.native`),
+which uses only :class:`Bridge` on the caller's loop. The binary:
 
 - :func:`load_app` imports ``MODULE:ATTR`` the way ``python -m`` would and checks that it
   is an :class:`~ardiq.Ardiq` app; :func:`configure` applies the command line's overrides
   to it and returns the settings the Rust engine needs.
 - :func:`install_logging` forwards every ``logging`` record to a Rust function, so Python's
   logs and the engine's come out as one stream in one format.
-- :class:`Bridge` owns the one asyncio event loop (uvloop when installed), on a thread the
-  binary started. The engine queues deliveries and abort requests on the Rust side and
-  wakes the loop through a socket it watches (:meth:`Bridge.attach_inbox`); the loop takes
-  everything queued in one call, as *batches*, without another thread taking the GIL.
+- :class:`Bridge` runs the one asyncio event loop (uvloop when installed) on a thread the
+  binary started (:meth:`Bridge.run`), or serves on the caller's (:meth:`Bridge.bind`).
+  The engine queues deliveries and abort requests on the Rust side and wakes the loop
+  through a socket it watches (:meth:`Bridge.attach_inbox`); the loop takes everything
+  queued in one call, as *batches*, without another thread taking the GIL.
   Each delivery runs through the shared :class:`~ardiq.runtime.Runtime`;
   outcomes are collected and handed back to Rust in one call per loop iteration. Aborts
   and timeouts cancel inside Python, on the loop. The app's lifespan wraps the whole run.
@@ -226,22 +229,37 @@ class Bridge:
             loop.call_soon_threadsafe(self._request_stop, hard)
 
     # On the loop. ------------------------------------------------------------------
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Serve on `loop` (the caller's, already running) instead of one of our own."""
+        self._loop = loop
+
+    async def wind_down(self, hard: bool) -> None:
+        """The run is over: start nothing more, cancel running attempts when `hard` (they
+        report nothing), wait for the rest and hand back their outcomes."""
+        self._stopping = True
+        if hard:
+            self._cancel_all()
+        if self._tasks:
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._flush()
+
     async def _main(self, started: Callable[[], None]) -> None:
         self._stop = asyncio.Event()
         async with lifespan(self.app):
             started()
             await self._stop.wait()
-            if self._hard:
-                self._cancel_all()
-            if self._tasks:
-                await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-            self._flush()
+            await self.wind_down(self._hard)
 
     def _request_stop(self, hard: bool) -> None:
         self._stopping = True
         self._hard = self._hard or hard
         if self._stop is not None:
             self._stop.set()
+
+    def cancel_all(self) -> None:
+        """Cancel every running attempt (no outcome: their entries stay pending)."""
+        self._stopping = True
+        self._cancel_all()
 
     def _cancel_all(self) -> None:
         for task in list(self._tasks.values()):

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from .syncrunner import SyncRunner
     from .testing import InlineQueue
     from .worker import Worker
+    from .worker.native import EngineChoice, NativeWorker
     from .worker_settings import WorkerSettings
 
 __all__ = ["Ardiq", "CronJob"]
@@ -188,7 +189,7 @@ class Ardiq:
                 f"got {shutdown_timeout!r}"
             )
         self._shutdown_timeout_s: float | None = shutdown_timeout
-        self.burst: bool = bool(settings.get("burst", False))
+        self._burst = bool(settings.get("burst", False))
         # HMAC keys (first signs, all verify): from `signing_key`, else ARDIQ_SIGNING_KEY.
         self._signing_keys = check_signing_keys(settings.get("signing_key"))
         ttl = settings.get("signature_ttl_s", DEFAULT_TTL_MS / 1000)
@@ -214,7 +215,7 @@ class Ardiq:
         self._state = _State()
         self._clients: dict[int, tuple[asyncio.AbstractEventLoop, RedisClient]] = {}
         self._inline: InlineQueue | None = None  # set by ardiq.testing.inline
-        self._worker: Worker | None = None
+        self._worker: Worker | NativeWorker | None = None
         self._sync: SyncRunner | None = None
         # Threads that make their first blocking call at once must share one runner: a
         # second would open a second loop and pool, and close_sync() would close only one.
@@ -734,14 +735,26 @@ class Ardiq:
         return self.sync.run(self.delete_dead(task_id))
 
     # ------------------------------------------------------------------ worker
-    async def run(self) -> None:
+    async def run(self, *, engine: EngineChoice | None = None) -> None:
         """Run a worker in this event loop until :meth:`stop` (or, with ``burst``, until
-        the queue is drained). May be called again after it returns."""
-        from .worker import Worker
+        the queue is drained). May be called again after it returns.
+
+        ``engine``: ``"native"`` runs the Rust engine of ``ardiq run`` (the
+        ``ardiq-native`` package must be installed), ``"python"`` the pure-Python loop,
+        ``"auto"`` the native one when installed. ``None`` reads ``ARDIQ_ENGINE``, else
+        ``"auto"``. Both behave alike (README, "Running a worker").
+        """
+        from .worker.native import NativeWorker, choose
 
         if self._worker is not None:
             raise RuntimeError("this app's worker is already running")
-        self._worker = Worker(self)
+        _, module = choose(engine)
+        if module is not None:
+            self._worker = NativeWorker(self, module)
+        else:
+            from .worker import Worker
+
+            self._worker = Worker(self)
         try:
             await self._worker.run()
         finally:
@@ -753,6 +766,18 @@ class Ardiq:
         worker = self._worker
         if worker is not None:
             worker.request_stop()
+
+    @property
+    def burst(self) -> bool:
+        """Return from :meth:`run` once the queue is drained; may be set while it runs."""
+        return self._burst
+
+    @burst.setter
+    def burst(self, on: bool) -> None:
+        self._burst = bool(on)
+        worker = self._worker
+        if worker is not None:
+            worker.set_burst(self._burst)
 
 
 def _now_ms() -> int:

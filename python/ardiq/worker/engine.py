@@ -107,6 +107,16 @@ class Worker:
             pass
         loop.call_soon_threadsafe(self._on_stop)
 
+    def set_burst(self, on: bool) -> None:
+        """``app.burst`` changed: read at the next turn of the consume loop."""
+        self.changed_soon()
+
+    def changed_soon(self) -> None:
+        """Wake the consume loop (thread-safe)."""
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.changed.set)
+
     def _on_stop(self) -> None:
         self.stops += 1
         self.changed.set()

@@ -27,19 +27,26 @@ from ardiq import Ardiq, BrokerError  # noqa: E402
 from ardiq.errors import ArdiqError  # noqa: E402
 from ledger import Ledger, ms  # noqa: E402
 from support.redis_server import RedisServer  # noqa: E402
-from support.workers import native_binary, worker_command  # noqa: E402
+from support.workers import engine_env, native_binary, worker_command  # noqa: E402
 
 TARGET = "apps.faultapp:app"
 
 
 class Worker:
-    """One worker process (native `ardiq run` or the in-code `app.run()`)."""
+    """One worker process: native `ardiq run`, or the in-code `app.run()` on the Rust
+    engine (`inproc`) or the pure-Python loop (`incode`)."""
 
     def __init__(self, kind: str, env: dict[str, str], log_dir: Path) -> None:
         self.kind = kind
         self.log_path = log_dir / f"{kind}-{time.monotonic_ns()}.log"
         self._log = self.log_path.open("wb")
-        full = {**os.environ, "VIRTUAL_ENV": sys.prefix, **env, "PYTHONPATH": str(HERE)}
+        full = {
+            **os.environ,
+            "VIRTUAL_ENV": sys.prefix,
+            **engine_env(kind),
+            **env,
+            "PYTHONPATH": str(HERE),
+        }
         self.proc = subprocess.Popen(
             worker_command(kind, TARGET),
             cwd=HERE,

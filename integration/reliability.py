@@ -53,7 +53,7 @@ async def main() -> int:
     ap.add_argument("--fast", action="store_true", help="the short configuration")
     ap.add_argument("--soak-seconds", type=float, default=None)
     ap.add_argument("--only", nargs="*", default=None)
-    ap.add_argument("--kinds", nargs="*", default=["native", "incode"])
+    ap.add_argument("--kinds", nargs="*", default=["native", "inproc", "incode"])
     ap.add_argument("--out", default=str(HERE / "RELIABILITY.md"))
     ap.add_argument(
         "--merge",

@@ -1,7 +1,7 @@
 """The fault scenarios. Each injects one kind of fault into real processes, then checks
 the outcome against the LEDGER (see ledger.py) and returns its Report.
 
-Every scenario takes the worker kind ("native" or "incode"), a Scale (FAST for `make
+Every scenario takes the worker kind ("native", "inproc" or "incode"), a Scale (FAST for `make
 test`, FULL for `make reliability`) and a directory for the processes' logs.
 """
 
@@ -652,21 +652,24 @@ async def random_sequences(kind: str, scale: Scale, logs: Path) -> Report:
     return await run_sequences(kind, scale.sequences, scale.sequence_steps, logs)
 
 
+# The binary, `app.run()` on the Rust engine, `app.run()` on the pure-Python loop.
+ALL_KINDS = ("native", "inproc", "incode")
+
 # name -> (scenario, kinds it applies to, in `make test`)
 SCENARIOS: dict[str, tuple[Scenario, tuple[str, ...], bool]] = {
-    "sigkill": (sigkill, ("native", "incode"), True),
-    "kill_before_ack": (kill_before_ack, ("native", "incode"), True),
-    "sigstop": (sigstop, ("native", "incode"), True),
-    "gil_hold": (gil_hold, ("native",), False),
-    "redis_restart_aof": (redis_restart_aof, ("native", "incode"), True),
-    "redis_restart_empty": (redis_restart_empty, ("native", "incode"), True),
-    "redis_debug_sleep": (redis_debug_sleep, ("native", "incode"), False),
-    "redis_client_kill": (redis_client_kill, ("native", "incode"), False),
-    "redis_oom": (redis_oom, ("native", "incode"), False),
-    "killer_exit": (killer_exit, ("native", "incode"), True),
-    "killer_segv": (killer_segv, ("native", "incode"), False),
-    "garbage": (garbage, ("native", "incode"), True),
-    "sigterm_prefetched": (sigterm_prefetched, ("native", "incode"), True),
-    "soak": (soak, ("native", "incode"), False),
+    "sigkill": (sigkill, ALL_KINDS, True),
+    "kill_before_ack": (kill_before_ack, ALL_KINDS, True),
+    "sigstop": (sigstop, ALL_KINDS, True),
+    "gil_hold": (gil_hold, ("native", "inproc"), False),
+    "redis_restart_aof": (redis_restart_aof, ALL_KINDS, True),
+    "redis_restart_empty": (redis_restart_empty, ALL_KINDS, True),
+    "redis_debug_sleep": (redis_debug_sleep, ALL_KINDS, False),
+    "redis_client_kill": (redis_client_kill, ALL_KINDS, False),
+    "redis_oom": (redis_oom, ALL_KINDS, False),
+    "killer_exit": (killer_exit, ALL_KINDS, True),
+    "killer_segv": (killer_segv, ALL_KINDS, False),
+    "garbage": (garbage, ALL_KINDS, True),
+    "sigterm_prefetched": (sigterm_prefetched, ALL_KINDS, True),
+    "soak": (soak, ALL_KINDS, False),
     "random_sequences": (random_sequences, ("native",), True),
 }

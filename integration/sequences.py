@@ -38,7 +38,7 @@ from support.workers import worker_command  # noqa: E402
 
 LEASE_MS = int(os.environ.get("ARDIQ_SEQ_LEASE_MS", "1500"))
 # Worker kinds a sequence starts (ARDIQ_SEQ_KINDS=incode: without the native binary).
-KINDS = tuple(os.environ.get("ARDIQ_SEQ_KINDS", "native,incode").split(","))
+KINDS = tuple(os.environ.get("ARDIQ_SEQ_KINDS", "native,inproc,incode").split(","))
 # action -> weight
 ACTIONS = {
     "enqueue_plain": 5,

@@ -14,11 +14,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from ardiq import Ardiq
 from support.redis_server import RedisServer
-from support.workers import WorkerProcess, native_binary
+from support.workers import WorkerProcess, native_binary, native_extension_error
 
-# Behaviour tests run against every worker kind. The native binary is part of the suite:
-# `make test` builds it first, and its absence is an error, not a skip.
-WORKER_KINDS = ["incode", "native"] if os.environ.get("ARDIQ_NATIVE", "1") == "1" else ["incode"]
+# Behaviour tests run against every worker kind: the binary (`native`), `app.run()` on the
+# Rust engine (`inproc`) and on the pure-Python loop (`incode`). The native parts are part
+# of the suite: `make test` builds them first, and their absence is an error, not a skip
+# (ARDIQ_NATIVE=0 runs the pure-Python kind alone, on a machine without Rust).
+WORKER_KINDS = (
+    ["incode", "inproc", "native"] if os.environ.get("ARDIQ_NATIVE", "1") == "1" else ["incode"]
+)
 
 
 @pytest.fixture(scope="session")
@@ -76,6 +80,8 @@ def worker_kind(request: pytest.FixtureRequest) -> str:
     kind: str = request.param
     if kind == "native" and native_binary() is None:
         pytest.fail("the native `ardiq` binary is not built: run `make build` first")
+    if kind == "inproc" and (why := native_extension_error()) is not None:
+        pytest.fail(f"{why} (`make build` installs it)")
     return kind
 
 

@@ -16,7 +16,9 @@ import pytest
 from ardiq import Ardiq, ArdiqError
 from ardiq.settings import check_redis_url, default_redis_url, mask_url
 from ardiq.signing import check_signing_keys
+from conftest import WORKER_KINDS
 from support.redis_server import RedisServer
+from support.workers import engine_env
 from test_cli import APP, Proc, clean_env
 
 SECRET = "pw-s3cret-4f9a"
@@ -93,7 +95,7 @@ def test_workers_children_never_carry_the_password_in_argv(
 
 
 # --------------------------------------------- files, rotation, and what task code sees
-@pytest.mark.parametrize("kind", ["native", "incode"])
+@pytest.mark.parametrize("kind", WORKER_KINDS)
 @pytest.mark.parametrize("via", ["env", "file"])
 async def test_secrets_from_files_and_lists_stay_out_of_task_environment(
     kind: str, via: str, locked_redis: RedisServer, queue: str, tmp_path: Path
@@ -116,6 +118,7 @@ async def test_secrets_from_files_and_lists_stay_out_of_task_environment(
         worker = Proc(args, env, tmp_path / "worker.log")
     else:
         script = "import asyncio; from apps.secrets_app import app; asyncio.run(app.run())"
+        env.update(engine_env(kind))
         worker = Proc(["-c", script], env, tmp_path / "worker.log", exe=sys.executable)
     # A producer mid-rotation: it still seals with the old key and already verifies the
     # new one, which the worker seals its results with (SECURITY.md, rotating).

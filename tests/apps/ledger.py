@@ -60,7 +60,7 @@ def exit_code(worker: Any, timeout: float) -> int:
     try:
         code: int = worker.wait(timeout)
     except subprocess.TimeoutExpired:
-        if worker.kind == "incode":  # diagnostics: the runner prints its stacks on these
+        if worker.kind in ("incode", "inproc"):  # the runner prints its stacks on these
             worker.signal(signal.SIGUSR2)
             time.sleep(0.5)
             worker.signal(signal.SIGUSR1)

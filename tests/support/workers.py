@@ -1,10 +1,12 @@
-"""Worker processes for behaviour tests, of either kind.
+"""Worker processes for behaviour tests, of every kind.
 
-Both kinds are started the same way, as a subprocess given `module:attr` and the same
-flags, so one test body covers the native `ardiq` binary and the in-code `app.run()`:
+The kinds are started the same way, as a subprocess given `module:attr` and the same
+flags, so one test body covers the three ways of running a worker:
 
-- `incode`: `python tests/support/incode_runner.py run MODULE:ATTR ...` (app.run());
-- `native`: `ardiq run MODULE:ATTR ...` (the Rust binary), when it is built.
+- `native`: `ardiq run MODULE:ATTR ...` (the Rust binary);
+- `inproc`: `python tests/support/incode_runner.py run MODULE:ATTR ...`, that is
+  `await app.run()` on the Rust engine (the `ardiq_native` extension, ARDIQ_ENGINE=native);
+- `incode`: the same runner on the pure-Python loop (ARDIQ_ENGINE=python).
 """
 
 from __future__ import annotations
@@ -36,8 +38,26 @@ def native_binary() -> str | None:
     return shutil.which("ardiq")
 
 
+# The engine `app.run()` uses in each in-code kind (ARDIQ_ENGINE).
+IN_CODE_ENGINES = {"incode": "python", "inproc": "native"}
+
+
+def engine_env(kind: str) -> dict[str, str]:
+    """The environment that makes `app.run()` use `kind`'s engine (empty for the binary)."""
+    engine = IN_CODE_ENGINES.get(kind)
+    return {"ARDIQ_ENGINE": engine} if engine else {}
+
+
+def native_extension_error() -> str | None:
+    """Why `ardiq_native` cannot serve `app.run()` here, or None when it can."""
+    from ardiq.worker.native import load
+
+    found = load()
+    return found if isinstance(found, str) else None
+
+
 def worker_command(kind: str, target: str, *flags: str) -> list[str]:
-    if kind == "incode":
+    if kind in IN_CODE_ENGINES:
         return [sys.executable, str(RUNNER), "run", target, *flags]
     binary = native_binary()
     if binary is None:
@@ -55,7 +75,13 @@ class WorkerProcess:
         self.log_path = log_dir / f"worker-{time.monotonic_ns()}.log"
         self._log = self.log_path.open("wb")
         # VIRTUAL_ENV lets a binary outside the venv (target/...) find the test venv.
-        full_env = {**os.environ, "VIRTUAL_ENV": sys.prefix, **env, "PYTHONPATH": str(TESTS)}
+        full_env = {
+            **os.environ,
+            "VIRTUAL_ENV": sys.prefix,
+            **engine_env(kind),
+            **env,
+            "PYTHONPATH": str(TESTS),
+        }
         self.proc = subprocess.Popen(
             worker_command(kind, target, *flags),
             cwd=TESTS,

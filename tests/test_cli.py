@@ -589,7 +589,8 @@ def test_workers_failure_stops_the_rest(env: dict[str, str], spawn: Callable[...
 # ----------------------------------------------------- Python environments
 @pytest.fixture(scope="session")
 def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A new virtualenv with `ardiq` and `ardiq-worker` installed (once per session)."""
+    """A new virtualenv with `ardiq`, `ardiq-worker` and `ardiq-native` installed from
+    wheels, as users install them (once per session)."""
     root = tmp_path_factory.mktemp("fresh")
     venv = root / "venv"
     base = getattr(sys, "_base_executable", sys.executable)
@@ -605,24 +606,25 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([*pip, str(ROOT)], check=True, timeout=600)
     maturin = Path(sys.executable).with_name("maturin")
     wheels = root / "wheels"
-    subprocess.run(
-        [
-            str(maturin),
-            "build",
-            "--release",
-            "-q",
-            "-i",
-            sys.executable,
-            "-o",
-            str(wheels),
-            "-m",
-            str(ROOT / "crates" / "ardiq-worker" / "Cargo.toml"),
-        ],
-        check=True,
-        timeout=900,
-    )
-    (wheel,) = wheels.glob("ardiq_worker-*.whl")
-    subprocess.run([*pip, "--no-deps", str(wheel)], check=True, timeout=300)
+    for crate, name in (("ardiq-worker", "ardiq_worker"), ("ardiq-native", "ardiq_native")):
+        subprocess.run(
+            [
+                str(maturin),
+                "build",
+                "--release",
+                "-q",
+                "-i",
+                sys.executable,
+                "-o",
+                str(wheels),
+                "-m",
+                str(ROOT / "crates" / crate / "Cargo.toml"),
+            ],
+            check=True,
+            timeout=900,
+        )
+        (wheel,) = wheels.glob(f"{name}-*.whl")
+        subprocess.run([*pip, "--no-deps", str(wheel)], check=True, timeout=300)
     assert (venv / "bin" / "ardiq").is_file()
     return venv
 
@@ -678,6 +680,36 @@ async def test_absolute_path_from_empty_environment(
     assert same(v["prefix"], fresh_venv)
     assert v["spawn"][0] == v["executable"] and same(v["spawn"][1], fresh_venv)
     assert same(v["subprocess_prefix"], fresh_venv)
+
+
+@pytest.mark.timeout(1200)
+async def test_app_run_in_a_fresh_venv_uses_the_native_engine_from_its_wheel(
+    fresh_venv: Path, env: dict[str, str], make_app: Callable[..., Ardiq]
+) -> None:
+    """The `ardiq_native` wheel loads into a Python that did not build it (no libpython
+    linked in, nothing from the build's environment), and `app.run()` picks it."""
+    app = make_app()
+    job = await app.ref("environment").enqueue()
+    code = (
+        "import asyncio, logging; from apps.cli_app import app; "
+        "logging.basicConfig(level=logging.INFO); "
+        "from ardiq.worker.native import choose; "
+        "assert choose(None)[0] == 'native', choose(None); "
+        "app.burst = True; asyncio.run(app.run())"
+    )
+    out = subprocess.run(
+        [str(fresh_venv / "bin" / "python"), "-c", code],
+        env={**env, "PYTHONPATH": str(TESTS)},
+        cwd=TESTS,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "worker stopped" in out.stderr and "reason=burst" in out.stderr, out.stderr
+    r = await job.result(timeout=10)
+    assert r is not None and r.success, (r, out.stderr)
+    assert r.value["executable"] == str(fresh_venv / "bin" / "python")
 
 
 async def test_plain_python_on_path(

@@ -1,6 +1,7 @@
 #!/bin/sh
-# The Docker image's build stage: wheels of the `ardiq` package (with its dependencies)
-# and of the `ardiq` worker binary, from the source tree SRC into WHEELS.
+# The Docker image's build stage: wheels of the `ardiq` package (with its dependencies),
+# of the `ardiq` worker binary and of the `ardiq_native` extension (the engine behind
+# `await app.run()`), from the source tree SRC into WHEELS.
 #
 #   deploy/docker/build.sh SRC WHEELS
 #
@@ -21,7 +22,11 @@ TOOLS="$WHEELS/.tools"
 # The package and its dependencies (redis, msgpack), so the runtime installs offline.
 "$TOOLS/bin/pip" wheel --quiet --disable-pip-version-check --no-build-isolation \
     --wheel-dir "$WHEELS" "$SRC"
-# The worker: a wheel whose only content is the `ardiq` executable (maturin bindings=bin).
-"$TOOLS/bin/maturin" build --release --quiet --interpreter "$PYTHON" \
-    --manifest-path "$SRC/crates/ardiq-worker/Cargo.toml" --out "$WHEELS"
+# The worker: a wheel whose only content is the `ardiq` executable (maturin bindings=bin);
+# the extension: a wheel with the `ardiq_native` module (bindings=pyo3). Both come from
+# one cargo target directory, so the second build reuses the first one's crates.
+for crate in ardiq-worker ardiq-native; do
+    "$TOOLS/bin/maturin" build --release --quiet --interpreter "$PYTHON" \
+        --manifest-path "$SRC/crates/$crate/Cargo.toml" --out "$WHEELS"
+done
 rm -rf "$TOOLS"

@@ -13,5 +13,5 @@ PYTHON=${PYTHON:-python3}
 
 "$PYTHON" -m venv "$PREFIX"
 "$PREFIX/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir \
-    --no-index --find-links "$WHEELS" ardiq ardiq-worker
+    --no-index --find-links "$WHEELS" ardiq ardiq-worker ardiq-native
 "$PREFIX/bin/ardiq" --version

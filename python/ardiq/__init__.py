@@ -7,7 +7,7 @@ the ``ardiq`` executable or ``await app.run()``.
 from . import _logsafe
 from .app import Ardiq, CronJob
 from .context import EnqueueContext, ErrorContext, TaskContext, current_task
-from .errors import ArdiqError, BrokerError, Retry
+from .errors import ArdiqError, BrokerError, NativeUnavailable, Retry
 from .jobs import DeadLetter, Job, Status, TaskInfo, TaskResult
 from .task import BoundTask, PreparedTask, Task
 
@@ -25,6 +25,7 @@ __all__ = [
     "EnqueueContext",
     "ErrorContext",
     "Job",
+    "NativeUnavailable",
     "PreparedTask",
     "Retry",
     "Status",

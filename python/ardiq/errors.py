@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ArdiqError", "BrokerError", "Retry"]
+__all__ = ["ArdiqError", "BrokerError", "NativeUnavailable", "Retry"]
 
 
 class ArdiqError(RuntimeError):
@@ -11,6 +11,11 @@ class ArdiqError(RuntimeError):
 
 class BrokerError(ArdiqError):
     """Redis is unreachable, or the connection dropped mid-call."""
+
+
+class NativeUnavailable(ArdiqError):
+    """``app.run(engine="native")`` (or ``ARDIQ_ENGINE=native``) was asked for, and the
+    ``ardiq_native`` extension is not installed or is of another version."""
 
 
 class Retry(Exception):

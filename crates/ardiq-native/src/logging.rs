@@ -18,6 +18,7 @@ use std::sync::{Condvar, Mutex, OnceLock};
 
 use pyo3::prelude::*;
 use tracing::field::{Field, Visit};
+use tracing::subscriber::Interest;
 use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
@@ -73,9 +74,7 @@ pub fn install(py: Python<'_>) -> PyResult<()> {
                 .name("ardiq-log".into())
                 .spawn(hand_over)
                 .map_err(|e| {
-                    pyo3::exceptions::PyRuntimeError::new_err(format!(
-                        "cannot start a thread: {e}"
-                    ))
+                    pyo3::exceptions::PyRuntimeError::new_err(format!("cannot start a thread: {e}"))
                 })?;
             let subscriber = tracing_subscriber::registry().with(ToPython);
             // Fails only when another global subscriber exists: its choice stands.
@@ -186,9 +185,20 @@ fn python_level(level: &Level) -> i32 {
 struct ToPython;
 
 impl<S: Subscriber> Layer<S> for ToPython {
+    fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
+        // Decided per event, never cached per call site: the level follows the `ardiq`
+        // logger's, which may change between runs.
+        if meta.target().starts_with("ardiq") {
+            Interest::sometimes()
+        } else {
+            Interest::never()
+        }
+    }
+
     fn enabled(&self, meta: &Metadata<'_>, _ctx: Context<'_, S>) -> bool {
         // Our crates only: a dependency's chatter is not the app's business.
-        meta.target().starts_with("ardiq") && rank(meta.level()) <= MAX_LEVEL.load(Ordering::Relaxed)
+        meta.target().starts_with("ardiq")
+            && rank(meta.level()) <= MAX_LEVEL.load(Ordering::Relaxed)
     }
 
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
@@ -238,7 +248,12 @@ impl Visit for Line {
         } else {
             // `?value` and `%value` fields: already one readable token (lists, ids);
             // only control characters need escaping.
-            let _ = write!(self.fields, " {}={}", field.name(), escape(&format!("{value:?}")));
+            let _ = write!(
+                self.fields,
+                " {}={}",
+                field.name(),
+                escape(&format!("{value:?}"))
+            );
         }
     }
 }
@@ -250,14 +265,24 @@ fn escape(text: &str) -> String {
         return text.to_owned();
     }
     text.chars()
-        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
         .collect()
 }
 
 /// A field's value as one token: as is when it has no space, quote or control character,
 /// else quoted with escapes.
 fn quoted(value: &str) -> String {
-    if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c == '"' || c.is_control()) {
+    if value.is_empty()
+        || value
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"' || c.is_control())
+    {
         format!("{value:?}")
     } else {
         value.to_owned()

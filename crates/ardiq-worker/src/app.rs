@@ -1,7 +1,6 @@
 //! Importing `MODULE:ATTR` and turning the app's settings (with the command line's
 //! overrides) into the engine's [`Config`].
 
-
 use ardiq_core::Config;
 pub use ardiq_python::format_traceback;
 use ardiq_python::settings::read_config;

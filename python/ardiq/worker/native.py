@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._bridge import Bridge
-from ..errors import ArdiqError
+from ..errors import ArdiqError, NativeUnavailable
 from ..lifespan import lifespan
 from ..worker_settings import WorkerSettings
 
@@ -40,14 +40,10 @@ BRIDGE_VERSION = 1
 _CANCEL_GRACE_S = 5.0
 
 
-class NativeUnavailable(ArdiqError):
-    """``engine="native"`` was asked for, and the extension cannot serve."""
-
-
 def load() -> ModuleType | str:
     """The extension module, or why it cannot be used (a one-line reason)."""
     try:
-        import ardiq_native  # type: ignore[import-not-found, unused-ignore]
+        import ardiq_native  # type: ignore[import-not-found, import-untyped, unused-ignore]
     except ImportError as exc:
         return (
             f"the `ardiq_native` extension is not installed ({exc}); "

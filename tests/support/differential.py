@@ -7,7 +7,8 @@ bypasses ArdiQ, "forged" ones when the app signs) followed by a burst run of the
 sometimes with an abort sent while a task runs. The same sequence runs on a fresh queue
 once per engine (same Redis server) and every observable outcome is recorded after each
 phase: what each producer call returned, each job's status, result and info, the dead
-letters, the queue size, and every key of the queue at rest (type, TTL or not, value).
+letters, the queue size, the calls of the app's `on_error` hook and of its lifespan, and
+every key of the queue at rest (type, TTL or not, value).
 
 Both records are normalized for what is nondeterministic and nothing else (found by
 running the pure loop against itself over many seeds, ``integration/differential.py
@@ -21,7 +22,12 @@ running the pure loop against itself over many seeds, ``integration/differential
   0 stays 0 (a task that never started) and the delayed set's scores -> ``past``/``future``;
 - nonces, signature tags and not-after stamps of sealed payloads and results -> the seal
   checked under the run's key (``sealed-ok``/``sealed-bad``) followed by the sealed body;
-- the order of the dead letters (newest first by failed-at: concurrent failures tie).
+- the order of the dead letters (newest first by failed-at: concurrent failures tie) and
+  of the hook calls (counted, not listed).
+
+Time is never raced: a run starts only once every short delay is due and every short
+expiry has passed, far delays (an hour) never come due, and the task aborted while it
+runs waits for the abort.
 
 Everything else must be byte-equal after that: values, error texts, tries, statuses,
 info fields, the fields of job hashes, dead letters and results, the members of sorted
@@ -40,7 +46,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +78,14 @@ return eid
 # Tasks that block until an abort reaches them, per queue: the driver aborts them once
 # they run.
 _STARTED: dict[str, asyncio.Event] = {}
+# What the worker told the app's hooks, per queue: `on_error` calls (counted by what they
+# said: concurrent failures come in any order) and lifespan entries and exits.
+_EVENTS: dict[str, dict[str, int]] = {}
+
+
+def _event(queue: str, what: str) -> None:
+    events = _EVENTS.setdefault(queue, {})
+    events[what] = events.get(what, 0) + 1
 
 
 def now_ms() -> int:
@@ -96,6 +110,20 @@ def make_app(redis_url: str, queue: str, variant: dict[str, Any], **extra: Any) 
     if not variant["signed"]:
         settings.pop("signing_key")
     app = Ardiq(redis_url, queue_name=queue, **settings)
+
+    @app.on_error
+    def on_error(ctx: Any) -> None:
+        _event(
+            queue,
+            f"on_error {ctx.name} {ctx.task_id} tries={ctx.tries} retry={ctx.will_retry} "
+            f"{ctx.exc!r}",
+        )
+
+    @app.lifespan
+    async def lifespan(app: Ardiq) -> AsyncIterator[dict[str, Any]]:
+        _event(queue, "lifespan entered")
+        yield {"marker": queue}
+        _event(queue, "lifespan exited")
 
     @app.task
     async def ok(x: Any) -> Any:
@@ -139,6 +167,10 @@ def make_app(redis_url: str, queue: str, variant: dict[str, Any], **extra: Any) 
         return {1, 2, 3}  # msgpack cannot encode a set
 
     @app.task
+    async def state() -> Any:
+        return app.state.marker == queue  # the lifespan's state, seen from a task
+
+    @app.task
     async def blocker() -> str:
         _STARTED.setdefault(queue, asyncio.Event()).set()
         for _ in range(100):  # 10 s at most: a missed abort shows as a mismatch, not a hang
@@ -180,8 +212,8 @@ class Sequence:
 def _enqueue_spec(rnd: random.Random, n: int) -> dict[str, Any]:
     """What one enqueue sends: a task, its arguments and its options."""
     kind = rnd.choices(
-        ["ok", "sync_ok", "boom", "flaky", "flaky_delay", "slow", "uniq", "unencodable"],
-        [6, 3, 2, 3, 2, 1, 2, 1],
+        ["ok", "sync_ok", "boom", "flaky", "flaky_delay", "slow", "uniq", "unencodable", "state"],
+        [6, 3, 2, 3, 2, 1, 2, 1, 1],
     )[0]
     args: list[Any]
     kwargs: dict[str, Any] = {}
@@ -340,7 +372,7 @@ class Run:
         self.ids: dict[str, str] = {}  # label -> task id
         self.eids: dict[str, str] = {}  # entry id -> label
         self.record: list[Any] = []
-        self.short_due = 0  # the latest due time of a short delay
+        self.short_due = 0  # when the last short delay is due and short expiry passed
         self.seconds = 0.0  # spent in burst runs
 
     async def close(self) -> None:
@@ -357,8 +389,9 @@ class Run:
         opts = dict(spec["opts"])
         if opts.get("schedule_ms") == "past":
             opts["schedule_ms"] = now_ms() - 5_000
-        if opts.get("delay_ms") and opts["delay_ms"] < FAR_MS:
-            self.short_due = max(self.short_due, now_ms() + opts["delay_ms"])
+        for name in ("delay_ms", "expire_ms"):  # short ones: due or past before the run
+            if 0 < opts.get(name, 0) < FAR_MS:
+                self.short_due = max(self.short_due, now_ms() + opts[name])
         if opts:
             task = task.options(**opts)
         return task.prepare(*spec["args"], **spec["kwargs"])
@@ -441,7 +474,7 @@ class Run:
     async def run(self, a: dict[str, Any]) -> Any:
         """A burst run; with `abort_running`, abort that task once it runs."""
         wait = self.short_due - now_ms() + 20
-        if wait > 0:  # every short delay due before the run: the burst must promote it
+        if wait > 0:  # short delays due (the burst must promote them), short expiries past
             await asyncio.sleep(wait / 1000)
         started = _STARTED.setdefault(self.queue, asyncio.Event())
         started.clear()
@@ -512,6 +545,7 @@ class Run:
             for d in await app.dead_letters(1000)
         }
         return {
+            "hooks": _EVENTS.pop(self.queue, {}),
             "jobs": jobs,
             "dead letters": dict(sorted(dead.items())),
             "dead_count": await app.dead_count(),
@@ -631,6 +665,7 @@ async def run_sequence(seq: Sequence, redis_url: str, engine: str) -> tuple[list
         return normalize(run.record, run), run.seconds
     finally:
         _STARTED.pop(run.queue, None)
+        _EVENTS.pop(run.queue, None)
         await run.close()
 
 
@@ -748,6 +783,3 @@ def native_missing() -> str | None:
     if "engine" not in inspect.signature(Ardiq.run).parameters:
         return "this ardiq's app.run() takes no engine= (the in-process engine is not here)"
     return None
-
-
-Callback = Callable[[Outcome], None]

@@ -2,6 +2,10 @@
 applies to; writes integration/RELIABILITY.md with the ledger's figures of this run.
 
     python integration/reliability.py [--fast] [--soak-seconds N] [--only NAME ...]
+        [--diff-seeds N]
+
+After the fault scenarios it runs the differential test of the two `app.run()` engines
+(integration/differential.py; `--only differential` runs it alone).
 """
 
 from __future__ import annotations
@@ -60,6 +64,12 @@ async def main() -> int:
         action="store_true",
         help="keep the rows of --out for the scenarios not run now (re-run a few)",
     )
+    ap.add_argument(
+        "--diff-seeds",
+        type=int,
+        default=None,
+        help="seeds of the differential test (default 200, 20 with --fast; 0: skip it)",
+    )
     args = ap.parse_args()
     scale = FAST if args.fast else FULL
     if args.soak_seconds is not None:
@@ -84,9 +94,16 @@ async def main() -> int:
             failures += not rep.ok
             print(row(rep), flush=True)
             rows.append(row(rep))
+    diff_seeds = args.diff_seeds if args.diff_seeds is not None else (20 if args.fast else 200)
+    differential: list[str] = []
+    diff_ok = True
+    if diff_seeds and (not args.only or "differential" in args.only):
+        differential, diff_ok = await differential_step(diff_seeds)
     merged_note: list[str] = []
     if args.merge and Path(args.out).exists():
         old_text = Path(args.out).read_text()
+        if not differential:  # not re-run: keep the earlier run's line
+            differential = [ln for ln in old_text.splitlines() if ln.startswith("Differential")]
         merged_note = [
             line for line in old_text.splitlines() if line.startswith("Re-run and merged:")
         ]
@@ -123,11 +140,35 @@ async def main() -> int:
         "",
         f"{len(rows) - failures}/{len(rows)} scenarios passed.",
         "",
+        *differential,
+        "",
         *merged_note,
     ]
     Path(args.out).write_text("\n".join(text))
     print(f"wrote {args.out}: {len(rows) - failures}/{len(rows)} passed")
-    return 1 if failures else 0
+    return 1 if failures or not diff_ok else 0
+
+
+async def differential_step(seeds: int) -> tuple[list[str], bool]:
+    """The long differential test: `seeds` seeded sequences on the pure-Python loop and on
+    the native engine of `app.run()`, every observable outcome compared."""
+    import logging
+
+    from differential import run_seeds
+    from support.differential import engines_under_test
+
+    print(f"== differential ({seeds} seeds) ...", flush=True)
+    found = engines_under_test()
+    if isinstance(found, str):
+        line = f"Differential test (app.run() engines): FAIL: cannot run: {found}"
+        print(line, flush=True)
+        return [line], False
+    logging.getLogger("ardiq").setLevel(logging.CRITICAL)  # tasks fail on purpose
+    summary = await run_seeds(seeds, 1, found, verbose=False)
+    verdict = "PASS" if summary.ok else "FAIL"
+    line = f"Differential test (app.run() engines): {verdict}: {summary.line()}."
+    print(line, flush=True)
+    return [line], summary.ok
 
 
 if __name__ == "__main__":

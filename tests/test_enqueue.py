@@ -390,6 +390,8 @@ async def test_expired_task_fails_with_expired(make_app: AppFactory) -> None:
     assert not result.success
     assert result.value == "expired"
     assert not result.aborted
+    # It never started: no attempt counted, no start time (as the native engine says).
+    assert result.tries == 0 and result.start == 0, result
     assert runs == [1]  # only the fresh one ran
     ok = await fresh.result()
     assert ok is not None and ok.success

@@ -265,7 +265,9 @@ class Runtime:
             start = now_ms()
             if d.expire_ms and start > d.expire_ms:
                 log.warning("task expired before it started %s", self._fields(d, tries))
-                return self._outcome(d, tries, start, EXPIRED, b"expired")
+                # Never started: no attempt counted and no start time (PROTOCOL.md: the
+                # result's started_ms is 0), as the engine finishes an expired delivery.
+                return self._outcome(d, d.tries, 0, EXPIRED, b"expired")
             app = self.app
             task = app._tasks.get(d.name)
             if task is None:

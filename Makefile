@@ -64,8 +64,9 @@ fmt:
 bench: venv build
 	$(BIN)/python integration/bench/run.py
 
-# Every fault scenario at full size against both worker kinds (about 25 minutes with the
-# 10-minute soak; SOAK=<seconds> shortens it); writes integration/RELIABILITY.md.
+# Every fault scenario at full size against all three worker kinds, then the differential
+# test (pure-Python loop against the native engine) over 200 seeds (a 10-minute soak per
+# kind; SOAK=<seconds> shortens it); writes integration/RELIABILITY.md.
 SOAK ?= 600
 reliability: venv build
 	$(BIN)/python integration/reliability.py --soak-seconds $(SOAK)

@@ -644,9 +644,9 @@ async def soak(kind: str, scale: Scale, logs: Path) -> Report:
 # ---------------------------------------------------------------- 10. random sequences
 async def random_sequences(kind: str, scale: Scale, logs: Path) -> Report:
     """Random seeded sequences of enqueues (plain, delayed, unique, custom id, batch),
-    aborts, replays, kill -9, workers of both kinds started (burst or not), CLIENT KILL
+    aborts, replays, kill -9, workers of every kind started (burst or not), CLIENT KILL
     and Redis restarts (AOF always), checked after every step and settled at the end
-    (integration/sequences.py). `kind` is the first worker's; both kinds serve."""
+    (integration/sequences.py). `kind` is the first worker's; every kind serves."""
     from sequences import run_sequences
 
     return await run_sequences(kind, scale.sequences, scale.sequence_steps, logs)

@@ -1,5 +1,5 @@
 """Random, seeded sequences of producer calls and faults against real worker processes
-of both kinds: the slow layer of the model-based test (the fast, Lua-level one is
+of every kind: the slow layer of the model-based test (the fast, Lua-level one is
 tests/test_model_protocol.py).
 
 A step is one of: enqueue (plain, delayed, unique, custom id, batch), abort, replay of a

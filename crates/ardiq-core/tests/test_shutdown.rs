@@ -181,3 +181,30 @@ async fn stop_before_redis_is_reachable_returns() {
     let report = running.stop(Duration::from_secs(2)).await;
     assert_eq!(report.reason, StopReason::Signal);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_switched_on_while_serving_returns_once_drained() {
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    let cfg = config(&server, "burst-switch");
+    let keys = Keys::new(&cfg.queue, &cfg.lanes);
+    let exec = TestExecutor::new();
+    let running = spawn_engine(cfg, exec.clone());
+    let tasks: Vec<Task> = (0..5)
+        .map(|i| Task::new(format!("b{i}"), "echo", "x"))
+        .collect();
+    enqueue(&mut conn, &keys, &tasks).await;
+    eventually(Duration::from_secs(5), "five done", || {
+        let exec = exec.clone();
+        async move { exec.total_calls() == 5 }
+    })
+    .await;
+    // Not in burst mode: it keeps serving an empty queue...
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!running.handle.is_finished());
+    // ...until burst is switched on: then it drains and returns, as a burst run does.
+    running.stop.set_burst(true);
+    let report = running.join(Duration::from_secs(5)).await;
+    assert_eq!(report.reason, StopReason::Burst);
+    assert_eq!(report.counters.ok, 5);
+}

@@ -388,3 +388,122 @@ impl Outcomes {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn delivery(entry_id: &str, task_id: &str) -> Delivery {
+        Delivery {
+            entry_id: entry_id.into(),
+            lane: "default".into(),
+            task_id: task_id.into(),
+            fn_name: "noop".into(),
+            payload: Vec::new(),
+            tries: 0,
+            enqueued_ms: 0,
+            expire_ms: 0,
+            reclaims: 0,
+            live_job: None,
+        }
+    }
+
+    /// Bytes waiting in the wake-up socket.
+    fn unread(inbox: &Inbox) -> usize {
+        let mut buf = [0u8; 16];
+        match (&inbox.wake_rx).read(&mut buf) {
+            Ok(n) => n,
+            Err(_) => 0,
+        }
+    }
+
+    fn push_starts(inbox: &Inbox, batch: Vec<Delivery>) {
+        inbox.push(|p| p.starts.extend(batch), |p| p.hungry);
+    }
+
+    #[test]
+    fn a_hungry_loop_is_woken_once_however_much_arrives() {
+        let inbox = Inbox::new().unwrap();
+        push_starts(&inbox, vec![delivery("1-0", "a")]);
+        push_starts(&inbox, vec![delivery("2-0", "b")]);
+        assert_eq!(unread(&inbox), 1, "one byte for both batches");
+    }
+
+    #[test]
+    fn take_hands_over_at_most_the_free_slots_oldest_first() {
+        let inbox = Inbox::new().unwrap();
+        push_starts(
+            &inbox,
+            vec![
+                delivery("1-0", "a"),
+                delivery("2-0", "b"),
+                delivery("3-0", "c"),
+            ],
+        );
+        let (starts, aborts) = inbox.take(2);
+        let ids: Vec<_> = starts.iter().map(|d| d.task_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert!(aborts.is_empty());
+        // Every slot filled: the loop takes the rest itself when one frees, so new work
+        // costs no wake-up until then.
+        push_starts(&inbox, vec![delivery("4-0", "d")]);
+        assert_eq!(unread(&inbox), 0);
+        let (starts, _) = inbox.take(5);
+        assert_eq!(starts.len(), 2);
+        // Slots left free: the next delivery wakes the loop again.
+        push_starts(&inbox, vec![delivery("5-0", "e")]);
+        assert_eq!(unread(&inbox), 1);
+    }
+
+    #[test]
+    fn nothing_starts_past_the_leases_horizon() {
+        let inbox = Inbox::new().unwrap();
+        inbox.push(
+            |p| p.start_until = Some(Instant::now() - Duration::from_millis(1)),
+            |_| false,
+        );
+        push_starts(&inbox, vec![delivery("1-0", "a")]);
+        let (starts, _) = inbox.take(4);
+        assert!(starts.is_empty(), "a lapsed horizon holds every start back");
+        inbox.push(
+            |p| p.start_until = Some(Instant::now() + Duration::from_secs(60)),
+            |p| p.hungry && !p.starts.is_empty(),
+        );
+        let (starts, _) = inbox.take(4);
+        assert_eq!(starts.len(), 1);
+    }
+
+    #[test]
+    fn withdrawn_and_recalled_deliveries_never_reach_the_loop() {
+        let inbox = Inbox::new().unwrap();
+        push_starts(
+            &inbox,
+            vec![
+                delivery("1-0", "a"),
+                delivery("2-0", "b"),
+                delivery("3-0", "c"),
+            ],
+        );
+        let gone = inbox.remove(|d| d.entry_id == "2-0").unwrap();
+        assert_eq!(gone.task_id, "b");
+        assert!(inbox.remove(|d| d.entry_id == "2-0").is_none());
+        let recalled: Vec<_> = inbox.recall().into_iter().map(|d| d.task_id).collect();
+        assert_eq!(recalled, ["a", "c"]);
+        assert!(inbox.take(4).0.is_empty());
+    }
+
+    #[test]
+    fn aborts_always_wake_and_all_are_taken() {
+        let inbox = Inbox::new().unwrap();
+        push_starts(&inbox, vec![delivery("1-0", "a")]);
+        let _ = inbox.take(1); // the loop is busy now: starts would not wake it
+        assert_eq!(unread(&inbox), 0);
+        inbox.push(|p| p.aborts.push("a".into()), |_| true);
+        inbox.push(|p| p.aborts.push("z".into()), |_| true);
+        assert_eq!(unread(&inbox), 1);
+        let (_, aborts) = inbox.take(0);
+        assert_eq!(aborts, ["a", "z"]);
+    }
+}

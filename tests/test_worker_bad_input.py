@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 from apps.ledger import LANES, stop_code
 from ardiq import Ardiq, Job
+from support.redis_server import RedisServer
 from support.workers import WorkerProcess
 from test_cli import binary, clean_env
 
@@ -230,3 +231,22 @@ async def test_a_job_key_of_the_wrong_type_does_not_wedge_reclaim(
     for task_id in ("garbled", "healthy"):
         r = await app.result(task_id)
         assert r is not None and r.success and r.value == 5, (task_id, r)
+
+
+@pytest.mark.parametrize("password", ["wrong-one", None])
+def test_refused_credentials_stop_the_worker_with_a_clear_error(
+    own_redis: Callable[..., RedisServer],
+    start_worker: Callable[..., WorkerProcess],
+    password: str | None,
+) -> None:
+    """Retrying cannot fix credentials: every kind of worker says so and exits non-zero,
+    at once, without the password in its output (the pure loop retried for ever before)."""
+    server = own_redis("--requirepass", "right-one")
+    auth = f":{password}@" if password else ""
+    url = server.url.replace("redis://", f"redis://{auth}")
+    worker = start_worker("apps.ops_app:app", env={"ARDIQ_REDIS_URL": url})
+    code = worker.wait(timeout=20)
+    out = worker.output()
+    assert code != 0, out
+    assert "refused the credentials" in out, out
+    assert "wrong-one" not in out and "right-one" not in out, out

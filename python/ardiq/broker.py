@@ -55,6 +55,8 @@ def translated(exc: rexc.RedisError | OSError, url: str) -> ArdiqError:
                 f"Redis at {mask_url(url)} presented a certificate that is not trusted: "
                 f"{exc} (trust its CA with `?ssl_ca_certs=PATH` on the rediss:// URL)"
             )
+        if is_auth_error(exc):
+            return BrokerError(f"Redis at {mask_url(url)} refused the credentials: {exc}")
         return BrokerError(f"Redis at {mask_url(url)} unreachable: {exc}")
     if isinstance(exc, rexc.ResponseError):
         text = str(exc)
@@ -79,6 +81,18 @@ def is_certificate_error(exc: BaseException | None) -> bool:
     seen = 0
     while exc is not None and seen < 8:
         if isinstance(exc, ssl.SSLCertVerificationError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def is_auth_error(exc: BaseException | None) -> bool:
+    """True when `exc` (or what it wraps) is Redis refusing the credentials: retrying
+    cannot help until the settings change."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, rexc.AuthenticationError):
             return True
         exc = exc.__cause__ or exc.__context__
         seen += 1

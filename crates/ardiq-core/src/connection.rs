@@ -93,7 +93,16 @@ impl Redis {
         let mut backoff = Backoff::redis();
         let mut throttle = LogThrottle::default();
         loop {
-            match self.manager().await {
+            // A server that wants a password answers a connection without one only at
+            // its first command (NOAUTH): ask once, so that fails here, not in every loop.
+            let connected = match self.manager().await {
+                Ok(mut conn) => redis::cmd("PING")
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map(|()| conn),
+                Err(e) => Err(e),
+            };
+            match connected {
                 Ok(conn) => {
                     if throttle.success() {
                         info!(url = %self.masked_url, "connected to redis");

@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..broker import Broker, is_certificate_error, make_client
+from ..broker import Broker, is_auth_error, is_certificate_error, make_client
 from ..errors import ArdiqError
 from ..lifespan import lifespan
 from ..runtime import FAIL, Delivery, Outcome, Runtime, now_ms
@@ -211,8 +211,10 @@ class Worker:
             try:
                 await self.broker.command("PING")
             except ArdiqError as exc:
-                if is_certificate_error(exc):
-                    raise  # an untrusted certificate stays untrusted: say so and stop
+                if is_certificate_error(exc) or is_auth_error(exc):
+                    # An untrusted certificate stays untrusted and refused credentials stay
+                    # refused: say so and stop, as the engine does.
+                    raise
                 await backoff.wait(exc)
                 continue
             try:

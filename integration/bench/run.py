@@ -1249,7 +1249,8 @@ def engine_section(b: Bench) -> list[str]:
 
 
 def ardiq_code() -> str:
-    """Which ArdiQ was measured: the commit, whether the tree had changes, the binary's time."""
+    """Which ArdiQ was measured: the commit, whether the tree had changes, the times the
+    binary and the extension module (in the repo's venv) were built."""
     git = ["git", "-C", str(ROOT)]
     head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     dirty = subprocess.run(
@@ -1261,6 +1262,11 @@ def ardiq_code() -> str:
     if NATIVE_BIN.is_file():
         out += ", binary built " + time.strftime(
             "%H:%M:%S", time.gmtime(NATIVE_BIN.stat().st_mtime)
+        )
+    ext = sorted(envs.REPO_VENV.glob("lib/python*/site-packages/ardiq_native/ardiq_native*.so"))
+    if ext:
+        out += ", extension built " + time.strftime(
+            "%H:%M:%S", time.gmtime(ext[-1].stat().st_mtime)
         )
     return out
 

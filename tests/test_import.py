@@ -14,14 +14,18 @@ FORBIDDEN = ("redis", "click", "rich", "typer", "colorama")
 PROBE = """
 import json, sys
 before = set(sys.modules)
-import ardiq
-print(json.dumps({"new": sorted(set(sys.modules) - before)}))
+import {module}
+print(json.dumps({{"new": sorted(set(sys.modules) - before)}}))
 """
 
 
-def probe() -> dict[str, object]:
+def probe(module: str = "ardiq") -> dict[str, object]:
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", PROBE.format(module=module)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     data: dict[str, object] = json.loads(proc.stdout)
     return data
@@ -37,6 +41,16 @@ def test_import_loads_no_heavy_library() -> None:
     # Nor does it pull in the worker machinery.
     for module in ("ardiq.worker", "ardiq.runtime", "ardiq.broker", "ardiq.client"):
         assert module not in new, f"`import ardiq` imported {module}"
+
+
+def test_native_engine_path_loads_no_pure_loop() -> None:
+    """`app.run()` on the Rust engine imports `ardiq.worker.native`: neither the pure-Python
+    loop nor the Redis client it needs come with it (about 8 MB of a worker's RSS)."""
+    new = probe("ardiq.worker.native")["new"]
+    assert isinstance(new, list)
+    assert "ardiq.worker.native" in new
+    for module in ("redis", "ardiq.worker.engine", "ardiq.broker"):
+        assert module not in new, f"`import ardiq.worker.native` imported {module}"
 
 
 def test_public_names() -> None:

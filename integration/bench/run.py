@@ -12,6 +12,11 @@ How it measures (the same for every queue):
 - Every queue runs in its own virtual environment (see envs.py) through a small adapter
   (adapters/<queue>_adapter.py): a producer process answering JSON requests on stdin, and
   one worker process with 10 concurrent tasks (rows whose library does it otherwise say so).
+- ArdiQ's rows import the `ardiq` package of this checkout (python/ on PYTHONPATH) and
+  differ only in how the worker runs: `ardiq run` (ardiq-native), `await app.run()` on the
+  Rust engine (ardiq-inproc, ARDIQ_ENGINE=native: no fallback, and the worker process must
+  show the engine's `ardiq-engine` thread) or on the pure-Python loop (ardiq-incode,
+  ARDIQ_ENGINE=python: that thread must be absent).
 - A task body reports to the driver with one Unix datagram (no Redis command), carrying
   the time it started. Worker throughput = tasks / (last report - first start), with the
   tasks staged before the worker starts, so start-up is not counted.
@@ -80,6 +85,12 @@ class Queue:
     pure_python: bool = True
     only: frozenset[str] | None = None  # this row runs only these scenarios
     workers: int = 1
+    engine: str | None = None  # ARDIQ_ENGINE for `await app.run()`: native or python
+
+    @property
+    def ours(self) -> bool:
+        """A worker of this repository (not a peer)."""
+        return self.name in OURS
 
     def worker_cmd(self, python: Path) -> list[str]:
         if self.name.startswith("ardiq-native"):
@@ -107,7 +118,21 @@ QUEUES = [
         only=frozenset({"cpu"}),
         workers=2,
     ),
-    Queue("ardiq-incode", "ardiq-incode", "ardiq_adapter.py", "`await app.run()`"),
+    Queue(
+        "ardiq-inproc",
+        "ardiq-incode",
+        "ardiq_adapter.py",
+        "`await app.run()` on the Rust engine (the `ardiq_native` extension; ARDIQ_ENGINE=native)",
+        pure_python=False,
+        engine="native",
+    ),
+    Queue(
+        "ardiq-incode",
+        "ardiq-incode",
+        "ardiq_adapter.py",
+        "`await app.run()` on the pure-Python loop (ARDIQ_ENGINE=python)",
+        engine="python",
+    ),
     Queue(
         "ardiq-pypi",
         "ardiq-pypi",
@@ -124,6 +149,8 @@ QUEUES = [
     Queue("rq", "rq", "rq_adapter.py", "WorkerPool of 10 workers, fork per job (tree)"),
 ]
 BY_NAME = {q.name: q for q in QUEUES}
+OURS = frozenset({"ardiq-native", "ardiq-native-w2", "ardiq-inproc", "ardiq-incode"})
+ENGINE_THREAD = "ardiq-engine"  # the thread the extension serves on (crates/ardiq-native)
 
 
 @dataclass
@@ -301,6 +328,16 @@ def tree_pss(root: int) -> float:
         except OSError:
             pass
     return total_kb / 1024
+
+
+def thread_names(pid: int) -> set[str]:
+    """The names (comm) of the threads of `pid`."""
+    names = set()
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                names.add(Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip())
+    return names
 
 
 class Sink:
@@ -505,7 +542,7 @@ class Bench:
         self.pythons: dict[str, Path | None] = {}
 
     # -- plumbing
-    def env(self) -> dict[str, str]:
+    def env(self, q: Queue | None = None) -> dict[str, str]:
         env = {
             k: v
             for k, v in os.environ.items()
@@ -519,6 +556,12 @@ class Bench:
             ARDIQ_REDIS_URL=self.redis.url,
             PYTHONDONTWRITEBYTECODE="1",
         )
+        if q is not None and q.ours:
+            # This checkout's package, whatever the venv has installed (in editable mode,
+            # the same one).
+            env["PYTHONPATH"] = os.pathsep.join([str(ADAPTERS), str(ROOT / "python")])
+        if q is not None and q.engine:
+            env["ARDIQ_ENGINE"] = q.engine
         return env
 
     def log(self, q: Queue, what: str) -> Path:
@@ -548,10 +591,45 @@ class Bench:
         if python is not None and q.name.startswith("ardiq-native") and not NATIVE_BIN.is_file():
             self.note(q, f"skipped: the native worker is not built ({NATIVE_BIN} is missing)")
             return None
+        if python is not None and q.engine == "native":
+            why = self.native_missing(q, python)
+            if why:
+                self.note(q, f"**not measured**: ARDIQ_ENGINE=native cannot run: {why}")
+                return None
         return python
 
+    def native_missing(self, q: Queue, python: Path) -> str:
+        """Why `await app.run()` cannot run on the Rust engine in this venv ("": it can)."""
+        probe = (
+            "from ardiq.worker.native import load; r = load(); "
+            "print(r if isinstance(r, str) else '')"
+        )
+        out = subprocess.run(
+            [str(python), "-c", probe],
+            cwd=ADAPTERS,
+            env=self.env(q),
+            capture_output=True,
+            text=True,
+        )
+        if out.returncode != 0:
+            return (out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[-1]
+        return out.stdout.strip()
+
+    def check_engine(self, q: Queue, worker: Proc) -> None:
+        """`await app.run()` rows: the worker runs the engine its row names (the native
+        one serves on a thread of its own, the pure loop has none)."""
+        if q.engine is None:
+            return
+        has = ENGINE_THREAD in thread_names(worker.pid)
+        if has != (q.engine == "native"):
+            raise RuntimeError(
+                f"ARDIQ_ENGINE={q.engine}, but the worker "
+                + ("runs" if has else "does not run")
+                + f" the Rust engine (thread {ENGINE_THREAD!r})"
+            )
+
     def start_worker(self, q: Queue, python: Path) -> Proc:
-        return Proc(q.worker_cmd(python), self.env(), self.log(q, "worker"))
+        return Proc(q.worker_cmd(python), self.env(q), self.log(q, "worker"))
 
     # -- scenarios
     def run_round(self, rnd: int) -> None:
@@ -575,7 +653,7 @@ class Bench:
             print(f"--- {q.name}", flush=True)
             producer = None
             try:
-                producer = Producer(q, python, self.env(), self.log(q, "producer"))
+                producer = Producer(q, python, self.env(q), self.log(q, "producer"))
                 self.run_queue(q, python, producer, wanted, rnd)
             except Exception as exc:
                 print(f"    {exc}", flush=True)
@@ -691,6 +769,7 @@ class Bench:
                     break
             if "cpu1" not in snap:
                 last()
+            self.check_engine(q, worker)
             rss, nprocs = tree_rss(worker.pid)
             if nprocs > 1:  # forked processes share pages: VmHWM would count them n times
                 rss = max(pss, tree_pss(worker.pid))
@@ -774,6 +853,7 @@ class Bench:
         worker = self.start_worker(q, python)
         try:
             self.first_task(worker, producer)
+            self.check_engine(q, worker)
             time.sleep(0.5)
             immediate = self._probes(
                 producer, worker, self.cfg.lat, 0, budget_s=self.cfg.timeout["latency"]
@@ -966,12 +1046,8 @@ def advantage(res: dict[str, dict[str, list[float]]], a: str, b: str, m: str) ->
 
 def targets(b: Bench) -> list[tuple[str, str, str]]:
     res = b.results
-    nat, inc, pypi = "ardiq-native", "ardiq-incode", "ardiq-pypi"
-    peers = [
-        q.name
-        for q in b.queues
-        if not q.name.startswith("ardiq-native") and q.name != inc and res.get(q.name)
-    ]
+    nat, inp, inc, pypi = "ardiq-native", "ardiq-inproc", "ardiq-incode", "ardiq-pypi"
+    peers = [q.name for q in b.queues if not q.ours and res.get(q.name)]
     py_peers = [q.name for q in b.queues if q.pure_python and q.name != inc and res.get(q.name)]
     producer = nat if res.get(nat) else inc
 
@@ -1090,17 +1166,91 @@ def targets(b: Bench) -> list[tuple[str, str, str]]:
     v, shown = vs(inc, "noop_rate", py_peers)
     out.append(
         row(
-            "in-code noop tasks/s ahead of every pure-Python peer",
+            "in-code (pure loop) noop tasks/s ahead of every pure-Python peer",
             v,
             v is not None and v > 1,
             shown,
         )
     )
+    share = ratio(res, inp, nat, "noop_rate")
+    out.append(
+        row(
+            "`app.run()` on the Rust engine: noop tasks/s within 10% of `ardiq run`'s (issue 12)",
+            share,
+            share is not None and share >= 0.9,
+            f"{(share or 0) * 100:.1f}% ({fmt(m(inp, 'noop_rate'))} vs {fmt(m(nat, 'noop_rate'))}"
+            + (f"; per round {rounds}" if (rounds := per_round(res, inp, nat, "noop_rate")) else "")
+            + ")",
+        )
+    )
     return out
 
 
+def ratio(res: dict[str, dict[str, list[float]]], a: str, b: str, k: str) -> float | None:
+    """a's median figure over b's (raw: > 1 means a's is larger)."""
+    va, vb = med(res.get(a, {}).get(k, [])), med(res.get(b, {}).get(k, []))
+    return va / vb if va is not None and vb else None
+
+
+def per_round(res: dict[str, dict[str, list[float]]], a: str, b: str, k: str) -> str:
+    """The range of a's figure over b's within a round (the two ran in the same rounds,
+    close in time), in percent: ``"88-95%"``; "" when the rounds do not pair up."""
+    va, vb = res.get(a, {}).get(k, []), res.get(b, {}).get(k, [])
+    if len(va) < 2 or len(va) != len(vb) or not all(vb):
+        return ""
+    shares = sorted(x / y * 100 for x, y in zip(va, vb, strict=True))
+    return f"{shares[0]:.0f}-{shares[-1]:.0f}%"
+
+
+# `await app.run()` on the Rust engine against the binary and against the pure loop.
+ENGINE_FIGURES = [
+    ("noop tasks/s", "noop_rate"),
+    ("cpu tasks/s", "cpu_rate"),
+    ("io tasks/s", "io_rate"),
+    ("worker CPU µs per noop task", "cpu_us"),
+    ("peak RSS MB (noop)", "rss_mb"),
+    ("Redis cmds per noop task, all", "cmds"),
+    ("Redis cmds per noop task, sent by clients", "client_cmds"),
+    ("latency p50 ms", "lat_p50"),
+    ("latency p99 ms", "lat_p99"),
+    ("delayed task late by, p99 ms", "delayed_p99"),
+]
+
+
+def engine_section(b: Bench) -> list[str]:
+    res = b.results
+    inp, nat, inc = "ardiq-inproc", "ardiq-native", "ardiq-incode"
+    if not res.get(inp):
+        return []
+    out = [
+        "## `await app.run()` on the Rust engine (issue 12)",
+        "",
+        "ardiq-inproc against `ardiq run` (ardiq-native) and against `await app.run()` on "
+        "the pure-Python loop (ardiq-incode). Ratios are raw (inproc's median over the "
+        "other's): for rates higher is better, for costs and latencies lower is. Goal: the "
+        "noop rate within 10% of `ardiq run`'s.",
+        "",
+        f"| figure | {inp} | {nat} | {inp} ÷ {nat} | {inc} | {inp} ÷ {inc} |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, k in ENGINE_FIGURES:
+        if not res[inp].get(k):
+            continue
+        to_nat, to_inc = ratio(res, inp, nat, k), ratio(res, inp, inc, k)
+        share = "-" if to_nat is None else f"{to_nat * 100:.0f}%"
+        if to_nat is not None and (rounds := per_round(res, inp, nat, k)):
+            share += f" <sub>{rounds} by round</sub>"
+        times = "-" if to_inc is None else f"{to_inc:.2f}x"
+        out.append(
+            f"| {label} | {cell(res[inp][k])} | {cell(res.get(nat, {}).get(k, []))} | {share} "
+            f"| {cell(res.get(inc, {}).get(k, []))} | {times} |"
+        )
+    return [*out, ""]
+
+
 def ardiq_code() -> str:
-    """Which ArdiQ was measured: the commit, whether the tree had changes, the binary's time."""
+    """Which ArdiQ was measured: the commit, whether the tree had changes, the times the
+    binary and the extension module (in the repo's venv) were built."""
     git = ["git", "-C", str(ROOT)]
     head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     dirty = subprocess.run(
@@ -1112,6 +1262,11 @@ def ardiq_code() -> str:
     if NATIVE_BIN.is_file():
         out += ", binary built " + time.strftime(
             "%H:%M:%S", time.gmtime(NATIVE_BIN.stat().st_mtime)
+        )
+    ext = sorted(envs.REPO_VENV.glob("lib/python*/site-packages/ardiq_native/ardiq_native*.so"))
+    if ext:
+        out += ", extension built " + time.strftime(
+            "%H:%M:%S", time.gmtime(ext[-1].stat().st_mtime)
         )
     return out
 
@@ -1183,14 +1338,11 @@ def render(b: Bench, command: str, mode: str, started: str, minutes: float) -> s
         if title.startswith("Worker throughput") and b.bare:
             out.append(f"| bare Python loop (cpu body) | - | {cell(b.bare)} | - |")
         out.append("")
-    for ours in ("ardiq-native", "ardiq-incode"):
-        if not res.get(ours):
+    out += engine_section(b)
+    for ours in ("ardiq-native", "ardiq-inproc", "ardiq-incode"):
+        peers = [q.name for q in b.queues if q.name in res and not q.ours]
+        if not res.get(ours) or not peers:
             continue
-        peers = [
-            q.name
-            for q in b.queues
-            if q.name in res and (not q.name.startswith("ardiq-") or q.name == "ardiq-pypi")
-        ]
         out += [
             f"## {ours}: how many times better than each peer (>1: ArdiQ is better)",
             "",
@@ -1218,7 +1370,7 @@ def render(b: Bench, command: str, mode: str, started: str, minutes: float) -> s
                 parts = [f"{k} {v:.2f}" for k, v in b.breakdown[q.name].items() if v >= 0.01]
                 out.append(f"| {q.name} | {', '.join(parts)} |")
         out.append("")
-    out += ["## Targets (issue 5)", "", "| target | measured | verdict |", "|---|---|---|"]
+    out += ["## Targets (issues 5 and 12)", "", "| target | measured | verdict |", "|---|---|---|"]
     out += [f"| {t} | {v} | {ok} |" for t, v, ok in targets(b)]
     out += ["", "## Rows", ""]
     for q in rows:

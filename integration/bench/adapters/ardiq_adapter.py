@@ -1,7 +1,8 @@
-"""ArdiQ (this repository): one app for both worker kinds.
+"""ArdiQ (this repository): one app for every way of running its worker.
 
-- native: the driver runs `.venv/bin/ardiq run ardiq_adapter:app` in this directory;
-- in-code: `python ardiq_adapter.py worker` runs `await app.run()`.
+- ardiq-native: the driver runs `.venv/bin/ardiq run ardiq_adapter:app` in this directory;
+- ardiq-inproc and ardiq-incode: `python ardiq_adapter.py worker` runs `await app.run()`,
+  with ARDIQ_ENGINE=native (the Rust engine) or ARDIQ_ENGINE=python (the pure loop).
 """
 
 from __future__ import annotations

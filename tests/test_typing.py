@@ -111,6 +111,6 @@ def test_mypy_flags_wrong_calls_and_passes_right_ones(tmp_path: Path) -> None:
         return msg
 
     assert re.search(r"ardiq\.jobs\.Job\[(builtins\.)?str\]", revealed("# REVEAL-1")), report
-    assert re.search(r"TaskResult\[(builtins\.)?str\] \| None", revealed("# REVEAL-2")), report
+    assert re.search(r"TaskResult\[(builtins\.)?str\]\]? \| None", revealed("# REVEAL-2")), report
     list_of_int = r"Job\[(builtins\.)?list\[(builtins\.)?int\]\]"
     assert re.search(list_of_int, revealed("# REVEAL-3")), report

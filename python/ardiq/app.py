@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 from .context import EnqueueContext, ErrorContext, TaskContext
 from .errors import ArdiqError
 from .jobs import DeadLetter, Job, Status, TaskInfo, TaskResult, decode_result
+from .lifespan import State
 from .protocol import Keys
 from .serializers import Deserializer, Serializer, msgpack_dumps, msgpack_loads
 from .settings import (
@@ -50,7 +51,12 @@ R = TypeVar("R")
 Middleware = Callable[[TaskContext, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 ErrorHook = Callable[[ErrorContext], Any]
 EnqueueHook = Callable[[EnqueueContext], Any]
-Lifespan = Callable[["Ardiq"], AsyncIterator[Mapping[str, Any] | None]]
+# `async def lifespan(): ...` or `async def lifespan(app): ...`, yielding a mapping or None.
+L = TypeVar(
+    "L",
+    bound=Callable[[], AsyncIterator[Mapping[str, Any] | None]]
+    | Callable[["Ardiq"], AsyncIterator[Mapping[str, Any] | None]],
+)
 
 _SETTINGS = (
     "default_priority",
@@ -87,16 +93,6 @@ class _TaskDecorator(Protocol):
     def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
     @overload
     def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
-
-
-class _State:
-    """Attributes yielded by ``@app.lifespan``; a missing one says where they come from."""
-
-    def __getattr__(self, name: str) -> Any:
-        raise AttributeError(
-            f"app.state has no attribute {name!r}: state is set by the mapping an "
-            "@app.lifespan function yields"
-        )
 
 
 class Ardiq:
@@ -211,8 +207,9 @@ class Ardiq:
         self._middleware: list[Middleware] = []
         self._error_hooks: list[ErrorHook] = []
         self._enqueue_hooks: list[EnqueueHook] = []
-        self._lifespan: Lifespan | None = None
-        self._state = _State()
+        # The lifespan function as a call taking the app (see lifespan.lifespan_factory).
+        self._lifespan: Callable[[Ardiq], AsyncIterator[Any]] | None = None
+        self._state = State()
         self._clients: dict[int, tuple[asyncio.AbstractEventLoop, RedisClient]] = {}
         self._inline: InlineQueue | None = None  # set by ardiq.testing.inline
         self._worker: Worker | NativeWorker | None = None
@@ -317,11 +314,17 @@ class Ardiq:
         return list(self._tasks)
 
     @property
-    def crons(self) -> list[CronJob]:
+    def crons(self) -> list[str]:
+        """Registered cron names, in registration order (each is in :attr:`tasks` too)."""
+        return list(self._crons)
+
+    @property
+    def cron_jobs(self) -> list[CronJob]:
+        """The registered crons with their schedules and tasks, in registration order."""
         return list(self._crons.values())
 
     @property
-    def state(self) -> Any:
+    def state(self) -> State:
         """What the ``@app.lifespan`` function yielded, as attributes."""
         return self._state
 
@@ -476,12 +479,13 @@ class Ardiq:
         self._enqueue_hooks.append(fn)
         return fn
 
-    def lifespan(self, fn: Lifespan) -> Lifespan:
-        """Wrap the whole worker in an async generator with one ``yield``; a mapping it
+    def lifespan(self, fn: L) -> L:
+        """Wrap the whole worker in an async generator function with one ``yield``, taking
+        no argument or the app: set up before the yield, tear down after. A mapping it
         yields is copied onto ``app.state``."""
-        if not inspect.isasyncgenfunction(fn):
-            raise TypeError("@app.lifespan needs an async generator function with one yield")
-        self._lifespan = fn
+        from .lifespan import lifespan_factory
+
+        self._lifespan = lifespan_factory(fn)
         return fn
 
     def ref(

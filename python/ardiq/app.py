@@ -412,18 +412,26 @@ class Ardiq:
 
         return register if fn is None else register(fn)
 
-    def _register(self, fn: Callable[..., Any], name: str | None, **options: Any) -> Task[Any, Any]:
+    def _register(
+        self, fn: Callable[..., Any], name: str | None, decorator: str = "task", **options: Any
+    ) -> Task[Any, Any]:
         if not callable(fn):
-            raise TypeError(f"@app.task needs a function, got {type(fn).__name__}")
+            raise TypeError(f"@app.{decorator} needs a function, got {type(fn).__name__}")
         if name is None:
             name = getattr(fn, "__name__", None)
             if not isinstance(name, str):
-                raise TypeError(f"{fn!r} has no __name__: pass @app.task(name=...)")
+                raise TypeError(
+                    f"@app.{decorator} needs an explicit name for {fn!r}, which has no "
+                    f"__name__: pass @app.{decorator}(name=...)"
+                )
         if not isinstance(name, str) or not name:
             raise ValueError("a task name must be a non-empty string")
         if name in self._tasks:
             owner = getattr(self._tasks[name].fn, "__module__", None) or "<unknown module>"
-            raise ValueError(f"task name {name!r} is already taken by a function in {owner}")
+            raise ValueError(
+                f"task {name!r} is already registered by {owner}: give one of the two "
+                f"another name with @app.{decorator}(name=...)"
+            )
         task: Task[Any, Any] = Task(self, fn, name, **options)
         self._tasks[name] = task
         return task
@@ -449,6 +457,7 @@ class Ardiq:
             task = self._register(
                 fn,
                 name,
+                "cron",
                 max_retries=max_retries,
                 backoff_ms=backoff_ms,
                 timeout=timeout,

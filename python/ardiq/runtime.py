@@ -114,6 +114,18 @@ class _Aborted(Exception):
     """Internal: the attempt was cancelled by an abort request."""
 
 
+class AttemptTimedOut(TimeoutError):
+    """An attempt ran past its task's ``timeout`` (what ``@app.on_error`` hooks get)."""
+
+
+def failure_text(exc: BaseException) -> str:
+    """The failure value a result reports for `exc`: its ``repr``, except for a timeout,
+    which reads ``timed out after <timeout>s`` with the timeout as the task gave it."""
+    if isinstance(exc, AttemptTimedOut):
+        return str(exc)
+    return repr(exc)
+
+
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
@@ -463,7 +475,7 @@ class Runtime:
                 async with asyncio.timeout(task.timeout):
                     return await call()
             except TimeoutError:
-                raise TimeoutError(f"timed out after {task.timeout}s") from None
+                raise AttemptTimedOut(f"timed out after {task.timeout}s") from None
         finally:
             _current.reset(token)
 
@@ -508,7 +520,7 @@ class Runtime:
             )
             if not isinstance(exc, Retry):
                 await self._on_error(d, exc, tries, will_retry=True)
-            outcome = self._outcome(d, tries, start, RETRY, repr(exc), delay)
+            outcome = self._outcome(d, tries, start, RETRY, failure_text(exc), delay)
             signer = self.app._signer
             if signer.enabled and opened is not None and opened.nonce is not None:
                 # The next attempt may run long after this one's not-after: seal it again
@@ -518,7 +530,7 @@ class Runtime:
             return outcome
         log.error("task failed after the last attempt %s error=%s", fields, type(exc).__name__)
         await self._on_error(d, exc, tries, will_retry=False)
-        return self._outcome(d, tries, start, FAIL, repr(exc))
+        return self._outcome(d, tries, start, FAIL, failure_text(exc))
 
     async def _on_error(
         self, d: Delivery, exc: BaseException, tries: int, *, will_retry: bool

@@ -392,7 +392,7 @@ async def test_failure_values_of_timeouts_and_spent_retries(
     assert dead["gives_up"] == "Retry('msg')"
     # The error hooks unpacked five fields; a timeout is a TimeoutError there.
     errors = {e[0]: e for e in await entries(ledger, "errors")}
-    assert errors["slow_float"][2:5] == ["timeout", 1, False]
+    assert errors["slow_float"][2:5] == ["TimeoutError", 1, False]
     assert errors["gives_up"][1] == jobs["gives_up"].id
     assert errors["gives_up"][2:] == ["Retry", 2, False, list(ErrorContext._fields)]
 

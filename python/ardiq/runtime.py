@@ -114,16 +114,14 @@ class _Aborted(Exception):
     """Internal: the attempt was cancelled by an abort request."""
 
 
-class AttemptTimedOut(TimeoutError):
-    """An attempt ran past its task's ``timeout`` (what ``@app.on_error`` hooks get)."""
+class _TimedOut(Exception):
+    """Internal: the attempt ran past its task's ``timeout``. Carries the TimeoutError
+    hooks are given; the result reads its message alone, ``timed out after <timeout>s``
+    with the timeout as the task gave it (not a ``repr``)."""
 
-
-def failure_text(exc: BaseException) -> str:
-    """The failure value a result reports for `exc`: its ``repr``, except for a timeout,
-    which reads ``timed out after <timeout>s`` with the timeout as the task gave it."""
-    if isinstance(exc, AttemptTimedOut):
-        return str(exc)
-    return repr(exc)
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self.error = TimeoutError(f"timed out after {timeout}s")
 
 
 _P = ParamSpec("_P")
@@ -341,6 +339,11 @@ class Runtime:
                 # The body is over: an abort arriving from here on has nothing to cancel.
                 self._bodies.pop(key, None)
                 self._attempts.pop(key, None)
+                if isinstance(exc, _TimedOut):
+                    timed_out = exc.error
+                    return await self._failed(
+                        d, task, timed_out, tries, start, opened, str(timed_out)
+                    )
                 return await self._failed(d, task, exc, tries, start, opened)
             finally:
                 self._bodies.pop(key, None)
@@ -475,7 +478,7 @@ class Runtime:
                 async with asyncio.timeout(task.timeout):
                     return await call()
             except TimeoutError:
-                raise AttemptTimedOut(f"timed out after {task.timeout}s") from None
+                raise _TimedOut(task.timeout) from None
         finally:
             _current.reset(token)
 
@@ -509,7 +512,12 @@ class Runtime:
         tries: int,
         start: int,
         opened: Opened | None = None,
+        text: str | None = None,
     ) -> Outcome:
+        """The outcome of a failed attempt: a retry or the last failure. Its value is
+        `text` if given, else ``repr(exc)``."""
+        if text is None:
+            text = repr(exc)
         fields = self._fields(d, tries)
         will_retry = tries <= task.max_retries
         if will_retry:
@@ -520,7 +528,7 @@ class Runtime:
             )
             if not isinstance(exc, Retry):
                 await self._on_error(d, exc, tries, will_retry=True)
-            outcome = self._outcome(d, tries, start, RETRY, failure_text(exc), delay)
+            outcome = self._outcome(d, tries, start, RETRY, text, delay)
             signer = self.app._signer
             if signer.enabled and opened is not None and opened.nonce is not None:
                 # The next attempt may run long after this one's not-after: seal it again
@@ -530,7 +538,7 @@ class Runtime:
             return outcome
         log.error("task failed after the last attempt %s error=%s", fields, type(exc).__name__)
         await self._on_error(d, exc, tries, will_retry=False)
-        return self._outcome(d, tries, start, FAIL, failure_text(exc))
+        return self._outcome(d, tries, start, FAIL, text)
 
     async def _on_error(
         self, d: Delivery, exc: BaseException, tries: int, *, will_retry: bool

@@ -46,8 +46,7 @@ async def lifespan() -> AsyncIterator[Any]:
 @app.on_error
 def on_error(ctx: ErrorContext) -> None:
     name, task_id, exc, tries, will_retry = ctx  # five fields, in this order
-    kind = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
-    record("errors", [name, task_id, kind, tries, will_retry, list(ctx._asdict())])
+    record("errors", [name, task_id, type(exc).__name__, tries, will_retry, list(ctx._asdict())])
 
 
 @app.task

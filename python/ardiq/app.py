@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 from .context import EnqueueContext, ErrorContext, TaskContext
 from .errors import ArdiqError
 from .jobs import DeadLetter, Job, Status, TaskInfo, TaskResult, decode_result
-from .lifespan import State
+from .lifespan import State, lifespan_factory
 from .protocol import Keys
 from .serializers import Deserializer, Serializer, msgpack_dumps, msgpack_loads
 from .settings import (
@@ -492,8 +492,6 @@ class Ardiq:
         """Wrap the whole worker in an async generator function with one ``yield``, taking
         no argument or the app: set up before the yield, tear down after. A mapping it
         yields is copied onto ``app.state``."""
-        from .lifespan import lifespan_factory
-
         self._lifespan = lifespan_factory(fn)
         return fn
 

@@ -395,16 +395,18 @@ def test_tasks_in_registration_order_including_crons() -> None:
     def tick() -> None: ...
 
     assert app.tasks == ["zeta", "beta", "alpha", "gamma"]
-    assert [c.name for c in app.crons] == ["beta", "gamma"]
-    assert app.crons[0].task.name == "beta"
-    assert app.crons[0].schedule.next_after(0) == 60_000
+    assert app.crons == ["beta", "gamma"]
+    assert [c.name for c in app.cron_jobs] == ["beta", "gamma"]
+    assert app.cron_jobs[0].task.name == "beta"
+    assert app.cron_jobs[0].schedule.next_after(0) == 60_000
 
 
 def test_tasks_is_a_copy() -> None:
     app = Ardiq(UNREACHABLE)
     app.tasks.append("x")
-    app.crons.append(None)  # type: ignore[arg-type]
-    assert app.tasks == [] and app.crons == []
+    app.crons.append("y")
+    app.cron_jobs.append(None)  # type: ignore[arg-type]
+    assert app.tasks == [] and app.crons == [] and app.cron_jobs == []
 
 
 def test_crons_every_timedelta() -> None:
@@ -413,7 +415,7 @@ def test_crons_every_timedelta() -> None:
     @app.cron(every=timedelta(minutes=2))
     def c() -> None: ...
 
-    assert app.crons[0].schedule.next_after(1) == 120_000
+    assert app.cron_jobs[0].schedule.next_after(1) == 120_000
 
 
 def test_state_missing_attribute_mentions_lifespan() -> None:

@@ -107,7 +107,7 @@ async def test_replay_runs_again_with_a_fresh_retry_budget(app: Ardiq) -> None:
     assert await replayed.status() == Status.QUEUED
     assert await replayed.result() is None  # the failure result is cleared
     info = await replayed.info()
-    assert info is not None and info.tries == 0 and info.args == [4]
+    assert info is not None and info.tries == 0 and info.args == (4,)
     await drain(app)
     assert tries_seen == [1, 2, 1]  # a fresh budget: the count starts again
     result = await job.result()

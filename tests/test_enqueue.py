@@ -48,7 +48,7 @@ async def test_send_by_name_without_the_module(make_app: AppFactory) -> None:
     assert await job.status() == Status.QUEUED
     info = await job.info()
     assert info is not None
-    assert (info.fn_name, info.args, info.kwargs) == ("add", [2], {"b": 3})
+    assert (info.fn_name, info.args, info.kwargs) == ("add", (2,), {"b": 3})
     await drain(worker)
     result = await job.result()
     assert result is not None and result.success and result.value == 5
@@ -156,7 +156,7 @@ async def test_enqueue_many_chunks_large_batches(make_app: AppFactory, redis_url
         await r.aclose()
     assert [e[1][b"id"].decode() for e in entries] == [j.id for j in jobs]
     last = await jobs[-1].info()
-    assert last is not None and last.args == [n - 1]
+    assert last is not None and last.args == (n - 1,)
 
 
 async def test_prepared_task_made_by_hand(make_app: AppFactory) -> None:
@@ -164,7 +164,7 @@ async def test_prepared_task_made_by_hand(make_app: AppFactory) -> None:
     (job,) = await app.enqueue_many([PreparedTask("t", (1,), {"k": 2}, "default", task_id="h")])
     assert job.id == "h"
     info = await job.info()
-    assert info is not None and (info.args, info.kwargs) == ([1], {"k": 2})
+    assert info is not None and (info.args, info.kwargs) == ((1,), {"k": 2})
 
 
 # ---------------------------------------------------------------- custom ids
@@ -181,7 +181,7 @@ async def test_custom_task_id_is_idempotent(make_app: AppFactory) -> None:
     assert first == second
     assert await app.queue_size() == 1
     info = await first.info()
-    assert info is not None and info.args == [1]  # the first call is kept
+    assert info is not None and info.args == (1,)  # the first call is kept
 
 
 async def test_custom_task_id_idempotent_while_scheduled(make_app: AppFactory) -> None:

@@ -116,7 +116,7 @@ async def test_info_of_a_queued_task(app: Ardiq) -> None:
     assert isinstance(info, TaskInfo)
     assert info.task_id == job.id
     assert info.fn_name == "work"
-    assert info.args == [1, "two"]
+    assert info.args == (1, "two")
     assert info.kwargs == {"c": [3]}
     assert before - 1000 <= info.enqueue_time <= now_ms() + 1000
     assert info.tries == 0
@@ -133,7 +133,7 @@ async def test_info_of_a_scheduled_task(app: Ardiq) -> None:
     assert (info.status, info.scheduled_at, info.args, info.kwargs) == (
         Status.SCHEDULED,
         when,
-        ["a"],
+        ("a",),
         {"k": 1},
     )
 
@@ -154,7 +154,7 @@ async def test_info_of_a_running_task(app: Ardiq) -> None:
         info = await job.info()
         assert info is not None
         assert info.status == Status.RUNNING
-        assert info.args == [9]
+        assert info.args == (9,)
         assert info.tries == 0
     finally:
         release.set()

@@ -512,7 +512,7 @@ async def test_core_scenarios_as_least_privilege_users(
         jobs = await app.enqueue_many([app.ref("count").prepare(i) for i in range(100)])
         assert await app.queue_size() == 100
         info = await jobs[0].info()
-        assert info is not None and info.args == [0] and await jobs[0].status() == "queued"
+        assert info is not None and info.args == (0,) and await jobs[0].status() == "queued"
         burst = start_worker("apps.secure:app", "--burst", env=env)
         assert exit_code(burst, 30) == 0, burst.output()
         for job in jobs:

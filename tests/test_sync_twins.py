@@ -92,7 +92,7 @@ def test_task_enqueue_sync_and_result_sync(apps: tuple[Ardiq, Ardiq]) -> None:
     assert job.status_sync() == Status.QUEUED
     assert producer.status_sync(job.id) == Status.QUEUED
     info = job.info_sync()
-    assert isinstance(info, TaskInfo) and info.args == [2, 3]
+    assert isinstance(info, TaskInfo) and info.args == (2, 3)
     assert producer.info_sync(job.id) == info
     assert job.result_sync() is None
     assert producer.result_sync(job.id) is None

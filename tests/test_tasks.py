@@ -372,7 +372,8 @@ def test_cron_every_seconds(app: Ardiq) -> None:
     @app.cron(every=30)
     async def tick() -> None: ...
 
-    (job,) = app.crons
+    assert app.crons == ["tick"]
+    (job,) = app.cron_jobs
     assert isinstance(job, ardiq.CronJob)
     assert job.name == "tick" and job.task is tick
     assert job.schedule == Every(30_000)
@@ -386,8 +387,8 @@ def test_cron_every_timedelta_and_fraction(app: Ardiq) -> None:
     @app.cron(every=0.5)
     def b() -> None: ...
 
-    assert [c.schedule for c in app.crons] == [Every(3_600_000), Every(500)]
-    assert [c.name for c in app.crons] == ["hourly", "b"]
+    assert [c.schedule for c in app.cron_jobs] == [Every(3_600_000), Every(500)]
+    assert [c.name for c in app.cron_jobs] == ["hourly", "b"]
 
 
 def test_cron_options_reach_the_task(app: Ardiq) -> None:
@@ -432,7 +433,7 @@ def test_cron_spec_on_leap_day_is_fine(app: Ardiq) -> None:
     @app.cron("0 0 29 2 *")
     def leap() -> None: ...
 
-    assert app.crons[0].schedule.next_after(ms(2021, 1, 1)) == ms(2024, 2, 29)
+    assert app.cron_jobs[0].schedule.next_after(ms(2021, 1, 1)) == ms(2024, 2, 29)
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from .app import Ardiq, CronJob
 from .context import EnqueueContext, ErrorContext, TaskContext, current_task
 from .errors import ArdiqError, BrokerError, NativeUnavailable, Retry
 from .jobs import DeadLetter, Job, Status, TaskInfo, TaskResult
+from .lifespan import State
 from .task import BoundTask, PreparedTask, Task
 
 __version__ = "0.1.0"
@@ -28,6 +29,7 @@ __all__ = [
     "NativeUnavailable",
     "PreparedTask",
     "Retry",
+    "State",
     "Status",
     "Task",
     "TaskContext",

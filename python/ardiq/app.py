@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 from .context import EnqueueContext, ErrorContext, TaskContext
 from .errors import ArdiqError
 from .jobs import DeadLetter, Job, Status, TaskInfo, TaskResult, decode_result
+from .lifespan import State, lifespan_factory
 from .protocol import Keys
 from .serializers import Deserializer, Serializer, msgpack_dumps, msgpack_loads
 from .settings import (
@@ -50,7 +51,12 @@ R = TypeVar("R")
 Middleware = Callable[[TaskContext, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 ErrorHook = Callable[[ErrorContext], Any]
 EnqueueHook = Callable[[EnqueueContext], Any]
-Lifespan = Callable[["Ardiq"], AsyncIterator[Mapping[str, Any] | None]]
+# `async def lifespan(): ...` or `async def lifespan(app): ...`, yielding a mapping or None.
+L = TypeVar(
+    "L",
+    bound=Callable[[], AsyncIterator[Mapping[str, Any] | None]]
+    | Callable[["Ardiq"], AsyncIterator[Mapping[str, Any] | None]],
+)
 
 _SETTINGS = (
     "default_priority",
@@ -87,16 +93,6 @@ class _TaskDecorator(Protocol):
     def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
     @overload
     def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
-
-
-class _State:
-    """Attributes yielded by ``@app.lifespan``; a missing one says where they come from."""
-
-    def __getattr__(self, name: str) -> Any:
-        raise AttributeError(
-            f"app.state has no attribute {name!r}: state is set by the mapping an "
-            "@app.lifespan function yields"
-        )
 
 
 class Ardiq:
@@ -211,8 +207,9 @@ class Ardiq:
         self._middleware: list[Middleware] = []
         self._error_hooks: list[ErrorHook] = []
         self._enqueue_hooks: list[EnqueueHook] = []
-        self._lifespan: Lifespan | None = None
-        self._state = _State()
+        # The lifespan function as a call taking the app (see lifespan.lifespan_factory).
+        self._lifespan: Callable[[Ardiq], AsyncIterator[Any]] | None = None
+        self._state = State()
         self._clients: dict[int, tuple[asyncio.AbstractEventLoop, RedisClient]] = {}
         self._inline: InlineQueue | None = None  # set by ardiq.testing.inline
         self._worker: Worker | NativeWorker | None = None
@@ -317,11 +314,17 @@ class Ardiq:
         return list(self._tasks)
 
     @property
-    def crons(self) -> list[CronJob]:
+    def crons(self) -> list[str]:
+        """Registered cron names, in registration order (each is in :attr:`tasks` too)."""
+        return list(self._crons)
+
+    @property
+    def cron_jobs(self) -> list[CronJob]:
+        """The registered crons with their schedules and tasks, in registration order."""
         return list(self._crons.values())
 
     @property
-    def state(self) -> Any:
+    def state(self) -> State:
         """What the ``@app.lifespan`` function yielded, as attributes."""
         return self._state
 
@@ -409,18 +412,26 @@ class Ardiq:
 
         return register if fn is None else register(fn)
 
-    def _register(self, fn: Callable[..., Any], name: str | None, **options: Any) -> Task[Any, Any]:
+    def _register(
+        self, fn: Callable[..., Any], name: str | None, decorator: str = "task", **options: Any
+    ) -> Task[Any, Any]:
         if not callable(fn):
-            raise TypeError(f"@app.task needs a function, got {type(fn).__name__}")
+            raise TypeError(f"@app.{decorator} needs a function, got {type(fn).__name__}")
         if name is None:
             name = getattr(fn, "__name__", None)
             if not isinstance(name, str):
-                raise TypeError(f"{fn!r} has no __name__: pass @app.task(name=...)")
+                raise TypeError(
+                    f"@app.{decorator} needs an explicit name for {fn!r}, which has no "
+                    f"__name__: pass @app.{decorator}(name=...)"
+                )
         if not isinstance(name, str) or not name:
             raise ValueError("a task name must be a non-empty string")
         if name in self._tasks:
             owner = getattr(self._tasks[name].fn, "__module__", None) or "<unknown module>"
-            raise ValueError(f"task name {name!r} is already taken by a function in {owner}")
+            raise ValueError(
+                f"task {name!r} is already registered by {owner}: give one of the two "
+                f"another name with @app.{decorator}(name=...)"
+            )
         task: Task[Any, Any] = Task(self, fn, name, **options)
         self._tasks[name] = task
         return task
@@ -446,6 +457,7 @@ class Ardiq:
             task = self._register(
                 fn,
                 name,
+                "cron",
                 max_retries=max_retries,
                 backoff_ms=backoff_ms,
                 timeout=timeout,
@@ -476,12 +488,11 @@ class Ardiq:
         self._enqueue_hooks.append(fn)
         return fn
 
-    def lifespan(self, fn: Lifespan) -> Lifespan:
-        """Wrap the whole worker in an async generator with one ``yield``; a mapping it
+    def lifespan(self, fn: L) -> L:
+        """Wrap the whole worker in an async generator function with one ``yield``, taking
+        no argument or the app: set up before the yield, tear down after. A mapping it
         yields is copied onto ``app.state``."""
-        if not inspect.isasyncgenfunction(fn):
-            raise TypeError("@app.lifespan needs an async generator function with one yield")
-        self._lifespan = fn
+        self._lifespan = lifespan_factory(fn)
         return fn
 
     def ref(

@@ -271,7 +271,7 @@ class RedisClient:
         return TaskInfo(
             task_id=task_id,
             fn_name=fn_name,
-            args=args,
+            args=tuple(args),
             kwargs=kwargs,
             enqueue_time=int(enq),
             tries=int(tries),

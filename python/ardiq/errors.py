@@ -26,9 +26,9 @@ class Retry(Exception):
     """
 
     def __init__(self, message: str = "retry requested", *, delay_ms: int | None = None) -> None:
+        # Only the message is an exception argument, so ``repr`` (the failure value once
+        # the retries are spent) is ``Retry('message')``, as with ardiq 1.2; the delay is
+        # an attribute beside it.
         super().__init__(message)
         self.message = message
         self.delay_ms = delay_ms
-
-    def __repr__(self) -> str:
-        return f"Retry({self.message!r}, delay_ms={self.delay_ms!r})"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Self, TypeVar
 
 import msgpack  # type: ignore[import-untyped,unused-ignore]
 
@@ -30,40 +30,74 @@ class Status(StrEnum):
     NOT_FOUND = "not_found"
 
 
-@dataclass(frozen=True, slots=True)
-class TaskResult(Generic[R]):
-    """The outcome of a finished task. Times are epoch milliseconds.
-
-    On failure ``value`` is the error as text (the exception's ``repr``, ``"aborted"``,
-    ``"unknown task 'x'"``, ...).
-    """
-
+class _TaskResultFields(NamedTuple, Generic[R]):
+    # The tuple ardiq 1.2 users unpack: these fields, in this order and number.
     success: bool
     value: Any
     tries: int
-    enqueue_time: int
-    start: int
-    finish: int
-    aborted: bool = False
+    enqueue_time: int = 0
+    start: int = 0
+    finish: int = 0
+
+
+class TaskResult(_TaskResultFields[R]):
+    """The outcome of a finished task: a named tuple ``(success, value, tries,
+    enqueue_time, start, finish)``. Times are epoch milliseconds.
+
+    On failure ``value`` is the error as text (the exception's ``repr``, ``"aborted"``,
+    ``"unknown task 'x'"``, ...). ``aborted`` is an attribute beside the tuple: it takes
+    no part in unpacking, indexing, ``_asdict()`` or equality.
+    """
+
+    # No __slots__: the instance dict holds the fields beside the tuple (a tuple subclass
+    # cannot have slots of its own). Pickling and copying carry it along.
+
+    def __new__(
+        cls,
+        success: bool,
+        value: Any,
+        tries: int,
+        enqueue_time: int = 0,
+        start: int = 0,
+        finish: int = 0,
+        *,
+        aborted: bool = False,
+    ) -> Self:
+        self = super().__new__(cls, success, value, tries, enqueue_time, start, finish)
+        self.__dict__["aborted"] = aborted
+        return self
+
+    @property
+    def aborted(self) -> bool:
+        """Whether the task was aborted (or purged) rather than failing on its own."""
+        return bool(self.__dict__.get("aborted", False))
 
     @property
     def duration_ms(self) -> int:
         """How long the last attempt ran (0 if it never started)."""
         return max(0, self.finish - self.start) if self.start else 0
 
+    def _replace(self, /, **changes: Any) -> Self:
+        aborted = changes.pop("aborted", self.aborted)
+        fields = super()._replace(**changes)
+        return type(self)(*fields, aborted=aborted)
 
-@dataclass(frozen=True, slots=True)
-class TaskInfo:
-    """A live task: queued, scheduled or running."""
+    def __repr__(self) -> str:
+        return f"{super().__repr__()[:-1]}, aborted={self.aborted!r})"
+
+
+class TaskInfo(NamedTuple):
+    """A live task (queued, scheduled or running), as a named tuple."""
 
     task_id: str
     fn_name: str
-    args: list[Any]
+    args: tuple[Any, ...]
     kwargs: dict[str, Any]
     enqueue_time: int
     tries: int
     status: Status
-    scheduled_at: int | None
+    scheduled_at: int | None = None
+    """Epoch ms at which a scheduled task becomes due (None when it is not waiting)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +140,7 @@ def decode_result(
             ok, value = False, f"result could not be decoded: {exc!r}"
     else:
         value = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-    return TaskResult(bool(ok), value, tries, enq, start, fin, bool(aborted))
+    return TaskResult(bool(ok), value, tries, enq, start, fin, aborted=bool(aborted))
 
 
 def decode_payload(payload: bytes, deserialize: Deserializer) -> tuple[list[Any], dict[str, Any]]:

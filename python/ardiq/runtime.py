@@ -114,6 +114,16 @@ class _Aborted(Exception):
     """Internal: the attempt was cancelled by an abort request."""
 
 
+class _TimedOut(Exception):
+    """Internal: the attempt ran past its task's ``timeout``. Carries the TimeoutError
+    hooks are given; the result reads its message alone, ``timed out after <timeout>s``
+    with the timeout as the task gave it (not a ``repr``)."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self.error = TimeoutError(f"timed out after {timeout}s")
+
+
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
@@ -293,7 +303,7 @@ class Runtime:
                 await self._on_error(d, exc, tries, will_retry=False)
                 return self._outcome(d, tries, start, FAIL, error)
 
-            ctx = TaskContext(d.task_id, d.name, tries, headers)
+            ctx = TaskContext(d.task_id, d.name, tries, headers=headers)
             if self._aborted and key in self._aborted:
                 log.warning("task aborted before it started %s", self._fields(d, tries))
                 return self._outcome(d, tries, start, ABORT, b"aborted")
@@ -331,6 +341,11 @@ class Runtime:
                 # The body is over: an abort arriving from here on has nothing to cancel.
                 self._bodies.pop(key, None)
                 self._attempts.pop(key, None)
+                if isinstance(exc, _TimedOut):
+                    timed_out = exc.error
+                    return await self._failed(
+                        d, task, timed_out, tries, start, opened, str(timed_out)
+                    )
                 return await self._failed(d, task, exc, tries, start, opened)
             finally:
                 self._bodies.pop(key, None)
@@ -465,7 +480,7 @@ class Runtime:
                 async with asyncio.timeout(task.timeout):
                     return await call()
             except TimeoutError:
-                raise TimeoutError(f"timed out after {task.timeout}s") from None
+                raise _TimedOut(task.timeout) from None
         finally:
             _current.reset(token)
 
@@ -499,7 +514,12 @@ class Runtime:
         tries: int,
         start: int,
         opened: Opened | None = None,
+        text: str | None = None,
     ) -> Outcome:
+        """The outcome of a failed attempt: a retry or the last failure. Its value is
+        `text` if given, else ``repr(exc)``."""
+        if text is None:
+            text = repr(exc)
         fields = self._fields(d, tries)
         will_retry = tries <= task.max_retries
         if will_retry:
@@ -510,7 +530,7 @@ class Runtime:
             )
             if not isinstance(exc, Retry):
                 await self._on_error(d, exc, tries, will_retry=True)
-            outcome = self._outcome(d, tries, start, RETRY, repr(exc), delay)
+            outcome = self._outcome(d, tries, start, RETRY, text, delay)
             signer = self.app._signer
             if signer.enabled and opened is not None and opened.nonce is not None:
                 # The next attempt may run long after this one's not-after: seal it again
@@ -520,7 +540,7 @@ class Runtime:
             return outcome
         log.error("task failed after the last attempt %s error=%s", fields, type(exc).__name__)
         await self._on_error(d, exc, tries, will_retry=False)
-        return self._outcome(d, tries, start, FAIL, repr(exc))
+        return self._outcome(d, tries, start, FAIL, text)
 
     async def _on_error(
         self, d: Delivery, exc: BaseException, tries: int, *, will_retry: bool

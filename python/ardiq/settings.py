@@ -24,8 +24,8 @@ def check_redis_url(url: object) -> str:
     """Return `url` if it is a Redis URL ArdiQ can use; raise a clear error otherwise."""
     if not isinstance(url, str):
         raise TypeError(f"redis_url must be a string, not {type(url).__name__}")
-    if url == "":
-        raise ValueError("redis_url must not be empty (use e.g. 'redis://localhost:6379')")
+    if not url.strip():
+        raise ValueError(f"redis_url is empty ({url!r}): pass a URL like 'redis://localhost:6379'")
     try:
         parts = urlsplit(url)
         port = parts.port  # raises ValueError on a bad port
@@ -125,7 +125,8 @@ def check_lane(lane: str, lanes: list[str], what: str = "priority") -> str:
     """`lane` if it is one of `lanes`; otherwise a ValueError listing them."""
     if lane not in lanes:
         raise ValueError(
-            f"unknown {what} {lane!r}: no worker reads that lane (lanes: {', '.join(lanes)})"
+            f"{what} {lane!r} is not one of the lanes ({', '.join(lanes)}): "
+            "no worker reads that lane"
         )
     return lane
 

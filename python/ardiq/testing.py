@@ -71,7 +71,7 @@ class InlineQueue:
         else:
             value = outcome.value.decode("utf-8", "replace")
         self.results[task.task_id] = TaskResult(
-            ok, value, tries, enqueued, outcome.start_ms, now_ms(), outcome.kind == "abort"
+            ok, value, tries, enqueued, outcome.start_ms, now_ms(), aborted=outcome.kind == "abort"
         )
         if outcome.kind == FAIL:
             try:

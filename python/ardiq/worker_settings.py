@@ -98,7 +98,7 @@ class WorkerSettings:
             shutdown = float(o.shutdown_timeout_s)
         payload = app.serializer([[], {}, None])
         crons = []
-        for job in app.crons:
+        for job in app.cron_jobs:
             schedule = job.schedule
             if isinstance(schedule, Every):
                 kind, spec = "every", str(schedule.interval_ms)

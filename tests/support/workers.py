@@ -80,7 +80,9 @@ class WorkerProcess:
             "VIRTUAL_ENV": sys.prefix,
             **engine_env(kind),
             **env,
-            "PYTHONPATH": str(TESTS),
+            # This checkout's package first: a worktree's workers run its own code, not
+            # whatever checkout the venv's editable install points at.
+            "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT / "python")]),
         }
         self.proc = subprocess.Popen(
             worker_command(kind, target, *flags),

@@ -48,6 +48,9 @@ pub struct Config {
     pub command_timeout: Duration,
     /// Cron jobs this worker fires (ignored in burst mode).
     pub crons: Vec<CronEntry>,
+    /// How many tasks the app registered (crons included). The engine only reports it,
+    /// in the `worker starting` line: which tasks exist is the executor's business.
+    pub tasks: usize,
     /// Seals the cron occurrences this worker enqueues (`None`: payloads go unsigned).
     /// Workers check the tags in Python, before decoding; see [`crate::sign`].
     pub signing_key: Option<SigningKey>,
@@ -79,6 +82,7 @@ impl Config {
             heartbeat_interval: Duration::from_secs(5),
             command_timeout: Duration::from_secs(5),
             crons: Vec::new(),
+            tasks: 0,
             signing_key: None,
             signature_ttl_ms: crate::sign::DEFAULT_TTL_MS,
             max_payload_bytes: 16 * 1024 * 1024,
@@ -165,6 +169,7 @@ impl fmt::Debug for Config {
             .field("burst", &self.burst)
             .field("drain_timeout", &self.drain_timeout)
             .field("crons", &self.crons)
+            .field("tasks", &self.tasks)
             .field("signing_key", &self.signing_key)
             .field("signature_ttl_ms", &self.signature_ttl_ms)
             .field("max_payload_bytes", &self.max_payload_bytes)

@@ -84,9 +84,12 @@ impl Engine {
     /// executor reports afterwards are dropped (their entries stay pending for reclaim).
     pub async fn run(self, executor: Arc<dyn Executor>) -> Result<RunReport> {
         let config = &self.config;
+        // One line that says what this worker serves, with or without a banner (`ardiq
+        // run --quiet` and JSON logs print none).
         info!(worker = %config.worker_id, queue = %config.queue, lanes = ?config.lanes,
             url = %self.redis.masked_url(), concurrency = config.concurrency,
-            prefetch = config.prefetch, burst = config.burst, "worker starting");
+            prefetch = config.prefetch, burst = config.burst, tasks = config.tasks,
+            crons = config.crons.len(), "worker starting");
         let mut stop_rx = self.stop_rx.clone();
         let Some(conn) = self.redis.connect_with_retry(&mut stop_rx).await? else {
             return Ok(self.finish_report(StopReason::Signal, 0));

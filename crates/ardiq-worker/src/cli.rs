@@ -96,7 +96,8 @@ pub struct RunArgs {
           value_parser = BoolishValueParser::new(), conflicts_with = "quiet")]
     pub verbose: bool,
 
-    /// Warnings and errors only, and no banner
+    /// No banner: the `worker starting` log line says what is served (queue, concurrency,
+    /// prefetch, burst, task and cron counts)
     #[arg(short, long, env = "ARDIQ_QUIET", action = ArgAction::SetTrue,
           value_parser = BoolishValueParser::new())]
     pub quiet: bool,

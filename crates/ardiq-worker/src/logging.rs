@@ -26,9 +26,10 @@ use crate::escape::{self, printable};
 
 /// Installs the subscriber. Call once, first thing.
 pub fn init(format: LogFormat, verbosity: Verbosity) {
+    // `--quiet` drops the banner only: the INFO lines stay, the `worker starting` one
+    // carrying what the banner would have shown (as ardiq 1.2's `-q` does).
     let filter = match verbosity {
-        Verbosity::Quiet => "warn",
-        Verbosity::Normal => "info",
+        Verbosity::Quiet | Verbosity::Normal => "info",
         Verbosity::Verbose => "debug",
     };
     let ansi = format == LogFormat::Text && colour_allowed();
@@ -52,8 +53,7 @@ pub fn colour_allowed() -> bool {
 /// The level Python's root logger is set to, matching the tracing filter.
 pub fn python_level(verbosity: Verbosity) -> i32 {
     match verbosity {
-        Verbosity::Quiet => 30,
-        Verbosity::Normal => 20,
+        Verbosity::Quiet | Verbosity::Normal => 20,
         Verbosity::Verbose => 10,
     }
 }

@@ -141,13 +141,17 @@ class Worker:
             settings.redis_url, socket_timeout=settings.poll_block_ms / 1000 + 10
         )
         log.info(
-            "worker starting worker=%s queue=%s lanes=%s concurrency=%d prefetch=%d redis=%s",
+            "worker starting worker=%s queue=%s lanes=%s concurrency=%d prefetch=%d redis=%s "
+            "burst=%s tasks=%d crons=%d",
             self.worker_id,
             settings.queue_name,
             ",".join(self.lanes),
             settings.concurrency,
             settings.prefetch,
             mask_url(settings.redis_url),
+            "true" if self.app.burst else "false",
+            settings.tasks,
+            len(settings.crons),
         )
         reason = "stop"
         background: list[asyncio.Task[None]] = []

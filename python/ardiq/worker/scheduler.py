@@ -19,7 +19,7 @@ log = logging.getLogger("ardiq")
 async def run(w: Worker) -> None:
     app = w.app
     start = now_ms()
-    upcoming = {c.name: c.schedule.next_after(start) for c in app.crons}
+    upcoming = {c.name: c.schedule.next_after(start) for c in app.cron_jobs}
     k = app.keys
     while not w.closing:
         due = [(t, n) for n, t in upcoming.items() if t is not None]

@@ -29,10 +29,13 @@ $(BIN)/ardiq: $(WORKER_SOURCES)
 	touch $@
 
 # The extension module `ardiq_native` (the engine behind `await app.run()`), from the same
-# crates and the same warm target/ (maturin tells pyo3 it builds an extension module).
+# crates. Its own target directory: maturin tells pyo3 that it builds an extension module
+# (PYO3_BUILD_EXTENSION_MODULE), which changes pyo3's build configuration, so sharing
+# target/ would rebuild pyo3 and relink the other artifact at every switch between them.
+NATIVE_TARGET_DIR ?= $(abspath target/native)
 $(BIN)/.ardiq_native: $(WORKER_SOURCES) crates/ardiq-native/pyproject.toml
-	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --release -q \
-		-m crates/ardiq-native/Cargo.toml
+	CARGO_TARGET_DIR=$(NATIVE_TARGET_DIR) VIRTUAL_ENV=$(abspath $(VENV)) \
+		$(BIN)/maturin develop --release -q -m crates/ardiq-native/Cargo.toml
 	touch $@
 
 test: venv build test-rust test-python

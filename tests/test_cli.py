@@ -609,7 +609,13 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([*pip, str(ROOT)], check=True, timeout=600)
     maturin = Path(sys.executable).with_name("maturin")
     wheels = root / "wheels"
-    for crate, name in (("ardiq-worker", "ardiq_worker"), ("ardiq-native", "ardiq_native")):
+    # The target directories `make build` uses (Makefile, NATIVE_TARGET_DIR), so these
+    # builds find their crates compiled.
+    builds = (
+        ("ardiq-worker", "ardiq_worker", ROOT / "target"),
+        ("ardiq-native", "ardiq_native", ROOT / "target" / "native"),
+    )
+    for crate, name, target in builds:
         subprocess.run(
             [
                 str(maturin),
@@ -625,6 +631,7 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
             ],
             check=True,
             timeout=900,
+            env={**os.environ, "CARGO_TARGET_DIR": str(target)},
         )
         (wheel,) = wheels.glob(f"{name}-*.whl")
         subprocess.run([*pip, "--no-deps", str(wheel)], check=True, timeout=300)

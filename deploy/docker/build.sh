@@ -23,10 +23,11 @@ TOOLS="$WHEELS/.tools"
 "$TOOLS/bin/pip" wheel --quiet --disable-pip-version-check --no-build-isolation \
     --wheel-dir "$WHEELS" "$SRC"
 # The worker: a wheel whose only content is the `ardiq` executable (maturin bindings=bin);
-# the extension: a wheel with the `ardiq_native` module (bindings=pyo3). Both come from
-# one cargo target directory, so the second build reuses the first one's crates.
-for crate in ardiq-worker ardiq-native; do
-    "$TOOLS/bin/maturin" build --release --quiet --interpreter "$PYTHON" \
-        --manifest-path "$SRC/crates/$crate/Cargo.toml" --out "$WHEELS"
-done
+# the extension: a wheel with the `ardiq_native` module (bindings=pyo3), in a target
+# directory of its own as in the Makefile (pyo3 is configured differently for it).
+"$TOOLS/bin/maturin" build --release --quiet --interpreter "$PYTHON" \
+    --manifest-path "$SRC/crates/ardiq-worker/Cargo.toml" --out "$WHEELS"
+CARGO_TARGET_DIR="$SRC/target/native" "$TOOLS/bin/maturin" build --release --quiet \
+    --interpreter "$PYTHON" --manifest-path "$SRC/crates/ardiq-native/Cargo.toml" \
+    --out "$WHEELS"
 rm -rf "$TOOLS"

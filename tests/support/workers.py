@@ -80,7 +80,9 @@ class WorkerProcess:
             "VIRTUAL_ENV": sys.prefix,
             **engine_env(kind),
             **env,
-            "PYTHONPATH": str(TESTS),
+            # This checkout's package, not the one the venv was installed from (a git
+            # worktree tests its own `ardiq`).
+            "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT / "python")]),
         }
         self.proc = subprocess.Popen(
             worker_command(kind, target, *flags),

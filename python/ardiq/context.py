@@ -18,6 +18,10 @@ class TaskContext:
     tries: int
     """This attempt's number, starting at 1."""
     headers: dict[str, str] = field(default_factory=dict)
+    lane: str = ""
+    """The lane (priority) this attempt was read from."""
+    enqueue_ms: int = 0
+    """When the task was enqueued (Redis server time, epoch ms; a replay enqueues anew)."""
 
 
 @dataclass(frozen=True, slots=True)

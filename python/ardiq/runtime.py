@@ -293,7 +293,7 @@ class Runtime:
                 await self._on_error(d, exc, tries, will_retry=False)
                 return self._outcome(d, tries, start, FAIL, error)
 
-            ctx = TaskContext(d.task_id, d.name, tries, headers)
+            ctx = TaskContext(d.task_id, d.name, tries, headers, d.lane, d.enqueue_ms)
             if self._aborted and key in self._aborted:
                 log.warning("task aborted before it started %s", self._fields(d, tries))
                 return self._outcome(d, tries, start, ABORT, b"aborted")

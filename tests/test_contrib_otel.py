@@ -212,6 +212,28 @@ async def test_a_timed_out_attempt_fails_its_span(
     assert span["status"] == "ERROR"
 
 
+async def test_an_aborted_attempt_says_so(
+    make_app: Callable[..., Ardiq],
+    start_worker: Callable[..., WorkerProcess],
+    redis_url: str,
+    queue: str,
+) -> None:
+    producer = make_app(priorities=["low", "default", "high"])
+    start_worker("apps.otel_app:app")
+    job = await producer.ref("sleepy").enqueue()
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        assert await client.blpop([f"started:{queue}"], timeout=30) is not None
+    finally:
+        await client.aclose()
+    assert await job.abort()
+    result = await job.result(timeout=30)
+    assert result is not None and result.aborted
+    (span,) = await worker_spans(redis_url, queue, 1, "sleepy")
+    assert span["attributes"]["ardiq.outcome"] == "abort"
+    assert span["exceptions"] == []
+
+
 async def test_cron_occurrences_start_traces_of_their_own(
     start_worker: Callable[..., WorkerProcess], redis_url: str, queue: str
 ) -> None:

@@ -91,6 +91,12 @@ async def plain(x: int) -> int:
     return x
 
 
+@app.task
+async def sleepy() -> None:
+    _redis.rpush(f"started:{app.queue_name}", "sleepy")  # the body runs: abort it now
+    await asyncio.sleep(30)
+
+
 @app.task(timeout=0.2, max_retries=0)
 async def too_slow() -> None:
     await asyncio.sleep(30)

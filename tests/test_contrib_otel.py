@@ -14,7 +14,7 @@ from apps.otel_app import span_record
 from ardiq import Ardiq
 from ardiq.context import EnqueueContext
 from ardiq.contrib.otel import instrument
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from support.workers import WorkerProcess
@@ -176,9 +176,9 @@ async def test_a_replayed_dead_letter_links_to_its_first_trace(
     assert failed["status"] == "ERROR"
     assert len(failed["exceptions"]) == 1
     assert failed["exceptions"][0].endswith("RuntimeError")
-    # The worker app counts a context sent over half a second before Redis enqueued the
-    # task as a replay's.
-    await asyncio.sleep(0.7)
+    # The worker app counts a context sent over a second before Redis enqueued the task
+    # as a replay's.
+    await asyncio.sleep(1.3)
     assert await producer.replay(job.id) is not None
     again = await job.result(timeout=60)
     assert again is not None and not again.success
@@ -232,6 +232,35 @@ async def test_an_aborted_attempt_says_so(
     (span,) = await worker_spans(redis_url, queue, 1, "sleepy")
     assert span["attributes"]["ardiq.outcome"] == "abort"
     assert span["exceptions"] == []
+
+
+@pytest.mark.parametrize("where", ["start", "end"])
+async def test_broken_tracing_never_fails_a_task(
+    make_app: Callable[..., Ardiq],
+    start_worker: Callable[..., WorkerProcess],
+    where: str,
+) -> None:
+    """A span processor that raises, in the producer or the worker, is logged and
+    ignored: the enqueue and the task go on."""
+
+    class Broken(SpanProcessor):
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            if where == "start":
+                raise RuntimeError("broken span processor")
+
+        def on_end(self, span: ReadableSpan) -> None:
+            if where == "end":
+                raise RuntimeError("broken span processor")
+
+    provider = TracerProvider()
+    provider.add_span_processor(Broken())
+    producer = make_app(priorities=["low", "default", "high"])
+    instrument(producer, tracer_provider=provider)
+    worker = start_worker("apps.otel_app:app", env={"ARDIQ_TEST_BROKEN_TRACING": where})
+    for name, args in (("plain", (7,)), ("flaky", (1,))):
+        result = await (await producer.ref(name).enqueue(*args)).result(timeout=60)
+        assert result is not None and result.success, result
+    assert "tracing failed (ignored)" in worker.output()
 
 
 async def test_cron_occurrences_start_traces_of_their_own(

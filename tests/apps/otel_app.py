@@ -56,9 +56,26 @@ class RedisExporter(SpanProcessor):
         _redis.rpush(f"spans:{app.queue_name}", json.dumps(span_record(span)))
 
 
+class Broken(SpanProcessor):
+    """A span processor that fails (ARDIQ_TEST_BROKEN_TRACING=start|end)."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        if self.where == "start":
+            raise RuntimeError("broken span processor")
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.where == "end":
+            raise RuntimeError("broken span processor")
+
+
 provider = TracerProvider()
 provider.add_span_processor(RedisExporter())
-instrument(app, tracer_provider=provider, replay_after_s=0.5)
+if broken := os.environ.get("ARDIQ_TEST_BROKEN_TRACING"):
+    provider.add_span_processor(Broken(broken))
+instrument(app, tracer_provider=provider, replay_after_s=1.0)
 tracer = provider.get_tracer("tests.otel_app")
 
 

@@ -20,6 +20,7 @@ never fails the task. An app that is not instrumented imports and runs none of t
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
@@ -48,6 +49,7 @@ SENT_HEADER = "ardiq-sent-ms"
 (enqueued again long after its context was carried) from the original."""
 
 _SCOPE = "ardiq.contrib.otel"
+log = logging.getLogger("ardiq")
 _instrumented: weakref.WeakSet[Ardiq] = weakref.WeakSet()
 
 
@@ -91,48 +93,59 @@ def instrument(
     queue = app.queue_name
 
     def on_enqueue(ctx: EnqueueContext) -> None:
-        span = tracer.start_span(
-            f"{ctx.name} enqueue",
-            kind=SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": "ardiq",
-                "messaging.operation.type": "create",
-                "messaging.destination.name": queue,
-                "messaging.message.id": ctx.task_id,
-                "ardiq.queue": queue,
-                "ardiq.task_id": ctx.task_id,
-                "ardiq.task": ctx.name,
-            },
-        )
+        try:
+            span = tracer.start_span(
+                f"{ctx.name} enqueue",
+                kind=SpanKind.PRODUCER,
+                attributes={
+                    "messaging.system": "ardiq",
+                    "messaging.operation.type": "create",
+                    "messaging.destination.name": queue,
+                    "messaging.message.id": ctx.task_id,
+                    "ardiq.queue": queue,
+                    "ardiq.task_id": ctx.task_id,
+                    "ardiq.task": ctx.name,
+                },
+            )
+        except Exception as exc:
+            _broken("enqueue", ctx.name, exc)
+            return
         try:
             carrier: dict[str, str] = {}
             prop.inject(carrier, context=trace.set_span_in_context(span))
             for key, value in carrier.items():
-                if len(value) <= MAX_HEADER_CHARS:
+                if isinstance(value, str) and len(value) <= MAX_HEADER_CHARS:
                     ctx.headers[key] = value
             ctx.headers[SENT_HEADER] = str(time.time_ns() // 1_000_000)
+        except Exception as exc:
+            _broken("enqueue", ctx.name, exc)
         finally:
-            span.end()
+            _end(span, ctx.name)
 
     async def middleware(ctx: TaskContext, call_next: Callable[[], Awaitable[Any]]) -> Any:
         task = app._tasks.get(ctx.name)
-        parent, links = _parent(ctx, prop, replay_after_ms, ctx.name in app._crons)
-        span = tracer.start_span(
-            ctx.name,
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            links=links,
-            attributes={
-                "messaging.system": "ardiq",
-                "messaging.operation.type": "process",
-                "messaging.destination.name": queue,
-                "messaging.message.id": ctx.task_id,
-                "ardiq.queue": queue,
-                "ardiq.lane": ctx.lane,
-                "ardiq.task_id": ctx.task_id,
-                "ardiq.attempt": ctx.tries,
-            },
-        )
+        try:
+            parent, links = _parent(ctx, prop, replay_after_ms, ctx.name in app._crons)
+            span = tracer.start_span(
+                ctx.name,
+                context=parent,
+                kind=SpanKind.CONSUMER,
+                links=links,
+                attributes={
+                    "messaging.system": "ardiq",
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": queue,
+                    "messaging.message.id": ctx.task_id,
+                    "ardiq.queue": queue,
+                    "ardiq.lane": ctx.lane,
+                    "ardiq.task_id": ctx.task_id,
+                    "ardiq.attempt": ctx.tries,
+                },
+            )
+        except Exception as exc:
+            # Tracing that fails (an exporter's span processor, say) never fails a task.
+            _broken("attempt", ctx.name, exc)
+            return await call_next()
         will_retry = task is not None and ctx.tries <= task.max_retries
         started = time.monotonic()
         try:
@@ -153,7 +166,7 @@ def instrument(
             span.set_attribute("ardiq.outcome", "ok")
             return value
         finally:
-            span.end()
+            _end(span, ctx.name)
 
     app.on_enqueue(on_enqueue)
     # Outermost, whenever it is called: the span covers the app's own middleware too.
@@ -194,4 +207,16 @@ def _failed(span: trace.Span, exc: BaseException, will_retry: bool) -> None:
     span.set_attribute("ardiq.outcome", "retry" if will_retry else "fail")
     span.record_exception(exc)
     if not (will_retry and isinstance(exc, Retry)):
-        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}"))
+        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+
+
+def _end(span: trace.Span, name: str) -> None:
+    """End `span`; span processors run here, and one that raises is logged, not raised."""
+    try:
+        span.end()
+    except Exception as exc:
+        _broken("span end", name, exc)
+
+
+def _broken(where: str, name: str, exc: Exception) -> None:
+    log.warning("tracing failed (ignored) at=%s name=%s error=%s", where, name, type(exc).__name__)

@@ -41,6 +41,20 @@ def test_import_loads_no_heavy_library() -> None:
     # Nor does it pull in the worker machinery.
     for module in ("ardiq.worker", "ardiq.runtime", "ardiq.broker", "ardiq.client"):
         assert module not in new, f"`import ardiq` imported {module}"
+    # Nor any integration, nor what they integrate with.
+    for module in new:
+        assert not module.startswith("ardiq.contrib"), f"`import ardiq` imported {module}"
+    for name in ("opentelemetry", "fastapi", "starlette", "django"):
+        assert name not in loaded, f"`import ardiq` imported {name}"
+
+
+def test_asgi_helpers_need_no_framework() -> None:
+    """`ardiq.contrib.asgi` works with any ASGI framework: it imports none, nor Redis."""
+    new = probe("ardiq.contrib.asgi")["new"]
+    assert isinstance(new, list)
+    loaded = {name.split(".")[0] for name in new}
+    for name in ("redis", "fastapi", "starlette", "opentelemetry"):
+        assert name not in loaded, f"`import ardiq.contrib.asgi` imported {name}"
 
 
 def test_native_engine_path_loads_no_pure_loop() -> None:

@@ -21,18 +21,29 @@ class TaskContext(_TaskContextFields):
     :func:`current_task`, given to middleware. ``tries`` is this attempt's number,
     starting at 1.
 
-    ``headers`` (what ``@app.on_enqueue`` hooks set) is an attribute beside the tuple: it
-    takes no part in unpacking, indexing, ``_asdict()`` or equality.
+    Beside the tuple, as attributes that take no part in unpacking, indexing,
+    ``_asdict()`` or equality: ``headers`` (what ``@app.on_enqueue`` hooks set), ``lane``
+    (the lane this attempt was read from) and ``enqueue_ms`` (when the task was enqueued:
+    Redis server time, epoch ms; a replay enqueues anew).
     """
 
-    # No __slots__: the instance dict holds `headers` (a tuple subclass cannot have slots
-    # of its own). Pickling and copying carry it along.
+    # No __slots__: the instance dict holds the extras (a tuple subclass cannot have slots
+    # of its own). Pickling and copying carry them along.
 
     def __new__(
-        cls, task_id: str, name: str, tries: int, *, headers: dict[str, str] | None = None
+        cls,
+        task_id: str,
+        name: str,
+        tries: int,
+        *,
+        headers: dict[str, str] | None = None,
+        lane: str = "",
+        enqueue_ms: int = 0,
     ) -> Self:
         self = super().__new__(cls, task_id, name, tries)
         self.__dict__["headers"] = {} if headers is None else headers
+        self.__dict__["lane"] = lane
+        self.__dict__["enqueue_ms"] = enqueue_ms
         return self
 
     @property
@@ -41,13 +52,33 @@ class TaskContext(_TaskContextFields):
         headers: dict[str, str] = self.__dict__.setdefault("headers", {})
         return headers
 
+    @property
+    def lane(self) -> str:
+        """The lane (priority) this attempt was read from."""
+        lane: str = self.__dict__.get("lane", "")
+        return lane
+
+    @property
+    def enqueue_ms(self) -> int:
+        """When the task was enqueued (Redis server time, epoch ms; a replay enqueues
+        anew)."""
+        enqueue_ms: int = self.__dict__.get("enqueue_ms", 0)
+        return enqueue_ms
+
     def _replace(self, /, **changes: Any) -> Self:
-        headers = changes.pop("headers", self.headers)
+        extras = {
+            "headers": changes.pop("headers", self.headers),
+            "lane": changes.pop("lane", self.lane),
+            "enqueue_ms": changes.pop("enqueue_ms", self.enqueue_ms),
+        }
         fields = super()._replace(**changes)
-        return type(self)(*fields, headers=headers)
+        return type(self)(*fields, **extras)
 
     def __repr__(self) -> str:
-        return f"{super().__repr__()[:-1]}, headers={self.headers!r})"
+        return (
+            f"{super().__repr__()[:-1]}, headers={self.headers!r}, lane={self.lane!r}, "
+            f"enqueue_ms={self.enqueue_ms!r})"
+        )
 
 
 class ErrorContext(NamedTuple):

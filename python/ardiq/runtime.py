@@ -303,7 +303,9 @@ class Runtime:
                 await self._on_error(d, exc, tries, will_retry=False)
                 return self._outcome(d, tries, start, FAIL, error)
 
-            ctx = TaskContext(d.task_id, d.name, tries, headers=headers)
+            ctx = TaskContext(
+                d.task_id, d.name, tries, headers=headers, lane=d.lane, enqueue_ms=d.enqueue_ms
+            )
             if self._aborted and key in self._aborted:
                 log.warning("task aborted before it started %s", self._fields(d, tries))
                 return self._outcome(d, tries, start, ABORT, b"aborted")

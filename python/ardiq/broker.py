@@ -78,21 +78,20 @@ def is_certificate_error(exc: BaseException | None) -> bool:
     cannot help until the settings change."""
     import ssl
 
-    seen = 0
-    while exc is not None and seen < 8:
-        if isinstance(exc, ssl.SSLCertVerificationError):
-            return True
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return False
+    return _caused_by(exc, ssl.SSLCertVerificationError)
 
 
 def is_auth_error(exc: BaseException | None) -> bool:
     """True when `exc` (or what it wraps) is Redis refusing the credentials: retrying
     cannot help until the settings change."""
+    return _caused_by(exc, rexc.AuthenticationError)
+
+
+def _caused_by(exc: BaseException | None, kind: type[BaseException]) -> bool:
+    """Is `exc`, or one of the first few exceptions it was raised from, a `kind`?"""
     seen = 0
     while exc is not None and seen < 8:
-        if isinstance(exc, rexc.AuthenticationError):
+        if isinstance(exc, kind):
             return True
         exc = exc.__cause__ or exc.__context__
         seen += 1

@@ -142,6 +142,54 @@ def test_unknown_result_id_does_not_exist(django_env: dict[str, str]) -> None:
         tasks.add.get_result("no-such-id")
 
 
+def test_backend_refuses_what_django_says_is_invalid(django_env: dict[str, str]) -> None:
+    """Validation happens at definition and at enqueue, before anything reaches Redis."""
+    from datetime import datetime, timedelta
+
+    from ardiq.contrib.django._compat import BACKPORT, Task
+    from djapp import tasks
+
+    if BACKPORT:
+        from django_tasks import task
+        from django_tasks.exceptions import InvalidTaskError as InvalidTask
+    else:
+        from django.tasks import task
+        from django.tasks.exceptions import InvalidTask
+
+    def nested() -> None: ...
+
+    with pytest.raises(InvalidTask, match="module level"):
+        task(nested)
+    with pytest.raises(InvalidTask, match="context"):
+        task(takes_context=True)(tasks.add.func)
+    with pytest.raises(InvalidTask, match="priority"):
+        tasks.add.using(priority=101)
+    with pytest.raises(InvalidTask, match="aware"):
+        tasks.add.using(run_after=datetime.now() + timedelta(seconds=1))
+    with pytest.raises(InvalidTask, match="Queue"):
+        tasks.add.using(queue_name="nowhere")
+    assert isinstance(tasks.double, Task)  # async tasks are accepted
+
+
+def test_enqueue_sends_the_enqueued_signal(django_env: dict[str, str]) -> None:
+    from ardiq.contrib.django._compat import TaskResultStatus, task_enqueued
+    from djapp import tasks
+
+    seen: list[Any] = []
+
+    def receiver(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        seen.append(task_result)
+
+    task_enqueued.connect(receiver)
+    try:
+        result = tasks.add.enqueue(1, 2)
+    finally:
+        task_enqueued.disconnect(receiver)
+    assert [r.id for r in seen] == [result.id]
+    assert result.status == TaskResultStatus.READY and result.enqueued_at is not None
+    assert result.backend == "default" and result.args == [1, 2]
+
+
 # --------------------------------------------------------------- end to end, each kind
 def test_view_enqueues_and_result_reads_back(worker: Callable[..., WorkerProcess]) -> None:
     from ardiq.contrib.django._compat import SUCCESSFUL, TaskResultStatus

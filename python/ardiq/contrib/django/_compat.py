@@ -15,9 +15,8 @@ try:
 
     BACKPORT = False
 except ImportError:  # pragma: no cover - exercised by the Python 3.11 run
-    from django_tasks.base import Task, TaskContext, TaskResult, TaskResultStatus
     from django_tasks.backends.base import BaseTaskBackend
-    from django_tasks.base import TaskError
+    from django_tasks.base import Task, TaskContext, TaskError, TaskResult, TaskResultStatus
     from django_tasks.exceptions import TaskResultDoesNotExist, TaskResultMismatch
     from django_tasks.signals import task_enqueued, task_finished, task_started
     from django_tasks.utils import normalize_json

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -146,7 +147,7 @@ class ArdiqBackend(BaseTaskBackend):  # type: ignore[misc]
         run_after = task.run_after
         schedule_ms = int(run_after.timestamp() * 1000) if run_after is not None else 0
         record_key = store.key(app.queue_name, result.id)
-        now_ms = int(_now().timestamp() * 1000)
+        now_ms = int(time.time() * 1000)
         redis = app._client().broker.client
         # The record first: a worker that takes the task at once finds it.
         async with redis.pipeline(transaction=False) as pipe:
@@ -170,14 +171,6 @@ class ArdiqBackend(BaseTaskBackend):  # type: ignore[misc]
         for queue_name in sorted(self.queues):
             app = self.app_for(queue_name)
             found = app.sync.run(self._load(app, result_id))
-            if found is not None:
-                return found
-        raise TaskResultDoesNotExist(result_id)
-
-    async def aget_result(self, result_id: str) -> Any:
-        for queue_name in sorted(self.queues):
-            app = self.app_for(queue_name)
-            found = await self._load(app, result_id)
             if found is not None:
                 return found
         raise TaskResultDoesNotExist(result_id)
@@ -244,10 +237,22 @@ def _sorted(record: store.Record) -> list[tuple[str, str]]:
 
 
 def _now() -> datetime:
-    return datetime.now(tz=UTC)
+    from django.utils import timezone
+
+    now: datetime = timezone.now()
+    return now
 
 
 def _from_ms(ms: int | None) -> datetime | None:
+    """Epoch ms as Django shows times: aware (UTC) with USE_TZ, naive local time without."""
     if not ms:
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+    from django.conf import settings
+
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    if settings.USE_TZ:
+        return moment
+    from django.utils import timezone
+
+    naive: datetime = timezone.make_naive(moment)
+    return naive

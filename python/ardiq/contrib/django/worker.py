@@ -255,6 +255,6 @@ class _Runner:
 
 
 def _now() -> Any:
-    from django.utils import timezone
+    from .backend import _now as now
 
-    return timezone.now()
+    return now()

@@ -49,7 +49,7 @@ def find(module_path: str) -> Any | None:
     module = sys.modules.get(module_name)
     if module is None or not attr:
         return None
-    candidate = vars(module).get(attr)
+    candidate: Any = vars(module).get(attr)
     if issubclass(type(candidate), Task) and candidate.module_path == module_path:
         return candidate
     return None

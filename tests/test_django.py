@@ -117,6 +117,11 @@ def test_backend_declares_what_it_supports(django_env: dict[str, str]) -> None:
     assert backend.supports_async_task
     assert backend.supports_get_result
     assert backend.supports_priority
+    from ardiq.contrib.django._compat import BACKPORT
+
+    # each framework's documented default: Django 6 enqueues at once, the backport on commit
+    assert backend.enqueue_on_commit is BACKPORT
+    assert tasks.count_notes_on_commit.get_backend().enqueue_on_commit is True
 
 
 def test_priorities_map_onto_lanes(django_env: dict[str, str]) -> None:
@@ -281,6 +286,33 @@ def test_context_deferred_run_priority_and_queues(
     assert tasks.add.get_result(other).status == TaskResultStatus.READY
     worker(ARDIQ_DJANGO_QUEUE="other")
     assert wait_finished(tasks.add, other).return_value == 8
+
+
+def test_timeout_error_and_result_retention(worker: Callable[..., WorkerProcess]) -> None:
+    """An attempt ArdiQ ends (the `timeout` option) is a failure with an error that says
+    so; results last as long as `result_ttl_ms` says, then do not exist."""
+    from ardiq.contrib.django._compat import SUCCESSFUL, TaskResultDoesNotExist, TaskResultStatus
+    from djapp import tasks
+
+    slow = post("sleepy", args=[30], backend="strict")
+    quick = post("add", args=[1, 2], backend="strict")
+    worker(ARDIQ_DJANGO_BACKEND="strict")
+    sleepy = tasks.sleepy.using(backend="strict")
+    add = tasks.add.using(backend="strict")
+    result = wait_finished(sleepy, slow)
+    assert result.status == TaskResultStatus.FAILED
+    (error,) = result.errors
+    assert error.exception_class_path == "ardiq.errors.ArdiqError"
+    assert "timed out after 0.5s" in error.traceback
+    assert wait_finished(add, quick).status == SUCCESSFUL
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            add.get_result(quick)
+        except TaskResultDoesNotExist:
+            break
+        assert time.monotonic() < deadline, "the result outlived result_ttl_ms"
+        time.sleep(0.1)
 
 
 def test_connections_are_closed_around_each_task(worker: Callable[..., WorkerProcess]) -> None:

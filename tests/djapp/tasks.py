@@ -35,6 +35,11 @@ async def double(x: int) -> int:
     return x * 2
 
 
+@task
+async def sleepy(seconds: float) -> None:
+    await asyncio.sleep(seconds)
+
+
 @task(takes_context=True)
 def whoami(context: Any, tag: str) -> dict[str, Any]:
     return {"id": context.task_result.id, "attempt": context.attempt, "tag": tag}

@@ -37,6 +37,16 @@ TASKS = {
         "BACKEND": "ardiq.contrib.django.ArdiqBackend",
         "OPTIONS": {**_common, "queue_prefix": _prefix + "r-", "max_retries": 2, "backoff_ms": 50},
     },
+    # Attempts bounded in time, results kept briefly.
+    "strict": {
+        "BACKEND": "ardiq.contrib.django.ArdiqBackend",
+        "OPTIONS": {
+            **_common,
+            "queue_prefix": _prefix + "s-",
+            "timeout": 0.5,
+            "result_ttl_ms": 1500,
+        },
+    },
     "oncommit": {
         "BACKEND": "ardiq.contrib.django.ArdiqBackend",
         "ENQUEUE_ON_COMMIT": True,

@@ -21,6 +21,7 @@ ENQUEUEABLE = {
     "touch_db": tasks.touch_db,
     "db_closed": tasks.db_closed,
     "count_notes": tasks.count_notes,
+    "sleepy": tasks.sleepy,
 }
 
 
@@ -29,6 +30,8 @@ def enqueue(request: HttpRequest, name: str) -> HttpResponse:
     task = ENQUEUEABLE[name]
     if "priority" in body:
         task = task.using(priority=body["priority"])
+    if "backend" in body:
+        task = task.using(backend=body["backend"])
     if "queue" in body:
         task = task.using(queue_name=body["queue"])
     if "delay_s" in body:

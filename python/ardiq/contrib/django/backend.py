@@ -14,7 +14,8 @@ OPTIONS take ArdiQ's app settings by name (``redis_url``, ``priorities``,
 (default 0: Django retries nothing by itself), ``backoff_ms``, ``timeout`` (seconds per
 attempt), ``task_modules`` (modules the worker imports besides each app's ``tasks``).
 ``ENQUEUE_ON_COMMIT`` (top level, as the backport names it) defers each enqueue to the
-end of the current transaction.
+end of the current transaction (default: off on Django 6, on with the backport, as each
+documents); a backport task's own ``enqueue_on_commit`` wins.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import registry, store
 from ._compat import (
+    BACKPORT,
     SUCCESSFUL,
     BaseTaskBackend,
     TaskError,
@@ -67,7 +69,10 @@ class ArdiqBackend(BaseTaskBackend):  # type: ignore[misc]
         self.backoff_ms: int = int(options.get("backoff_ms", 0))
         self.timeout: float | None = options.get("timeout")
         self.task_modules: list[str] = list(options.get("task_modules", ()))
-        self.enqueue_on_commit_default = bool(params.get("ENQUEUE_ON_COMMIT", False))
+        # Each framework's documented default: Django 6 enqueues at once (a project that
+        # wants the commit wraps the call in transaction.on_commit, or sets this), the
+        # backport defers to the commit unless told otherwise.
+        self.enqueue_on_commit = bool(params.get("ENQUEUE_ON_COMMIT", BACKPORT))
         settings = {k: v for k, v in options.items() if k not in _OWN_OPTIONS}
         settings.setdefault("priorities", list(DEFAULT_PRIORITIES))
         self.app_settings = settings
@@ -140,7 +145,7 @@ class ArdiqBackend(BaseTaskBackend):  # type: ignore[misc]
 
     def _on_commit(self, task: Any) -> bool:
         own = getattr(task, "enqueue_on_commit", None)  # the backport's per-task switch
-        return self.enqueue_on_commit_default if own is None else bool(own)
+        return self.enqueue_on_commit if own is None else bool(own)
 
     async def _send(self, app: Ardiq, task: Any, result: Any) -> None:
         lane = self.lane_for(task.priority, app.priorities)

@@ -9,6 +9,7 @@ tests on every worker kind. (`make test-django` runs both.)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -38,21 +39,28 @@ if os.environ.get("ARDIQ_NATIVE", "1") != "1":
 @pytest.fixture(scope="module")
 def django_env(
     redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, str]:
-    """Configure Django once for this module (settings are process-wide)."""
+) -> Iterator[dict[str, str]]:
+    """Configure Django once for this module (settings are process-wide); the variables
+    are taken back afterwards, for the tests that follow in this process."""
     env = {
         "ARDIQ_REDIS_URL": redis_server.url,
         "ARDIQ_DJANGO_PREFIX": f"dj-{uuid.uuid4().hex[:8]}-",
         "ARDIQ_DJANGO_DB": str(tmp_path_factory.mktemp("django") / "db.sqlite3"),
         "DJANGO_SETTINGS_MODULE": "djproject.settings",
     }
+    saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
     import django
     from django.core.management import call_command
 
     django.setup()
     call_command("migrate", run_syncdb=True, verbosity=0)
-    return env
+    yield env
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(params=KINDS)
@@ -220,6 +228,14 @@ def test_view_enqueues_and_result_reads_back(worker: Callable[..., WorkerProcess
 
     async_id = post("double", args=[21])  # an async task
     assert wait_finished(tasks.double, async_id).return_value == 42
+
+    async def from_async_code() -> Any:  # Django's async API: aenqueue, aget_result
+        enqueued = await tasks.add.aenqueue(20, 22)
+        while not (await tasks.add.aget_result(enqueued.id)).is_finished:
+            await asyncio.sleep(0.05)
+        return await tasks.add.aget_result(enqueued.id)
+
+    assert asyncio.run(from_async_code()).return_value == 42
 
 
 def test_failure_records_error_and_does_not_retry(worker: Callable[..., WorkerProcess]) -> None:

@@ -184,10 +184,13 @@ class ArdiqBackend(BaseTaskBackend):  # type: ignore[misc]
         from ardiq.jobs import Status
 
         redis = app._client().broker.client
-        raw = await redis.hgetall(store.key(app.queue_name, result_id))
-        record = store.Record.decode(raw)
+        # The result before the record: a worker writes an attempt's error to the record
+        # before it finishes the attempt, so a result read first never meets a record
+        # that lacks its last error.
         outcome = await app.result(result_id)
         status = Status.COMPLETE if outcome is not None else await app.status(result_id)
+        raw = await redis.hgetall(store.key(app.queue_name, result_id))
+        record = store.Record.decode(raw)
         if status == Status.NOT_FOUND:
             return None
         if record.name is None:

@@ -160,12 +160,15 @@ class _Runner:
         return body
 
     def begin(self, task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        from django.db import close_old_connections
+        from django.db import close_old_connections, reset_queries
 
         from ardiq import current_task
 
         ctx = current_task()
         assert ctx is not None
+        # What Django does when a request starts: with DEBUG on, the log of queries would
+        # otherwise grow for the worker's whole life.
+        reset_queries()
         close_old_connections()
         now = int(time.time() * 1000)
         key = store.key(self.app.queue_name, ctx.task_id)

@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv build demo test test-python test-rust test-redis-range lint fmt bench reliability clean
+.PHONY: venv build demo test test-python test-rust test-django test-redis-range lint fmt bench reliability clean
 
 venv: $(BIN)/.installed
 
@@ -38,7 +38,7 @@ $(BIN)/.ardiq_native: $(WORKER_SOURCES) crates/ardiq-native/pyproject.toml
 		$(BIN)/maturin develop --release -q -m crates/ardiq-native/Cargo.toml
 	touch $@
 
-test: venv build test-rust test-python
+test: venv build test-rust test-python test-django
 
 test-rust:
 	cargo test --workspace --quiet
@@ -46,6 +46,27 @@ test-rust:
 test-python: venv build
 	$(BIN)/pytest
 	$(BIN)/pytest integration -m "not slow"
+
+# Django's task framework (ardiq.contrib.django). On the venv's Python (3.11) `test-python`
+# already runs tests/test_django.py on every worker kind against the django-tasks backport
+# (in the dev extra). Django 6 itself needs Python 3.12+: the same tests run again in a venv
+# of that Python cached under .tmp/django312 (DJANGO_PY picks the interpreter), on the
+# pure-Python worker kind, the only one that can load 3.12 here (the binary embeds the
+# venv's Python). About 15 s once the venv exists.
+DJANGO_PY ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.1[2-9]*/bin/python) \
+	$(shell command -v python3.12 python3.13 2>/dev/null))
+DJANGO_VENV := .tmp/django312
+
+test-django: $(DJANGO_VENV)/.installed
+	cd tests && ARDIQ_NATIVE=0 ../$(DJANGO_VENV)/bin/python -m pytest -q test_django.py
+
+$(DJANGO_VENV)/.installed: pyproject.toml
+	@test -n "$(DJANGO_PY)" || { echo "test-django: no Python 3.12+ found; set DJANGO_PY"; exit 1; }
+	$(DJANGO_PY) -m venv $(DJANGO_VENV)
+	$(DJANGO_VENV)/bin/pip install -q --upgrade pip
+	$(DJANGO_VENV)/bin/pip install -q -e '.[django]' 'pytest>=8' 'pytest-asyncio>=0.23' \
+		'pytest-timeout>=2.2'
+	touch $@
 
 # The fan-out tests again under the oldest and the newest redis-py that pyproject.toml
 # allows, each in a throwaway venv cached under .tmp/redis-range/ (REFRESH=1 remakes them).

@@ -1,0 +1,1 @@
+"""A minimal Django project for the `ardiq.contrib.django` tests (tests/test_django.py)."""

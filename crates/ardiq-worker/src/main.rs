@@ -26,6 +26,7 @@ mod fdlimit;
 mod health;
 mod http;
 mod interpreter;
+mod launch;
 mod logging;
 mod notify;
 mod ops;
@@ -36,6 +37,7 @@ mod supervisor;
 use clap::Parser;
 
 fn main() {
+    launch::restore();
     if let Err(f) = secrets::load_files() {
         f.print();
         std::process::exit(f.code);

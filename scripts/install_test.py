@@ -16,6 +16,7 @@ Needs dist/ from `make wheels`. Usage: scripts/install_test.py [--dist dist] [--
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,19 @@ import sys
 import example
 jobs = [example.add.enqueue_sync(2, 3), example.checksum.enqueue_sync("ardiq", 10)]
 print(" ".join(j.id for j in jobs))
+"""
+# Imported by `ardiq check`: which libpython and standard library the worker runs on.
+PROBE_APP = """
+import os, sys
+from ardiq import Ardiq
+libs = sorted({ln.split()[-1] for ln in open("/proc/self/maps") if "libpython" in ln})
+print("PROBE", sys.version.split()[0], os.path.dirname(os.__file__), *libs, file=sys.stderr)
+app = Ardiq(queue_name="probe")
+"""
+EXPECTED = """
+import os, sys, sysconfig
+lib = os.path.join(sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("INSTSONAME"))
+print("PROBE", sys.version.split()[0], os.path.dirname(os.__file__), os.path.realpath(lib))
 """
 RESULTS = """
 import sys
@@ -94,6 +108,23 @@ def one(py: Python, dist: Path, work: Path) -> list[str]:
                 raise SystemExit(f"FAILED {label}: not this venv's interpreter\n{output}")
             check([python, "-c", RESULTS, *ids], env, "results")
             lines.append(f"  ok  {label}")
+        # The worker embeds this interpreter's libpython and standard library.
+        (work / "probe_app.py").write_text(PROBE_APP)
+        probe = subprocess.run(
+            [str(venv / "bin" / "ardiq"), "check", "probe_app:app"],
+            env=env,
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        seen = next((ln for ln in probe.stderr.splitlines() if ln.startswith("PROBE")), "")
+        libs = seen.split()[3:]
+        seen = " ".join([*seen.split()[:3], *(os.path.realpath(x) for x in libs)])
+        expected = check([python, "-c", EXPECTED], env, "expected libpython").strip()
+        if seen != expected:
+            raise SystemExit(f"FAILED libpython: worker {seen!r}, interpreter {expected!r}")
+        lines.append(f"  ok  embeds {expected.removeprefix('PROBE ')}")
     finally:
         server.terminate()
         server.wait()

@@ -52,6 +52,8 @@ def native_worker() -> Path | None:
     if os.environ.get(HANDOVER_ENV, "").strip().lower() in ("0", "false", "no", "off"):
         return None
     candidates = [sysconfig.get_path("scripts"), os.path.dirname(sys.executable)]
+    if sys.prefix == sys.base_prefix:  # `pip install --user` outside a virtualenv
+        candidates.append(sysconfig.get_path("scripts", f"{os.name}_user"))
     for directory in dict.fromkeys(c for c in candidates if c):
         exe = Path(directory) / "ardiq"
         try:

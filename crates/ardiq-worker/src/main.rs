@@ -1,4 +1,6 @@
-//! `ardiq`: the native ArdiQ worker. Parses the command line and runs the command; the
+//! `ardiq-embedded`: the native ArdiQ worker, started by the `ardiq` launcher
+//! (`launcher.rs`, which puts the interpreter's libpython where the loader finds it;
+//! `launch` undoes that first thing). Parses the command line and runs the command; the
 //! command returns the exit code (or ends the process itself once Python runs, see
 //! `embed::exit`).
 //!

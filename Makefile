@@ -3,7 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv build demo test test-python test-rust test-django test-redis-range lint fmt bench reliability clean
+.PHONY: venv build demo test test-python test-rust test-django test-redis-range lint fmt bench \
+	reliability wheels test-install clean
 
 venv: $(BIN)/.installed
 
@@ -95,5 +96,16 @@ SOAK ?= 600
 reliability: venv build
 	$(BIN)/python integration/reliability.py --soak-seconds $(SOAK)
 
+# Every wheel a local `pip install --no-index --find-links dist "ardiq[cli]"` needs, into
+# dist/: the package, the worker and the extension once per CPython >= 3.11 found here
+# (pyenv's versions, /usr/bin, PATH), the dependencies' wheels beside them. FAST=1: LTO off.
+wheels: venv
+	$(BIN)/python scripts/wheels.py --out dist $(if $(FAST),--fast)
+
+# That install, into a fresh venv per interpreter found (Debian's 3.11 beside pyenv's),
+# each running the example through `ardiq run` and `python -m ardiq` (slow: not in `test`).
+test-install: wheels
+	$(BIN)/python scripts/install_test.py --dist dist
+
 clean:
-	rm -rf $(VENV) target .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) target dist .pytest_cache .mypy_cache .ruff_cache

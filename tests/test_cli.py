@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -309,6 +310,54 @@ def test_python_flag_and_env(env: dict[str, str], tmp_path: Path) -> None:
     out = run("run", APP, "--burst", "--python", sys.executable, env=env)
     assert out.returncode == 0, out.stderr
     assert f"python       {sys.executable} (from --python)" in out.stderr
+
+
+def test_another_python_version_is_refused(env: dict[str, str]) -> None:
+    """The worker embeds one Python version: another is refused, naming both."""
+    import glob
+
+    mine = f"{sys.version_info.major}.{sys.version_info.minor}"
+    others = [
+        p
+        for p in sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin/python3.*")))
+        + sorted(glob.glob("/usr/bin/python3.*"))
+        if re.fullmatch(r"python3\.\d+", os.path.basename(p)) and not p.endswith(f"python{mine}")
+    ]
+    if not others:
+        pytest.skip("no Python of another version on this machine")
+    other = others[0]
+    out = run("run", APP, "--burst", "--python", other, env=env)
+    assert out.returncode == 3, out.stderr
+    version = os.path.basename(other).removeprefix("python")
+    assert f"is Python {version}, but this `ardiq` embeds Python {mine}" in out.stderr, out.stderr
+
+
+def test_the_worker_carries_no_path_into_the_build_python() -> None:
+    """No RUNPATH/RPATH: libpython is found through the launcher, which links none."""
+    readelf = shutil.which("readelf")
+    if readelf is None:
+        pytest.skip("readelf is not installed")
+    launcher = Path(binary())
+    worker = launcher.with_name("ardiq-embedded")
+    dynamic = subprocess.run(
+        [readelf, "-d", str(worker)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "libpython" in dynamic and "PATH" not in dynamic, dynamic
+    dynamic = subprocess.run(
+        [readelf, "-d", str(launcher)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "libpython" not in dynamic, dynamic
+
+
+async def test_library_path_is_the_users_again_in_task_code(
+    env: dict[str, str], make_app: Callable[..., Ardiq]
+) -> None:
+    v = await probe(binary(), {**env, "LD_LIBRARY_PATH": "/nonexistent/lib"}, make_app)
+    assert v["ld_library_path"] == "/nonexistent/lib" and v["launch_vars"] == [], v
+    (lib,) = v["libpython"]
+    assert same(os.path.dirname(lib), sysconfig.get_config_var("LIBDIR")), v
+    v = await probe(binary(), env, make_app)
+    assert v["ld_library_path"] is None, v
 
 
 # ----------------------------------------------------------- start-up errors
@@ -734,6 +783,7 @@ async def test_plain_python_on_path(
     # A copy of the binary outside any environment, so discovery falls through to PATH.
     exe = tmp_path / "ardiq"
     shutil.copy2(binary(), exe)
+    shutil.copy2(Path(binary()).with_name("ardiq-embedded"), tmp_path / "ardiq-embedded")
     site = next(p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix))
     env = {
         "ARDIQ_TEST_QUEUE": queue,
@@ -744,6 +794,9 @@ async def test_plain_python_on_path(
     }
     v = await probe(str(exe), env, make_app)
     assert same(v["executable"], base)
+    assert v["ld_library_path"] is None and v["launch_vars"] == []
+    (lib,) = v["libpython"]
+    assert same(os.path.dirname(lib), sysconfig.get_config_var("LIBDIR")), v
     assert same(v["prefix"], sys.base_prefix) and same(v["base_prefix"], sys.base_prefix)
     assert same(v["spawn"][0], base)
     assert same(v["subprocess_prefix"], sys.base_prefix)

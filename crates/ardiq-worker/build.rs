@@ -1,11 +1,13 @@
-//! Links the binary to the Python it embeds so it runs without `LD_LIBRARY_PATH`.
+//! Records which Python the worker embeds.
 //!
 //! pyo3's build configuration names the interpreter it compiles against (`PYO3_PYTHON`,
-//! else the active virtualenv's or `python3` on `PATH`). When that Python has a shared
-//! libpython, its `LIBDIR` (`sysconfig.get_config_var('LIBDIR')`) goes into the binary's
-//! rpath, so `.venv/bin/ardiq` starts from `env -i` as systemd runs it. When it has none,
-//! the binary is built all the same but `ardiq run` explains that the native worker needs
-//! a shared libpython (extension modules cannot load into a static one).
+//! else the active virtualenv's or `python3` on `PATH`); its `major.minor` is the only
+//! version the worker runs under. The worker links `libpythonX.Y.so.1.0` by name, with
+//! no rpath into the build's Python: the `ardiq` launcher finds the library of the
+//! interpreter it runs in (src/launcher.rs), so the wheel works with any build of that
+//! version at any prefix. When the build's Python has no shared libpython, the binary is
+//! built all the same but `ardiq run` explains that the native worker needs one
+//! (extension modules cannot load into a static one).
 
 fn main() {
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
@@ -18,11 +20,7 @@ fn main() {
         "cargo:rustc-env=ARDIQ_BUILD_PYTHON={}",
         config.executable.as_deref().unwrap_or("")
     );
-    if config.shared {
-        if let Some(dir) = &config.lib_dir {
-            println!("cargo:rustc-link-arg-bins=-Wl,-rpath,{dir}");
-        }
-    } else {
+    if !config.shared {
         println!("cargo:rustc-cfg=ardiq_static_python");
         println!(
             "cargo:warning=the Python at {} has no shared libpython: `ardiq run` will refuse to \

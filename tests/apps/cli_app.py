@@ -96,4 +96,10 @@ def environment() -> dict[str, object]:
         "spawn": child,
         "subprocess_prefix": out,
         "settings": [app.concurrency, app.prefetch, app.burst, app.redis_url],
+        # What the launcher changed to load libpython must be undone before Python starts.
+        "ld_library_path": os.environ.get("LD_LIBRARY_PATH"),
+        "launch_vars": sorted(k for k in os.environ if k.startswith("ARDIQ_LAUNCH")),
+        "libpython": sorted(
+            {ln.split()[-1] for ln in open("/proc/self/maps") if "libpython" in ln}
+        ),
     }

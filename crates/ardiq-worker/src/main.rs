@@ -1,4 +1,6 @@
-//! `ardiq`: the native ArdiQ worker. Parses the command line and runs the command; the
+//! `ardiq-embedded`: the native ArdiQ worker, started by the `ardiq` launcher
+//! (`launcher.rs`, which puts the interpreter's libpython where the loader finds it;
+//! `launch` undoes that first thing). Parses the command line and runs the command; the
 //! command returns the exit code (or ends the process itself once Python runs, see
 //! `embed::exit`).
 //!
@@ -26,6 +28,7 @@ mod fdlimit;
 mod health;
 mod http;
 mod interpreter;
+mod launch;
 mod logging;
 mod notify;
 mod ops;
@@ -36,6 +39,7 @@ mod supervisor;
 use clap::Parser;
 
 fn main() {
+    launch::restore();
     if let Err(f) = secrets::load_files() {
         f.print();
         std::process::exit(f.code);

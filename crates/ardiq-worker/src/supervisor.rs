@@ -51,7 +51,11 @@ async fn supervise(args: &RunArgs) -> i32 {
             return code::RUNTIME;
         }
     };
-    let exe = match std::env::current_exe() {
+    // Through the launcher when there is one: it puts libpython's directory in place.
+    let exe = match crate::launch::launcher()
+        .map(|p| Ok(p.to_path_buf()))
+        .unwrap_or_else(std::env::current_exe)
+    {
         Ok(exe) => exe,
         Err(e) => {
             Failure::new(code::RUNTIME, format!("cannot find this executable: {e}")).print();

@@ -41,8 +41,12 @@ $(BIN)/.ardiq_native: $(WORKER_SOURCES) crates/ardiq-native/pyproject.toml
 
 test: venv build test-rust test-python test-django
 
-test-rust:
-	cargo test --workspace --quiet
+# The worker's test binaries link libpython by name, without an rpath (the `ardiq`
+# launcher finds the interpreter's own at run time, src/launcher.rs): the loader is
+# pointed at the venv's Python's.
+test-rust: venv
+	LD_LIBRARY_PATH="$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}" \
+		cargo test --workspace --quiet
 
 test-python: venv build
 	$(BIN)/pytest

@@ -89,6 +89,8 @@ async def test_verbose_quiet_and_env_twins(
     quiet = python_m("run", APP, "-b", "-q", env=env)
     assert quiet.returncode == 0, quiet.stderr
     assert "ardiq 0." not in quiet.stderr and "DEBUG" not in quiet.stderr, quiet.stderr
+    # No banner, but the start and stop lines, as `ardiq run -q`.
+    assert "worker starting" in quiet.stderr and "worker stopped" in quiet.stderr, quiet.stderr
     await app.ref("echo").enqueue("z")
     twin = python_m("run", APP, env={**env, "ARDIQ_BURST": "1", "ARDIQ_QUIET": "true"})
     assert twin.returncode == 0 and "ardiq 0." not in twin.stderr, twin.stderr

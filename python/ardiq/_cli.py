@@ -196,9 +196,9 @@ def setup_logging(args: argparse.Namespace) -> None:
     handler.setFormatter(_Formatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(
-        logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
-    )
+    # `-q` drops the banner only: the "worker starting" and "worker stopped" lines stay,
+    # as with the binary (and ardiq 1.2).
+    root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     # Keep third-party chatter at the default level even under --verbose.
     for noisy in ("asyncio", "redis"):
         logging.getLogger(noisy).setLevel(max(root.level, logging.INFO))

@@ -15,9 +15,9 @@ pub const EXIT_CODES: &str = "\
 Exit codes:
   0  stopped as asked: a signal (graceful or not), a drained burst, the drain deadline
   1  runtime failure: the lifespan raised, Redis refused the credentials, internal error
-  2  usage error: a bad option, or MODULE:ATTR cannot be imported or is not an app
-  3  the embedded Python cannot start: no interpreter found, a different Python version,
-     or no shared libpython
+  2  usage error: a bad option, MODULE:ATTR cannot be imported or is not an app, or a
+     Python of another version than the one embedded
+  3  the embedded Python cannot start: no interpreter found, or no shared libpython
   4-8  `check` and the ops commands: see their --help";
 
 /// `ardiq`: runs ArdiQ workers for a Python app.
@@ -73,9 +73,9 @@ live (with WatchdogSec), STOPPING=1 when it drains.
 Exit codes:
   0  stopped as asked: a signal (graceful or not), a drained burst, the drain deadline
   1  runtime failure: the lifespan raised, Redis refused the credentials, internal error
-  2  usage error: a bad option, or MODULE:ATTR cannot be imported or is not an app
-  3  the embedded Python cannot start: no interpreter found, a different Python version,
-     or no shared libpython
+  2  usage error: a bad option, MODULE:ATTR cannot be imported or is not an app, or a
+     Python of another version than the one embedded
+  3  the embedded Python cannot start: no interpreter found, or no shared libpython
   N  with --workers: the exit code of the first worker that failed";
 
 /// Options of `ardiq run`.

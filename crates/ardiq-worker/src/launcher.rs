@@ -29,6 +29,9 @@ use interpreter::{Found, Inputs, BUILD_VERSION};
 
 /// `ardiq run`'s code for "the embedded Python cannot start" (`failure::code::PYTHON`).
 const PYTHON: i32 = 3;
+/// `ardiq run`'s code for a usage error (`failure::code::USAGE`): a Python of another
+/// version than the one embedded was pointed at.
+const USAGE: i32 = 2;
 
 fn main() {
     let args: Vec<OsString> = std::env::args_os().collect();
@@ -52,7 +55,7 @@ fn main() {
         });
         let found = interpreter::discover(&Inputs::from_process(flag))
             .unwrap_or_else(|m| fail(&m, "point at one with `--python PATH`"));
-        let dir = library_dir(&found).unwrap_or_else(|(m, h)| fail(&m, &h));
+        let dir = library_dir(&found).unwrap_or_else(|(code, m, h)| fail_with(code, &m, &h));
         launch::prepare(&mut command, &dir);
     }
     let err = command.exec();
@@ -63,8 +66,12 @@ fn main() {
 }
 
 fn fail(message: &str, hint: &str) -> ! {
+    fail_with(PYTHON, message, hint)
+}
+
+fn fail_with(code: i32, message: &str, hint: &str) -> ! {
     eprint!("error: {message}\n\nhint: {hint}\n");
-    std::process::exit(PYTHON)
+    std::process::exit(code)
 }
 
 /// Help and the version need no Python; everything else may start it.
@@ -99,11 +106,13 @@ fn python_flag(args: &[OsString]) -> Option<PathBuf> {
 /// The directory holding the interpreter's `libpythonX.Y.so.1.0`, refusing another
 /// Python version. Looked for under the base installation's prefix (a virtualenv's
 /// `pyvenv.cfg` names it), then asked of the interpreter itself.
-fn library_dir(found: &Found) -> Result<PathBuf, (String, String)> {
+/// The error is (exit code, message, hint).
+fn library_dir(found: &Found) -> Result<PathBuf, (i32, String, String)> {
     let exe = &found.executable;
     if let Some(version) = interpreter::version_of(exe) {
         if version != BUILD_VERSION {
             return Err((
+                USAGE,
                 format!(
                     "`{}` is Python {version}, but this `ardiq` embeds Python {BUILD_VERSION}",
                     exe.display()
@@ -135,6 +144,7 @@ fn library_dir(found: &Found) -> Result<PathBuf, (String, String)> {
     }
     let looked: Vec<String> = looked.iter().map(|d| d.display().to_string()).collect();
     Err((
+        PYTHON,
         format!(
             "`{}` ({}) has no shared `{name}` (looked in {} and its LIBDIR)",
             exe.display(),

@@ -119,7 +119,7 @@ pub(crate) fn start_python(args: &RunArgs) -> Result<interpreter::Found, Failure
     if let Some(version) = interpreter::version_of(&found.executable) {
         if version != interpreter::BUILD_VERSION {
             return Err(Failure::new(
-                code::PYTHON,
+                code::USAGE,
                 format!(
                     "`{}` is Python {version}, but this `ardiq` embeds Python {}",
                     found.executable.display(),

@@ -190,7 +190,7 @@ class Bridge:
             loop.run_until_complete(self._main(started))
         finally:
             try:
-                self._cancel_all()
+                self.cancel_all()
                 loop.run_until_complete(loop.shutdown_asyncgens())
             finally:
                 asyncio.set_event_loop(None)
@@ -238,7 +238,7 @@ class Bridge:
         report nothing), wait for the rest and hand back their outcomes."""
         self._stopping = True
         if hard:
-            self._cancel_all()
+            self.cancel_all()
         if self._tasks:
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         self._flush()
@@ -257,11 +257,9 @@ class Bridge:
             self._stop.set()
 
     def cancel_all(self) -> None:
-        """Cancel every running attempt (no outcome: their entries stay pending)."""
+        """Start nothing more and cancel every running attempt (no outcome: their entries
+        stay pending for reclaim)."""
         self._stopping = True
-        self._cancel_all()
-
-    def _cancel_all(self) -> None:
         for task in list(self._tasks.values()):
             task.cancel()
 

@@ -6,6 +6,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Self
 
+from ._tuple_extras import TupleExtras
+
 __all__ = ["EnqueueContext", "ErrorContext", "TaskContext", "current_task"]
 
 
@@ -16,7 +18,7 @@ class _TaskContextFields(NamedTuple):
     tries: int
 
 
-class TaskContext(_TaskContextFields):
+class TaskContext(TupleExtras, _TaskContextFields):
     """The task being run, as a named tuple ``(task_id, name, tries)``: returned by
     :func:`current_task`, given to middleware. ``tries`` is this attempt's number,
     starting at 1.
@@ -27,8 +29,7 @@ class TaskContext(_TaskContextFields):
     Redis server time, epoch ms; a replay enqueues anew).
     """
 
-    # No __slots__: the instance dict holds the extras (a tuple subclass cannot have slots
-    # of its own). Pickling and copying carry them along.
+    _extras = ("headers", "lane", "enqueue_ms")
 
     def __new__(
         cls,
@@ -64,21 +65,6 @@ class TaskContext(_TaskContextFields):
         anew)."""
         enqueue_ms: int = self.__dict__.get("enqueue_ms", 0)
         return enqueue_ms
-
-    def _replace(self, /, **changes: Any) -> Self:
-        extras = {
-            "headers": changes.pop("headers", self.headers),
-            "lane": changes.pop("lane", self.lane),
-            "enqueue_ms": changes.pop("enqueue_ms", self.enqueue_ms),
-        }
-        fields = super()._replace(**changes)
-        return type(self)(*fields, **extras)
-
-    def __repr__(self) -> str:
-        return (
-            f"{super().__repr__()[:-1]}, headers={self.headers!r}, lane={self.lane!r}, "
-            f"enqueue_ms={self.enqueue_ms!r})"
-        )
 
 
 class ErrorContext(NamedTuple):

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Self, TypeVar
 
 import msgpack  # type: ignore[import-untyped,unused-ignore]
 
+from ._tuple_extras import TupleExtras
 from .errors import ArdiqError
 from .serializers import Deserializer
 from .signing import Signer
@@ -40,7 +41,7 @@ class _TaskResultFields(NamedTuple, Generic[R]):
     finish: int = 0
 
 
-class TaskResult(_TaskResultFields[R]):
+class TaskResult(TupleExtras, _TaskResultFields[R]):
     """The outcome of a finished task: a named tuple ``(success, value, tries,
     enqueue_time, start, finish)``. Times are epoch milliseconds.
 
@@ -49,8 +50,7 @@ class TaskResult(_TaskResultFields[R]):
     no part in unpacking, indexing, ``_asdict()`` or equality.
     """
 
-    # No __slots__: the instance dict holds the fields beside the tuple (a tuple subclass
-    # cannot have slots of its own). Pickling and copying carry it along.
+    _extras = ("aborted",)
 
     def __new__(
         cls,
@@ -76,14 +76,6 @@ class TaskResult(_TaskResultFields[R]):
     def duration_ms(self) -> int:
         """How long the last attempt ran (0 if it never started)."""
         return max(0, self.finish - self.start) if self.start else 0
-
-    def _replace(self, /, **changes: Any) -> Self:
-        aborted = changes.pop("aborted", self.aborted)
-        fields = super()._replace(**changes)
-        return type(self)(*fields, aborted=aborted)
-
-    def __repr__(self) -> str:
-        return f"{super().__repr__()[:-1]}, aborted={self.aborted!r})"
 
 
 class TaskInfo(NamedTuple):

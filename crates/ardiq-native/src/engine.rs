@@ -23,6 +23,8 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use tracing::error;
 
+use crate::lock;
+
 /// An engine and the runtime it will run on, until `start` takes them.
 struct Ready {
     engine: Engine,
@@ -132,8 +134,4 @@ fn report(on_done: Py<PyAny>, result: Result<RunReport, EngineError>) {
             );
         }
     });
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -19,6 +19,12 @@ use pyo3::prelude::*;
 /// version (it falls back to its own loop, or says why with `engine="native"`).
 pub const BRIDGE_VERSION: u32 = 1;
 
+/// A mutex's guard, poisoned or not: every state behind our mutexes stays consistent
+/// across a panic (plain pushes and takes), so a panic elsewhere must not stop the run.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[pymodule]
 fn ardiq_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("BRIDGE_VERSION", BRIDGE_VERSION)?;

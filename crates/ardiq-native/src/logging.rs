@@ -57,7 +57,7 @@ fn queue() -> &'static Queue {
 }
 
 fn lock(q: &Queue) -> std::sync::MutexGuard<'_, Pending> {
-    q.state.lock().unwrap_or_else(|e| e.into_inner())
+    crate::lock(&q.state)
 }
 
 /// Installs the forwarding (once per process; a program that installed a `tracing`

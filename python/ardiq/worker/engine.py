@@ -108,11 +108,8 @@ class Worker:
         loop.call_soon_threadsafe(self._on_stop)
 
     def set_burst(self, on: bool) -> None:
-        """``app.burst`` changed: read at the next turn of the consume loop."""
-        self.changed_soon()
-
-    def changed_soon(self) -> None:
-        """Wake the consume loop (thread-safe)."""
+        """``app.burst`` changed (it is read live): wake the consume loop to look at it.
+        Thread-safe."""
         loop = self.loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self.changed.set)

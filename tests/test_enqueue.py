@@ -12,6 +12,10 @@ import pytest
 import redis.asyncio as aioredis
 from ardiq import Ardiq, ArdiqError, BrokerError, Job, PreparedTask, Status, current_task
 from ardiq.context import EnqueueContext, TaskContext
+from conftest import WORKER_KINDS
+
+# The engines `app.run()` may use here: the Rust one (the `inproc` kind) and the pure loop.
+IN_CODE_ENGINES = ["native", "python"] if "inproc" in WORKER_KINDS else ["python"]
 
 AppFactory = Callable[..., Ardiq]
 
@@ -23,10 +27,11 @@ def closed_port_url() -> str:
     return f"redis://127.0.0.1:{port}"
 
 
-async def drain(app: Ardiq) -> None:
-    """Run the app's in-code worker until the queue is drained."""
+async def drain(app: Ardiq, engine: str | None = None) -> None:
+    """Run the app's in-code worker until the queue is drained (`engine`: as `app.run`'s,
+    None for the default)."""
     app.burst = True
-    await asyncio.wait_for(app.run(), 30)
+    await asyncio.wait_for(app.run(engine=engine), 30)  # type: ignore[arg-type]
 
 
 def now_ms() -> int:
@@ -373,7 +378,9 @@ async def test_delayed_task_runs_when_due(make_app: AppFactory) -> None:
 
 
 # -------------------------------------------------------------------- expiry
-async def test_expired_task_fails_with_expired(make_app: AppFactory) -> None:
+# Both in-code engines: the pure loop recorded an expired task as tried once and started.
+@pytest.mark.parametrize("engine", IN_CODE_ENGINES)
+async def test_expired_task_fails_with_expired(make_app: AppFactory, engine: str) -> None:
     app = make_app(poll_block_ms=50)
     runs: list[int] = []
 
@@ -384,7 +391,7 @@ async def test_expired_task_fails_with_expired(make_app: AppFactory) -> None:
     job = await t.options(expire_ms=100).enqueue()
     fresh = await t.options(expire_ms=60_000).enqueue()
     await asyncio.sleep(0.3)
-    await drain(app)
+    await drain(app, engine)
     result = await job.result()
     assert result is not None
     assert not result.success

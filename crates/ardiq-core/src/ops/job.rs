@@ -80,7 +80,7 @@ impl Client {
             info.entry = entry;
         }
         let blob: Option<Vec<u8>> = self.query(redis::cmd("GET").arg(keys.result(id))).await?;
-        info.result = blob.as_deref().and_then(ResultRecord::decode);
+        info.result = blob.as_deref().and_then(|b| ResultRecord::decode(b).ok());
         info.dead = self.dead_letter(keys, id).await?;
         if info.dead.is_some() && matches!(info.status.as_str(), "complete" | "not_found") {
             info.status = "dead".to_owned();

@@ -37,6 +37,6 @@ pub use dead::DeadLetter;
 pub use error::OpsError;
 pub use job::{Holder, JobInfo};
 pub use purge::PurgeReport;
-pub use result::ResultRecord;
+pub use result::{RecordError, ResultRecord};
 pub use stats::{LaneStats, QueueStats};
 pub use workers::{WorkerInfo, WORKERS_LISTED, WORKER_ALIVE_MS};

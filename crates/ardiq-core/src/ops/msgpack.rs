@@ -1,81 +1,91 @@
-//! Just enough msgpack to read a result record (what Lua's `cmsgpack` writes).
+//! Reading the msgpack of a result record (what Lua's `cmsgpack` writes) with `rmp`'s
+//! low-level decoder: one element at a time from the borrowed bytes, so nothing is
+//! allocated whatever lengths a record announces, and anything malformed ends in an
+//! error saying what was wrong, never a panic.
+
+use rmp::decode::{self, Bytes, NumValueReadError, ValueReadError};
+use rmp::Marker;
+
+/// What went wrong reading one element: `what` was expected.
+fn describe<E>(what: &str, e: ValueReadError<E>) -> String
+where
+    E: decode::RmpReadErr,
+{
+    match e {
+        ValueReadError::TypeMismatch(found) => format!("{what} expected, found {found:?}"),
+        ValueReadError::InvalidMarkerRead(_) | ValueReadError::InvalidDataRead(_) => {
+            format!("the data ends inside {what}")
+        }
+    }
+}
 
 pub struct Reader<'a> {
-    buf: &'a [u8],
+    rd: Bytes<'a>,
 }
 
 impl<'a> Reader<'a> {
     pub fn new(buf: &'a [u8]) -> Self {
-        Reader { buf }
-    }
-
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.buf.len() < n {
-            return None;
-        }
-        let (head, rest) = self.buf.split_at(n);
-        self.buf = rest;
-        Some(head)
-    }
-
-    fn be(&mut self, n: usize) -> Option<u64> {
-        Some(
-            self.take(n)?
-                .iter()
-                .fold(0u64, |a, b| (a << 8) | u64::from(*b)),
-        )
-    }
-
-    fn byte(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
-    }
-
-    pub fn array_len(&mut self) -> Option<usize> {
-        match self.byte()? {
-            b @ 0x90..=0x9f => Some(usize::from(b & 0x0f)),
-            0xdc => Some(self.be(2)? as usize),
-            0xdd => Some(self.be(4)? as usize),
-            _ => None,
+        Reader {
+            rd: Bytes::new(buf),
         }
     }
 
-    pub fn bool(&mut self) -> Option<bool> {
-        match self.byte()? {
-            0xc2 => Some(false),
-            0xc3 => Some(true),
-            _ => None,
+    /// The marker of the next element, not consumed.
+    fn peek(&self, what: &str) -> Result<Marker, String> {
+        match self.rd.remaining_slice().first() {
+            Some(b) => Ok(Marker::from_u8(*b)),
+            None => Err(format!("{what} expected, the data ends")),
         }
     }
 
-    pub fn int(&mut self) -> Option<i64> {
-        let b = self.byte()?;
-        Some(match b {
-            0x00..=0x7f => i64::from(b),
-            0xe0..=0xff => i64::from(b as i8),
-            0xcc => self.be(1)? as i64,
-            0xcd => self.be(2)? as i64,
-            0xce => self.be(4)? as i64,
-            0xcf => self.be(8)? as i64,
-            0xd0 => self.be(1)? as u8 as i8 as i64,
-            0xd1 => self.be(2)? as u16 as i16 as i64,
-            0xd2 => self.be(4)? as u32 as i32 as i64,
-            0xd3 => self.be(8)? as i64,
-            // cmsgpack writes a whole number it holds as a double as a float.
-            0xca => f32::from_bits(self.be(4)? as u32) as i64,
-            0xcb => f64::from_bits(self.be(8)?) as i64,
-            _ => return None,
-        })
+    pub fn array_len(&mut self) -> Result<u32, String> {
+        decode::read_array_len(&mut self.rd).map_err(|e| describe("an array", e))
     }
 
-    /// A str or bin.
-    pub fn bytes(&mut self) -> Option<&'a [u8]> {
-        let n = match self.byte()? {
-            b @ 0xa0..=0xbf => usize::from(b & 0x1f),
-            0xd9 | 0xc4 => self.be(1)? as usize,
-            0xda | 0xc5 => self.be(2)? as usize,
-            0xdb | 0xc6 => self.be(4)? as usize,
-            _ => return None,
-        };
-        self.take(n)
+    pub fn bool(&mut self) -> Result<bool, String> {
+        decode::read_bool(&mut self.rd).map_err(|e| describe("a boolean", e))
+    }
+
+    /// An integer of any width, or a float holding one (cmsgpack writes a whole number
+    /// Lua holds as a double as a float); a float is truncated.
+    pub fn int(&mut self) -> Result<i64, String> {
+        const WHAT: &str = "an integer";
+        match self.peek(WHAT)? {
+            Marker::F32 => {
+                Ok(decode::read_f32(&mut self.rd).map_err(|e| describe(WHAT, e))? as i64)
+            }
+            Marker::F64 => {
+                Ok(decode::read_f64(&mut self.rd).map_err(|e| describe(WHAT, e))? as i64)
+            }
+            _ => decode::read_int(&mut self.rd).map_err(|e| match e {
+                NumValueReadError::OutOfRange => format!("{WHAT} out of range"),
+                NumValueReadError::TypeMismatch(found) => {
+                    format!("{WHAT} expected, found {found:?}")
+                }
+                NumValueReadError::InvalidMarkerRead(_) | NumValueReadError::InvalidDataRead(_) => {
+                    format!("the data ends inside {WHAT}")
+                }
+            }),
+        }
+    }
+
+    /// A str or bin, borrowed.
+    pub fn bytes(&mut self) -> Result<&'a [u8], String> {
+        const WHAT: &str = "a string";
+        let len = match self.peek(WHAT)? {
+            Marker::Bin8 | Marker::Bin16 | Marker::Bin32 => decode::read_bin_len(&mut self.rd),
+            _ => decode::read_str_len(&mut self.rd),
+        }
+        .map_err(|e| describe(WHAT, e))? as usize;
+        let rest = self.rd.remaining_slice();
+        if rest.len() < len {
+            return Err(format!(
+                "a string of {len} bytes announced, the data ends after {}",
+                rest.len()
+            ));
+        }
+        let (data, tail) = rest.split_at(len);
+        self.rd = Bytes::new(tail);
+        Ok(data)
     }
 }

@@ -4,12 +4,13 @@
 //! are never printed (they may hold secrets).
 
 use ardiq_core::ops::JobInfo;
+use serde::Serialize;
 
 use crate::cli::JobArgs;
-use crate::commands::dlq::letter_json;
+use crate::commands::dlq::LetterJson;
 use crate::escape::printable;
 use crate::failure::{code, Failure};
-use crate::ops::{self, exit, human_ms, when, Json};
+use crate::ops::{self, exit, human_ms, when};
 
 pub fn run(args: JobArgs) -> i32 {
     let code = match job(&args) {
@@ -32,7 +33,7 @@ fn job(args: &JobArgs) -> Result<i32, Failure> {
         client.job(&keys, &args.id).await.map_err(ops::failure)
     })?;
     if args.queue.json {
-        to_json(&info).print();
+        ops::print_json(&JobJson::from(&info));
     } else {
         print_text(&info, &queue);
     }
@@ -112,44 +113,68 @@ fn print_text(j: &JobInfo, queue: &str) {
     }
 }
 
-fn to_json(j: &JobInfo) -> Json {
-    Json::Obj(vec![
-        ("id", Json::str(&j.id)),
-        ("status", Json::str(&j.status)),
-        ("name", Json::opt_str(j.name.clone())),
-        ("lane", Json::opt_str(j.lane.clone())),
-        ("tries", Json::opt_int(j.tries)),
-        ("enqueued_ms", Json::opt_int(j.enqueued_ms)),
-        ("scheduled_ms", Json::opt_int(j.scheduled_ms)),
-        ("entry", Json::opt_str(j.entry.clone())),
-        (
-            "holder",
-            j.holder.as_ref().map_or(Json::Null, |h| {
-                Json::Obj(vec![
-                    ("worker", Json::str(&h.worker)),
-                    ("idle_ms", Json::Int(h.idle_ms)),
-                    ("deliveries", Json::Int(h.deliveries)),
-                ])
+/// `job --json`: everything known about one task (never its payload or its value).
+#[derive(Serialize)]
+struct JobJson<'a> {
+    id: &'a str,
+    status: &'a str,
+    name: Option<&'a str>,
+    lane: Option<&'a str>,
+    tries: Option<i64>,
+    enqueued_ms: Option<i64>,
+    scheduled_ms: Option<i64>,
+    entry: Option<&'a str>,
+    holder: Option<HolderJson<'a>>,
+    abort_requested: bool,
+    result: Option<ResultJson<'a>>,
+    dead_letter: Option<LetterJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct HolderJson<'a> {
+    worker: &'a str,
+    idle_ms: i64,
+    deliveries: i64,
+}
+
+#[derive(Serialize)]
+struct ResultJson<'a> {
+    ok: bool,
+    aborted: bool,
+    error: Option<&'a str>,
+    tries: i64,
+    enqueued_ms: i64,
+    started_ms: i64,
+    finished_ms: i64,
+}
+
+impl<'a> From<&'a JobInfo> for JobJson<'a> {
+    fn from(j: &'a JobInfo) -> Self {
+        JobJson {
+            id: &j.id,
+            status: &j.status,
+            name: j.name.as_deref(),
+            lane: j.lane.as_deref(),
+            tries: j.tries,
+            enqueued_ms: j.enqueued_ms,
+            scheduled_ms: j.scheduled_ms,
+            entry: j.entry.as_deref(),
+            holder: j.holder.as_ref().map(|h| HolderJson {
+                worker: &h.worker,
+                idle_ms: h.idle_ms,
+                deliveries: h.deliveries,
             }),
-        ),
-        ("abort_requested", Json::Bool(j.abort_requested)),
-        (
-            "result",
-            j.result.as_ref().map_or(Json::Null, |r| {
-                Json::Obj(vec![
-                    ("ok", Json::Bool(r.ok)),
-                    ("aborted", Json::Bool(r.aborted)),
-                    ("error", Json::opt_str(r.error.clone())),
-                    ("tries", Json::Int(r.tries)),
-                    ("enqueued_ms", Json::Int(r.enqueued_ms)),
-                    ("started_ms", Json::Int(r.started_ms)),
-                    ("finished_ms", Json::Int(r.finished_ms)),
-                ])
+            abort_requested: j.abort_requested,
+            result: j.result.as_ref().map(|r| ResultJson {
+                ok: r.ok,
+                aborted: r.aborted,
+                error: r.error.as_deref(),
+                tries: r.tries,
+                enqueued_ms: r.enqueued_ms,
+                started_ms: r.started_ms,
+                finished_ms: r.finished_ms,
             }),
-        ),
-        (
-            "dead_letter",
-            j.dead.as_ref().map_or(Json::Null, letter_json),
-        ),
-    ])
+            dead_letter: j.dead.as_ref().map(LetterJson::from),
+        }
+    }
 }

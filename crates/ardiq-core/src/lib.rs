@@ -18,7 +18,7 @@
 //! * [`report`]: [`RunReport`], [`StopReason`], live [`Counters`].
 //! * [`error`]: the [`EngineError`] type.
 //! * [`metrics`]: live state for health probes ([`Phase`], heartbeats, gauges) and the
-//!   run-time and wait-time histograms, rendered in the Prometheus text format.
+//!   run-time and wait-time histograms.
 //! * [`ops`]: what operators' tools read and change (queue statistics, dead letters,
 //!   purge, one job), through the same scripts.
 //!

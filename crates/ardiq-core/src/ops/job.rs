@@ -4,6 +4,7 @@
 use redis::Value;
 
 use super::dead::DeadLetter;
+use super::recorded::Recorded;
 use super::result::ResultRecord;
 use super::{Client, OpsError};
 use crate::keys::{Keys, GROUP};
@@ -11,7 +12,8 @@ use crate::reply;
 use crate::scripts;
 
 impl Client {
-    /// Everything known about one task: its status, attempts and timings.
+    /// Everything known about one task: its status, attempts and timings, its progress
+    /// and its failed attempts.
     pub async fn job(&mut self, keys: &Keys, id: &str) -> Result<JobInfo, OpsError> {
         let mut inv = scripts::INSPECT.prepare_invoke();
         inv.key(keys.job(id)).key(keys.result(id));
@@ -80,7 +82,13 @@ impl Client {
             info.entry = entry;
         }
         let blob: Option<Vec<u8>> = self.query(redis::cmd("GET").arg(keys.result(id))).await?;
-        info.result = blob.as_deref().and_then(|b| ResultRecord::decode(b).ok());
+        match blob.as_deref().map(ResultRecord::decode) {
+            Some(Ok(record)) => info.result = Some(record),
+            Some(Err(e)) => info.result_error = Some(e.to_string()),
+            None => {}
+        }
+        info.progress = self.progress(keys, id).await?;
+        info.attempts = self.attempts(keys, id).await?;
         info.dead = self.dead_letter(keys, id).await?;
         if info.dead.is_some() && matches!(info.status.as_str(), "complete" | "not_found") {
             info.status = "dead".to_owned();
@@ -134,6 +142,13 @@ pub struct JobInfo {
     pub abort_requested: bool,
     /// The result record, while it is kept.
     pub result: Option<ResultRecord>,
+    /// Why the bytes under `P result:<id>` are not a result record (then `result` is
+    /// `None`).
+    pub result_error: Option<String>,
+    /// The latest progress the task reported (`{"v", "m", "t", "at"}`), while it is kept.
+    pub progress: Option<Recorded>,
+    /// Its failed attempts, oldest first (`{"n", "k", "w", "st", "fin", "err"}` each).
+    pub attempts: Vec<Recorded>,
     /// The dead letter, if it has one.
     pub dead: Option<DeadLetter>,
 }

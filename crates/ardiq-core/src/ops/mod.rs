@@ -15,6 +15,7 @@
 //! * `dead`: [`DeadLetter`]s, `replay` and `delete_dead`;
 //! * `purge`: [`PurgeReport`], dropping what waits;
 //! * `job`: [`JobInfo`], one task;
+//! * `recorded`: its progress and failed attempts, JSON texts workers record;
 //! * `result`: [`ResultRecord`], the result record (`msgpack` reads it);
 //! * `functions`: installing and listing the function library;
 //! * `check`: what `ardiq check` verifies.
@@ -28,6 +29,7 @@ mod functions;
 mod job;
 mod msgpack;
 mod purge;
+mod recorded;
 mod result;
 mod stats;
 mod workers;
@@ -37,6 +39,7 @@ pub use dead::DeadLetter;
 pub use error::OpsError;
 pub use job::{Holder, JobInfo};
 pub use purge::PurgeReport;
+pub use recorded::{parse as parse_recorded, Recorded, Unreadable};
 pub use result::{RecordError, ResultRecord};
 pub use stats::{LaneStats, QueueStats};
 pub use workers::{WorkerInfo, WORKERS_LISTED, WORKER_ALIVE_MS};

@@ -123,6 +123,7 @@ pub(super) mod tests {
         let limits = Limits {
             max_connections: 4,
             header_timeout: Duration::from_secs(5),
+            ..Limits::default()
         };
         let server = Server::spawn("health endpoint", listener, limits, Arc::new(endpoint()));
         let server = server.unwrap();

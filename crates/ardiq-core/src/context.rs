@@ -36,9 +36,9 @@ pub struct Ctx {
     /// Redis server time minus local time, ms, as last seen by `promote`. Expiry checks
     /// and cron timing use the server's clock, like the scripts do.
     clock_offset_ms: AtomicI64,
-    /// When the latest retry this worker scheduled falls due (server clock, ms). A burst
-    /// run waits for it: a task that failed and will run again is still in flight.
-    retry_due_ms: AtomicI64,
+    /// When the latest retry this worker scheduled falls due. A burst run waits for it:
+    /// a task that failed and will run again is still in flight.
+    retry_due: LatestDeadline,
     /// When the latest lease renewal round that succeeded began.
     renewed_at: Mutex<Instant>,
     /// Abort requests for task ids this worker did not hold when they came, and when:
@@ -68,7 +68,7 @@ impl Ctx {
             sink: OutcomeSink::new(tx),
             executor,
             clock_offset_ms: AtomicI64::new(0),
-            retry_due_ms: AtomicI64::new(0),
+            retry_due: LatestDeadline::default(),
             renewed_at: Mutex::new(Instant::now()),
             early_aborts: Mutex::new(HashMap::new()),
         }
@@ -109,16 +109,16 @@ impl Ctx {
             .store(server_ms - local_now_ms(), Ordering::Relaxed);
     }
 
-    /// Notes a retry this worker scheduled, due `delay_ms` from now.
+    /// Notes a retry this worker scheduled, due `delay_ms` after its `finish` call
+    /// returned.
     pub fn retry_scheduled(&self, delay_ms: u64) {
-        let due = self.now_ms().saturating_add(delay_ms as i64);
-        self.retry_due_ms.fetch_max(due, Ordering::Relaxed);
+        self.retry_due
+            .push(Instant::now() + Duration::from_millis(delay_ms));
     }
 
     /// How long until the latest retry this worker scheduled is due (zero if it is).
     pub fn retry_wait_ms(&self) -> u64 {
-        let left = self.retry_due_ms.load(Ordering::Relaxed) - self.now_ms();
-        left.max(0) as u64
+        self.retry_due.left(Instant::now()).as_millis() as u64
     }
 
     /// Notes a renewal round that succeeded, begun at `began`: every entry held then had
@@ -155,4 +155,49 @@ pub fn local_now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// The latest of the deadlines pushed, on the monotonic clock.
+///
+/// Retry deadlines are kept here rather than on the estimated server clock: `finish` set
+/// the task's due time on the server's clock before its reply came back, so the local
+/// moment of that reply plus the delay is never earlier. An estimate made through the
+/// clock offset is: the offset moves (by the latency of the reply that taught it) between
+/// recording a due time and checking it, and a burst run that saw its retry due too early
+/// found nothing due on the server and exited with the retry still scheduled.
+#[derive(Default)]
+struct LatestDeadline(Mutex<Option<Instant>>);
+
+impl LatestDeadline {
+    fn push(&self, at: Instant) {
+        let mut latest = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if latest.is_none_or(|l| at > l) {
+            *latest = Some(at);
+        }
+    }
+
+    fn left(&self, now: Instant) -> Duration {
+        let latest = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        latest.map_or(Duration::ZERO, |l| l.saturating_duration_since(now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latest_deadline_wins_and_time_runs_it_out() {
+        let d = LatestDeadline::default();
+        let t0 = Instant::now();
+        assert_eq!(d.left(t0), Duration::ZERO);
+        d.push(t0 + Duration::from_millis(300));
+        d.push(t0 + Duration::from_millis(100)); // an earlier one does not shorten it
+        assert_eq!(d.left(t0), Duration::from_millis(300));
+        assert_eq!(
+            d.left(t0 + Duration::from_millis(250)),
+            Duration::from_millis(50)
+        );
+        assert_eq!(d.left(t0 + Duration::from_millis(400)), Duration::ZERO);
+    }
 }

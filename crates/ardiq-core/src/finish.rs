@@ -16,6 +16,7 @@ use crate::connection::is_transient;
 use crate::context::Ctx;
 use crate::executor::{Outcome, OutcomeKind};
 use crate::keys::GROUP;
+use crate::progress;
 use crate::reply;
 use crate::report::Counter;
 use crate::scripts;
@@ -32,6 +33,7 @@ pub async fn run(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Vec<Outcome>>) {
     let mut pending: Vec<Outcome> = Vec::new();
     let mut backoff = Backoff::redis();
     let mut throttle = LogThrottle::default();
+    let mut progress_throttle = LogThrottle::default();
     loop {
         if pending.is_empty() {
             match rx.recv().await {
@@ -50,6 +52,10 @@ pub async fn run(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Vec<Outcome>>) {
         let batch = arrived(&ctx, batch);
         if batch.is_empty() {
             continue;
+        }
+        // An attempt's last progress was reported before its outcome: it lands first.
+        if !ctx.sink.board().is_settled() {
+            progress::settle(&ctx, &mut progress_throttle).await;
         }
         finish_batch(&ctx, &batch, &mut backoff, &mut throttle).await;
     }

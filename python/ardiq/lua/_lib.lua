@@ -61,13 +61,17 @@ local function result_blob(ok, value, tries, enq, start, fin, aborted)
 end
 
 -- Retire a live task: drop its job record, store its result (ttl > 0: for that long,
--- 0: not at all, < 0: forever) and wake result waiters if one registered.
+-- 0: not at all, < 0: forever), keep its progress as long as the result, and wake result
+-- waiters if one registered.
 local function finalize(prefix, job, wait, result, id, blob, ttl)
   local waited = redis.call('DEL', job, wait) == 2
   if ttl > 0 then
     redis.call('SET', result, blob, 'PX', ttl)
+    redis.call('PEXPIRE', prefix .. 'progress:' .. id, ttl)
   elseif ttl < 0 then
     redis.call('SET', result, blob)
+  else
+    redis.call('DEL', prefix .. 'progress:' .. id)
   end
   if waited then redis.call('PUBLISH', prefix .. 'done', id) end
 end

@@ -80,6 +80,8 @@ local function finish_all()
           result_blob(false, 'aborted', tries, enq, start, now, true), ttl)
       else -- retry
         fields = fields or {}
+        -- The next attempt starts without the failed one's progress.
+        redis.call('DEL', prefix .. 'progress:' .. id)
         if payload and payload ~= '' then fields['p'] = payload end
         if delay <= 0 then
           local new = add_entry(stream, id, fields['fn'] or '', fields['p'] or '', tries,

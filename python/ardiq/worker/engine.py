@@ -132,6 +132,7 @@ class Worker:
             self.hard_stop.set()
         app = self.app
         self.broker: Broker = app._client().broker
+        self.runtime.write_progress_with(self.loop, self._write_progress)
         self.streams = [app.keys.stream(lane) for lane in self.lanes]
         settings = self.settings
         self.block_client = make_client(
@@ -429,6 +430,27 @@ class Worker:
             self.changed.set()
         self.submit(outcome)
         self.dispatch()
+
+    async def _write_progress(self, d: Delivery, tries: int, value: str, message: str) -> None:
+        """One progress record, with the `progress` script (the runtime throttles and
+        orders the calls). Best effort: a failed write is logged and dropped."""
+        keys = self.app.keys
+        try:
+            written = await self.broker.script(
+                "progress",
+                [keys.job(d.task_id), keys.progress(d.task_id)],
+                [d.entry_id, value, message, tries],
+            )
+        except ArdiqError as exc:
+            log.warning(
+                "progress could not be written; dropped id=%s worker=%s error=%s",
+                d.task_id,
+                self.worker_id,
+                exc,
+            )
+            return
+        if not written:
+            log.debug("progress of a stale attempt not written id=%s", d.task_id)
 
     def submit(self, outcome: Outcome) -> None:
         self.outcomes.append(outcome)

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio as aioredis
 from apps.ledger import stop_code, wait_until
-from ardiq import Ardiq, Job, Progress, Status
+from ardiq import Ardiq, Job, Progress, Status, TaskContext, current_task
 from ardiq.errors import ArdiqError
+from ardiq.progress import Reporter
+from ardiq.runtime import Delivery
+from ardiq.testing import inline
 from support.redis_server import RedisServer
 from support.workers import WorkerProcess
 
@@ -185,3 +189,114 @@ async def test_a_malformed_record_says_so(make_app: Callable[..., Ardiq]) -> Non
     await app._client().broker.command("SET", app.keys.progress("m"), b"nope")
     with pytest.raises(ArdiqError, match="progress record of task 'm' is malformed"):
         await Job(app, "m").progress()
+
+
+# ------------------------------------------------------------ the throttle, in process
+class Recorder:
+    """A progress writer that keeps what it was given (and when), optionally slow."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.writes: list[tuple[str, str, float]] = []
+        self.landed: list[str] = []
+
+    def sync(self, d: object, tries: int, value: str, message: str) -> None:
+        self.writes.append((value, message, time.monotonic()))
+
+    async def slow(self, d: object, tries: int, value: str, message: str) -> None:
+        self.writes.append((value, message, time.monotonic()))
+        await asyncio.sleep(self.delay)
+        self.landed.append(value)
+
+
+def delivery() -> Delivery:
+    return Delivery("1-0", "default", "t", "n", b"", 0, 0)
+
+
+async def test_the_throttle_writes_the_first_the_latest_every_interval_and_the_last() -> None:
+    loop = asyncio.get_running_loop()
+    rec = Recorder()
+    reporter = Reporter(loop, rec.sync, delivery(), 1)
+    began = time.monotonic()
+    for i in range(10_000):
+        reporter.offer(str(i), "null")
+    await asyncio.sleep(0.05)
+    assert [w[0] for w in rec.writes] == ["9999"]  # the first write carries the latest
+    for i in range(3):
+        reporter.offer(f"{i}b", "null")
+    await asyncio.sleep(0.6)
+    assert [w[0] for w in rec.writes] == ["9999", "2b"]  # a trailing write, 0.5 s later
+    assert rec.writes[1][2] - rec.writes[0][2] >= 0.45
+    reporter.offer("last", '"bye"')
+    await reporter.close()  # the last value at once, whatever the interval
+    assert rec.writes[-1][:2] == ("last", '"bye"')
+    assert time.monotonic() - began < 1.0
+    reporter.offer("late", "null")  # after the attempt: nothing
+    await asyncio.sleep(0.6)
+    assert len(rec.writes) == 3
+
+
+async def test_reports_from_threads_are_throttled_too() -> None:
+    loop = asyncio.get_running_loop()
+    rec = Recorder()
+    reporter = Reporter(loop, rec.sync, delivery(), 1)
+
+    def spin(n: int) -> None:
+        for i in range(n):
+            reporter.offer(str(i), "null")
+        time.sleep(0.7)
+        reporter.offer("end", "null")
+
+    await asyncio.gather(*(asyncio.to_thread(spin, 5_000) for _ in range(4)))
+    await reporter.close()
+    values = [w[0] for w in rec.writes]
+    assert 2 <= len(values) <= 4, values
+    assert values[-1] == "end"
+
+
+async def test_slow_writes_land_in_order_and_the_last_one_before_close_returns() -> None:
+    loop = asyncio.get_running_loop()
+    rec = Recorder(delay=0.8)
+    reporter = Reporter(loop, rec.slow, delivery(), 1)
+    reporter.offer("a", "null")
+    await asyncio.sleep(0.05)  # "a" is on its way (0.8 s)
+    reporter.offer("b", "null")
+    await asyncio.sleep(0.6)  # the interval is up, "a" still in flight: "b" waits
+    assert rec.landed == []
+    reporter.offer("c", "null")
+    await reporter.close()
+    assert rec.landed == ["a", "c"]
+
+
+def test_progress_needs_a_worker_made_context() -> None:
+    with pytest.raises(RuntimeError, match="was not made by one"):
+        TaskContext("t", "n", 1).progress(50)
+    assert current_task() is None  # outside a task there is no context to report on
+
+
+async def test_inline_keeps_progress_in_memory(make_app: Callable[..., Ardiq]) -> None:
+    app = make_app()
+
+    @app.task(max_retries=1)
+    def steps(n: int) -> int:
+        ctx = current_task()
+        assert ctx is not None
+        for i in range(n):
+            ctx.progress(100 * (i + 1) / n, f"try {ctx.tries}")
+        if ctx.tries == 1:
+            raise ValueError("again")
+        return n
+
+    @app.task
+    async def silent() -> None:
+        return None
+
+    async with inline(app):
+        job = await steps.enqueue(1000)
+        r = await job.result()
+        assert r is not None and r.success and r.tries == 2
+        p = await job.progress()
+        assert p is not None and (p.value, p.message, p.tries) == (100.0, "try 2", 2)
+        assert await asyncio.to_thread(job.progress_sync) == p
+        quiet = await silent.enqueue()
+        assert await quiet.progress() is None

@@ -119,12 +119,16 @@ struct Arrived {
     outcome: Outcome,
     key: EntryKey,
     task: Option<RunningTask>,
+    /// The attempt reported progress (`finish` keeps its record with the result).
+    progress: bool,
 }
 
 /// Moves each outcome's entry from running to finishing (its concurrency slot frees now,
 /// before the round trip) and drops outcomes for lanes this worker does not know.
 fn arrived(ctx: &Ctx, batch: Vec<Outcome>) -> Vec<Arrived> {
     let mut out = Vec::with_capacity(batch.len());
+    let board = ctx.sink.board();
+    let any_progress = board.any_reported();
     {
         let mut held = ctx.held();
         for outcome in batch {
@@ -143,7 +147,13 @@ fn arrived(ctx: &Ctx, batch: Vec<Outcome>) -> Vec<Arrived> {
             outcome.lane.clone_from(&ctx.keys.lanes()[lane]);
             let key = (lane, outcome.entry_id.clone());
             let task = held.outcome_arrived(&key);
-            out.push(Arrived { outcome, key, task });
+            let progress = any_progress && board.take_reported(&outcome.lane, &outcome.entry_id);
+            out.push(Arrived {
+                outcome,
+                key,
+                task,
+                progress,
+            });
         }
     }
     ctx.wake.notify_one();
@@ -179,6 +189,14 @@ async fn call_finish(ctx: &Ctx, batch: &[Arrived]) -> Result<Vec<i64>, redis::Re
             .arg(&o.lane)
             .arg(o.retry_delay_ms)
             .arg(&o.retry_payload[..]);
+    }
+    if batch.iter().any(|a| a.progress) {
+        let reported: Vec<String> = (1..=batch.len())
+            .zip(batch)
+            .filter(|(_, a)| a.progress)
+            .map(|(i, _)| i.to_string())
+            .collect();
+        inv.arg(reported.join(" "));
     }
     let mut conn = ctx.conn.clone();
     let value: Value = inv.invoke_async(&mut conn).await?;

@@ -10,13 +10,15 @@
 //! Order with the outcome: an executor reports an attempt's last value *before* its
 //! outcome, and the finisher calls [`settle`] before each `finish` call: it waits for a
 //! write in flight and writes what is left on the board. So the last value lands before
-//! `finish` gives it the result's TTL (or deletes it on retry). Tasks that never report
-//! cost nothing: the finisher's check is one atomic load.
+//! `finish` gives it the result's TTL (or deletes it on retry). The board also remembers
+//! which attempts reported until their outcome arrives, and the finisher tells `finish`
+//! which outcomes those are: the others have no record, and `finish` spends nothing on
+//! them. Tasks that never report cost nothing: the finisher's checks are atomic loads.
 //!
 //! Progress is best effort: a write Redis refuses is logged and dropped, never retried
 //! (the next report, or the outcome, supersedes it).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -49,11 +51,24 @@ pub struct ProgressReport {
     pub message: String,
 }
 
-/// The latest unwritten report of each attempt.
+/// An attempt: (lane, entry id).
+type Attempt = (String, String);
+
+#[derive(Debug, Default)]
+struct Reports {
+    /// The latest unwritten report of each attempt.
+    pending: HashMap<Attempt, ProgressReport>,
+    /// Attempts that reported, until their outcome arrives (`finish` then keeps their
+    /// record with the result, or deletes it on retry).
+    reported: HashSet<Attempt>,
+}
+
+/// What running attempts reported and the engine has not finished with.
 #[derive(Debug, Default)]
 pub(crate) struct Board {
-    /// By (lane, entry id): one attempt each.
-    pending: Mutex<HashMap<(String, String), ProgressReport>>,
+    reports: Mutex<Reports>,
+    /// The number of attempts in `reports.reported`, readable without the lock.
+    any_reported: AtomicUsize,
     /// Reports pushed and not yet written (or dropped): pending plus in flight. Zero
     /// means the finisher has nothing to wait for.
     unsettled: AtomicUsize,
@@ -68,10 +83,13 @@ impl Board {
     /// Keeps `report`, replacing a waiting one of the same attempt; wakes the writer.
     pub(crate) fn push(&self, report: ProgressReport) {
         let first = {
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            let first = pending.is_empty();
+            let mut r = self.lock();
+            let first = r.pending.is_empty();
             let key = (report.lane.clone(), report.entry_id.clone());
-            if pending.insert(key, report).is_none() {
+            if r.reported.insert(key.clone()) {
+                self.any_reported.store(r.reported.len(), Ordering::SeqCst);
+            }
+            if r.pending.insert(key, report).is_none() {
                 self.unsettled.fetch_add(1, Ordering::SeqCst);
             }
             first
@@ -81,6 +99,25 @@ impl Board {
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Reports> {
+        self.reports.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Did any attempt report progress whose outcome has not arrived? (One atomic load:
+    /// the finisher's whole cost when no task reports.)
+    pub(crate) fn any_reported(&self) -> bool {
+        self.any_reported.load(Ordering::SeqCst) > 0
+    }
+
+    /// Did the attempt `(lane, entry_id)` report progress? Forgets it: its outcome
+    /// arrived.
+    pub(crate) fn take_reported(&self, lane: &str, entry_id: &str) -> bool {
+        let mut r = self.lock();
+        let found = r.reported.remove(&(lane.to_owned(), entry_id.to_owned()));
+        self.any_reported.store(r.reported.len(), Ordering::SeqCst);
+        found
+    }
+
     /// Nothing waiting and nothing in flight.
     pub(crate) fn is_settled(&self) -> bool {
         self.unsettled.load(Ordering::SeqCst) == 0
@@ -88,7 +125,8 @@ impl Board {
 
     /// Up to `max` waiting reports (they count as in flight until [`Board::done`]).
     fn take(&self, max: usize) -> Vec<ProgressReport> {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = self.lock();
+        let pending = &mut r.pending;
         if pending.len() <= max {
             return pending.drain().map(|(_, r)| r).collect();
         }
@@ -104,11 +142,7 @@ impl Board {
     }
 
     fn has_waiting(&self) -> bool {
-        !self
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
+        !self.lock().pending.is_empty()
     }
 }
 
@@ -233,6 +267,24 @@ mod tests {
         assert!(!board.has_waiting());
         board.done(5);
         assert!(board.is_settled());
+    }
+
+    #[test]
+    fn an_attempt_stays_reported_until_its_outcome_takes_it() {
+        let board = Board::default();
+        assert!(!board.any_reported());
+        board.push(report("1-0", "10"));
+        board.push(report("1-0", "20"));
+        board.push(report("2-0", "5"));
+        // Written or not, the attempts reported: their outcomes must say so.
+        board.done(board.take(10).len());
+        assert!(board.any_reported());
+        assert!(!board.take_reported("default", "3-0"));
+        assert!(board.take_reported("default", "1-0"));
+        assert!(!board.take_reported("default", "1-0"), "taken once");
+        assert!(board.any_reported());
+        assert!(board.take_reported("default", "2-0"));
+        assert!(!board.any_reported());
     }
 
     #[test]

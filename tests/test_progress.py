@@ -8,15 +8,19 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from apps.ledger import stop_code, wait_until
 from ardiq import Ardiq, Job, Progress, Status, TaskContext, current_task
+from ardiq.broker import Broker
 from ardiq.errors import ArdiqError
 from ardiq.progress import Reporter
-from ardiq.runtime import Delivery
+from ardiq.protocol import GROUP, Keys
+from ardiq.runtime import OK, Delivery, Outcome
 from ardiq.testing import inline
+from support.protocol_driver import ProtocolDriver, make_task
 from support.redis_server import RedisServer
 from support.workers import WorkerProcess
 
@@ -300,3 +304,47 @@ async def test_inline_keeps_progress_in_memory(make_app: Callable[..., Ardiq]) -
         assert await asyncio.to_thread(job.progress_sync) == p
         quiet = await silent.enqueue()
         assert await quiet.progress() is None
+
+
+async def test_finish_keeps_only_the_listed_outcomes_progress_and_reclaim_drops_it(
+    redis_url: str, queue: str
+) -> None:
+    """`finish` gives the record the result's TTL for the outcomes it is told reported
+    (and leaves the key alone for the others: a task that never reports costs nothing);
+    `reclaim` deletes a lost delivery's record as it re-queues it."""
+    keys = Keys(queue)
+    broker = Broker(redis_url, keys, ["default"])
+    d = ProtocolDriver(broker, priorities=["default"], result_ttl_ms=50_000, max_deliveries=5)
+    r = broker.client
+    try:
+        await d.enqueue([make_task(f"p{i}", "n", b"x", "default") for i in range(3)])
+        got = await d.fetch("w1", 3)
+        by_id = {x.task_id: x for x in got if isinstance(x, Delivery)}
+        for task_id, x in by_id.items():
+            written = await d.script(
+                "progress",
+                [keys.job(task_id), keys.progress(task_id)],
+                [x.entry_id, "5", "null", 1],
+            )
+            assert written == 1
+        # p0 listed as reporting, p1 not: its record (if a worker forgot it) keeps no TTL.
+        args: list[Any] = [keys.prefix, GROUP, "w1", 50_000, 2]
+        ks = [keys.delayed, keys.dead]
+        for task_id in ("p0", "p1"):
+            x = by_id[task_id]
+            ks += [
+                keys.stream("default"),
+                keys.job(task_id),
+                keys.wait(task_id),
+                keys.result(task_id),
+                keys.dead_letter(task_id),
+            ]
+            args += Outcome(x.entry_id, task_id, OK, b"1", 1, 0, 0, "default").fields()
+        assert list(await d.script("finish", ks, [*args, "1"])) == [1, 1]
+        assert 0 < await r.pttl(keys.progress("p0")) <= 50_000
+        assert await r.pttl(keys.progress("p1")) == -1
+        # p2's worker is lost: the reclaim re-queues it without its progress.
+        assert await d.reclaim("w2", 0, {}) == (1, 0, 0)
+        assert not await r.exists(keys.progress("p2"))
+    finally:
+        await broker.close()

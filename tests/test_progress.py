@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import pickle
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -275,6 +276,10 @@ async def test_slow_writes_land_in_order_and_the_last_one_before_close_returns()
 def test_progress_needs_a_worker_made_context() -> None:
     with pytest.raises(RuntimeError, match="was not made by one"):
         TaskContext("t", "n", 1).progress(50)
+    made = TaskContext("t", "n", 1)
+    made.__dict__.update(_runtime=object(), _delivery=delivery())  # as a worker makes it
+    with pytest.raises(RuntimeError, match="was not made by one"):
+        pickle.loads(pickle.dumps(made)).progress(50)  # the runtime stays behind
     assert current_task() is None  # outside a task there is no context to report on
 
 

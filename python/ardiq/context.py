@@ -77,18 +77,17 @@ class TaskContext(TupleExtras, _TaskContextFields):
         attempt is retried. Raises ``TypeError`` or ``ValueError`` for a bad value or
         message, or a JSON record over 64 KiB, and ``RuntimeError`` on a context no
         worker made."""
-        attempt = self.__dict__.get("_attempt")
-        if attempt is None:
+        runtime = self.__dict__.get("_runtime")
+        if runtime is None:
             raise RuntimeError(
                 "progress() reports for a task a worker (or ardiq.testing.inline) runs; "
                 "this TaskContext was not made by one"
             )
-        runtime, delivery = attempt
-        runtime.progress(delivery, self.tries, value, message)
+        runtime.progress(self.__dict__["_delivery"], self.tries, value, message)
 
     def __getstate__(self) -> dict[str, Any]:
         # The worker's runtime stays behind: a pickled or copied context reports nothing.
-        return {k: v for k, v in self.__dict__.items() if k != "_attempt"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_runtime", "_delivery")}
 
 
 class ErrorContext(NamedTuple):

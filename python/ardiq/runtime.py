@@ -333,7 +333,10 @@ class Runtime:
             ctx = TaskContext(
                 d.task_id, d.name, tries, headers=headers, lane=d.lane, enqueue_ms=d.enqueue_ms
             )
-            ctx.__dict__["_attempt"] = (self, d)  # for ctx.progress()
+            # For ctx.progress(): two plain stores (no allocation on every task's path).
+            extras = ctx.__dict__
+            extras["_runtime"] = self
+            extras["_delivery"] = d
             if self._aborted and key in self._aborted:
                 log.warning("task aborted before it started %s", self._fields(d, tries))
                 return self._outcome(d, tries, start, ABORT, b"aborted")

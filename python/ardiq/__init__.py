@@ -10,6 +10,7 @@ from .context import EnqueueContext, ErrorContext, TaskContext, current_task
 from .errors import ArdiqError, BrokerError, NativeUnavailable, Retry
 from .jobs import DeadLetter, Job, Status, TaskInfo, TaskResult
 from .lifespan import State
+from .progress import Progress
 from .task import BoundTask, PreparedTask, Task
 
 __version__ = "0.1.0"
@@ -28,6 +29,7 @@ __all__ = [
     "Job",
     "NativeUnavailable",
     "PreparedTask",
+    "Progress",
     "Retry",
     "State",
     "Status",

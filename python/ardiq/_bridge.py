@@ -15,8 +15,10 @@ which uses only :class:`Bridge` on the caller's loop. The binary:
   through a socket it watches (:meth:`Bridge.attach_inbox`); the loop takes everything
   queued in one call, as *batches*, without another thread taking the GIL.
   Each delivery runs through the shared :class:`~ardiq.runtime.Runtime`;
-  outcomes are collected and handed back to Rust in one call per loop iteration. Aborts
-  and timeouts cancel inside Python, on the loop. The app's lifespan wraps the whole run.
+  outcomes are collected and handed back to Rust in one call per loop iteration, and
+  the progress bodies report (throttled by the runtime) is handed over before them.
+  Aborts and timeouts cancel inside Python, on the loop. The app's lifespan wraps the
+  whole run.
 
 Tuples, not objects, cross the boundary: they are the cheapest thing for both sides to
 build and read.
@@ -162,12 +164,17 @@ class Bridge:
     """The event loop the task bodies run on, and the two batched hand-overs."""
 
     def __init__(
-        self, app: Ardiq, worker_id: str, on_outcomes: Callable[[list[OutcomeTuple]], None]
+        self,
+        app: Ardiq,
+        worker_id: str,
+        on_outcomes: Callable[[list[OutcomeTuple]], None],
+        on_progress: Callable[[str, str, str, int, str, str], None],
     ) -> None:
         self.app = app
         self.worker_id = worker_id
         self.runtime = Runtime(app, worker_id)
         self._on_outcomes = on_outcomes
+        self._on_progress = on_progress
         self._loop: asyncio.AbstractEventLoop | None = None
         # (lane, entry id) -> running attempt (entry ids are unique only within a stream);
         # at most `concurrency` of them
@@ -185,7 +192,7 @@ class Bridge:
         `started`, serve, leave the lifespan. Exceptions (a failing lifespan) propagate."""
         loop = new_event_loop()
         asyncio.set_event_loop(loop)
-        self._loop = loop
+        self.bind(loop)
         try:
             loop.run_until_complete(self._main(started))
         finally:
@@ -232,6 +239,12 @@ class Bridge:
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Serve on `loop` (the caller's, already running) instead of one of our own."""
         self._loop = loop
+        self.runtime.write_progress_with(loop, self._write_progress)
+
+    def _write_progress(self, d: Delivery, tries: int, value: str, message: str) -> None:
+        # Handed to the engine on the loop's thread, before the attempt's outcome: the
+        # engine writes it before it finishes that outcome.
+        self._on_progress(d.entry_id, d.lane, d.task_id, tries, value, message)
 
     async def wind_down(self, hard: bool) -> None:
         """The run is over: start nothing more, cancel running attempts when `hard` (they

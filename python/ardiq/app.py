@@ -13,6 +13,8 @@ from .context import EnqueueContext, ErrorContext, TaskContext
 from .errors import ArdiqError
 from .jobs import DeadLetter, Job, Status, TaskInfo, TaskResult, decode_result
 from .lifespan import State, lifespan_factory
+from .progress import Progress
+from .progress import decode as decode_progress
 from .protocol import Keys
 from .serializers import Deserializer, Serializer, msgpack_dumps, msgpack_loads
 from .settings import (
@@ -650,6 +652,14 @@ class Ardiq:
             return self._inline.status(task_id)
         return await self._client().status(task_id)
 
+    async def progress(self, task_id: str) -> Progress | None:
+        """The last progress the task reported (``current_task().progress(...)``); None
+        when it reported none (yet), or once it was retried or its result expired."""
+        if self._inline is not None:
+            return self._inline.last_progress(task_id)
+        raw = await self._client().progress_raw(task_id)
+        return None if raw is None else decode_progress(raw, task_id)
+
     async def info(self, task_id: str) -> TaskInfo | None:
         """What a live task is; None once it finished or if it is unknown."""
         if self._inline is not None:
@@ -720,6 +730,10 @@ class Ardiq:
     def info_sync(self, task_id: str) -> TaskInfo | None:
         """Blocking twin of :meth:`info`."""
         return self.sync.run(self.info(task_id))
+
+    def progress_sync(self, task_id: str) -> Progress | None:
+        """Blocking twin of :meth:`progress`."""
+        return self.sync.run(self.progress(task_id))
 
     def abort_sync(self, task_id: str) -> bool:
         """Blocking twin of :meth:`abort`."""

@@ -245,6 +245,10 @@ class RedisClient:
         blob: bytes = await waiter.wait_raw(task_id, timeout)
         return blob
 
+    async def progress_raw(self, task_id: str) -> bytes | None:
+        raw = await self.broker.batch.command("GET", self.keys.progress(task_id))
+        return None if raw is None else bytes(raw)
+
     async def inspect(self, task_id: str) -> list[Any]:
         streams, lane_args = self._lane_args()
         return list(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Self
@@ -66,6 +67,28 @@ class TaskContext(TupleExtras, _TaskContextFields):
         enqueue_ms: int = self.__dict__.get("enqueue_ms", 0)
         return enqueue_ms
 
+    def progress(self, value: float | Mapping[str, Any], message: str | None = None) -> None:
+        """Report this attempt's progress: `value` a number from 0 to 100 or a mapping
+        ``json.dumps`` accepts (str keys), `message` an optional text. Callable from async
+        and sync bodies (any thread) as often as you like: at most one write per attempt
+        every 0.5 s goes to Redis (the latest value replacing a waiting one), and the last
+        value is written before the attempt's outcome. Readers see it with
+        ``await job.progress()``; it is kept as long as the result, and cleared when the
+        attempt is retried. Raises ``TypeError`` or ``ValueError`` for a bad value or
+        message, or a JSON record over 64 KiB, and ``RuntimeError`` on a context no
+        worker made."""
+        runtime = self.__dict__.get("_runtime")
+        if runtime is None:
+            raise RuntimeError(
+                "progress() reports for a task a worker (or ardiq.testing.inline) runs; "
+                "this TaskContext was not made by one"
+            )
+        runtime.progress(self.__dict__["_delivery"], self.tries, value, message)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The worker's runtime stays behind: a pickled or copied context reports nothing.
+        return {k: v for k, v in self.__dict__.items() if k not in ("_runtime", "_delivery")}
+
 
 class ErrorContext(NamedTuple):
     """Given to ``@app.on_error`` hooks for every failed attempt, as a named tuple.
@@ -94,5 +117,7 @@ _current: ContextVar[TaskContext | None] = ContextVar("ardiq_current_task", defa
 
 
 def current_task() -> TaskContext | None:
-    """The task running in this context (sync tasks too), or ``None`` outside a task."""
+    """The task running in this context (sync tasks too), or ``None`` outside a task.
+    ``current_task().progress(value, message)`` reports progress (see
+    :meth:`TaskContext.progress`)."""
     return _current.get()

@@ -10,6 +10,7 @@ import msgpack  # type: ignore[import-untyped,unused-ignore]
 
 from ._tuple_extras import TupleExtras
 from .errors import ArdiqError
+from .progress import Progress
 from .serializers import Deserializer
 from .signing import Signer
 
@@ -178,6 +179,16 @@ class Job(Generic[R]):
     async def abort(self) -> bool:
         """Abort the task; ``False`` if it already finished or does not exist."""
         return await self.app.abort(self.id)
+
+    async def progress(self) -> Progress | None:
+        """The last progress the task reported, as a :class:`~ardiq.Progress` (value,
+        message, tries, updated_ms); ``None`` when it reported none (yet). Kept as long
+        as the result; cleared when an attempt is retried."""
+        return await self.app.progress(self.id)
+
+    def progress_sync(self) -> Progress | None:
+        """Blocking twin of :meth:`progress`."""
+        return self.app.progress_sync(self.id)
 
     def result_sync(self, timeout: float | None = None) -> TaskResult[R] | None:
         """Blocking twin of :meth:`result`."""

@@ -25,6 +25,7 @@ SCRIPT_NAMES = (
     "finish",
     "handback",
     "inspect",
+    "progress",
     "promote",
     "purge",
     "queue_size",
@@ -127,6 +128,9 @@ class Keys:
 
     def wait(self, task_id: str) -> str:
         return f"{self.prefix}wait:{task_id}"
+
+    def progress(self, task_id: str) -> str:
+        return f"{self.prefix}progress:{task_id}"
 
     def dead_letter(self, task_id: str) -> str:
         return f"{self.prefix}dead:{task_id}"

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from .context import ErrorContext, TaskContext, _current
 from .errors import Retry
+from .progress import ProgressWriter, Reporter, encode
 from .serializers import msgpack_dumps, msgpack_loads
 from .signing import EXPIRED as SIGNATURE_EXPIRED
 from .signing import SKEW_MS, Binding, Opened, SignatureError
@@ -218,6 +219,32 @@ class Runtime:
         self._none: bytes | None = msgpack_dumps(None) if app.serializer is msgpack_dumps else None
         # Our deserializer builds new lists and dicts each call: no copies needed.
         self._fresh_decode = app.deserializer is msgpack_loads
+        # Progress (see `progress`): where writes go, on which loop; and the reporters of
+        # the attempts that reported, made on their first report (none for the rest).
+        self._progress_loop: asyncio.AbstractEventLoop | None = None
+        self._progress_writer: ProgressWriter | None = None
+        self._reporters: dict[tuple[str, str], Reporter] = {}
+
+    def write_progress_with(self, loop: asyncio.AbstractEventLoop, writer: ProgressWriter) -> None:
+        """Where the progress task bodies report goes (the worker's own writer), and the
+        loop the attempts run on. Until called, progress is checked and dropped."""
+        self._progress_loop = loop
+        self._progress_writer = writer
+
+    def progress(self, d: Delivery, tries: int, value: object, message: object) -> None:
+        """A report from the body of `d` (any thread): checked here (raising in the
+        caller), then throttled by the attempt's :class:`~ardiq.progress.Reporter`."""
+        text, message_text = encode(value, message)
+        key = (d.lane, d.entry_id)
+        reporter = self._reporters.get(key)
+        if reporter is None:
+            loop, writer = self._progress_loop, self._progress_writer
+            if loop is None or writer is None or self._attempts.get(key) != d.task_id:
+                # No writer, or the body already ended (an abandoned sync body that
+                # still reports): nothing to write to.
+                return
+            reporter = self._reporters.setdefault(key, Reporter(loop, writer, d, tries))
+        reporter.offer(text, message_text)
 
     @property
     def running_ids(self) -> list[str]:
@@ -306,6 +333,10 @@ class Runtime:
             ctx = TaskContext(
                 d.task_id, d.name, tries, headers=headers, lane=d.lane, enqueue_ms=d.enqueue_ms
             )
+            # For ctx.progress(): two plain stores (no allocation on every task's path).
+            extras = ctx.__dict__
+            extras["_runtime"] = self
+            extras["_delivery"] = d
             if self._aborted and key in self._aborted:
                 log.warning("task aborted before it started %s", self._fields(d, tries))
                 return self._outcome(d, tries, start, ABORT, b"aborted")
@@ -390,6 +421,11 @@ class Runtime:
             self._attempts.pop(key, None)
             if self._aborted:
                 self._aborted.discard(key)
+            if self._reporters:
+                reporter = self._reporters.pop(key, None)
+                if reporter is not None:
+                    # The attempt's last value lands before its outcome is finished.
+                    await reporter.close()
 
     def _open(self, d: Delivery, now: int) -> Opened | Outcome:
         """The payload opened, or the outcome of a delivery that must not run.

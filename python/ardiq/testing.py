@@ -4,17 +4,22 @@
 before returning, in this process and without Redis. Results, status, dead letters and
 replay are kept in memory. Tasks run through the same runtime as a real worker (arguments
 are serialized and decoded, middleware, hooks, timeouts and retries all apply), except that
-retry backoffs, delays and schedules are not waited for.
+retry backoffs, delays and schedules are not waited for. Progress a task reports is kept
+in memory as a worker keeps it: ``job.progress()`` returns the last value once the task
+ran (values are throttled and pass through JSON, as with a worker), cleared on retry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from .jobs import DeadLetter, Job, Status, TaskResult, decode_payload
+from .progress import Progress
 from .runtime import FAIL, OK, RETRY, Delivery, Runtime, now_ms
 from .signing import Binding, SignatureError
 
@@ -33,8 +38,15 @@ class InlineQueue:
         self.runtime = Runtime(app, "inline")
         self.results: dict[str, TaskResult[Any]] = {}
         self.dead: dict[str, tuple[EncodedTask, DeadLetter]] = {}
+        self.progress: dict[str, Progress] = {}
         self._running: set[str] = set()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._runs = itertools.count()
+        self.runtime.write_progress_with(asyncio.get_running_loop(), self._write_progress)
+
+    def _write_progress(self, d: Delivery, tries: int, value: str, message: str) -> None:
+        # Kept as a worker's `progress` script would keep it (JSON in, JSON out).
+        self.progress[d.task_id] = Progress(json.loads(value), json.loads(message), tries, now_ms())
 
     async def enqueue(self, tasks: list[EncodedTask]) -> list[Job[Any]]:
         for task in tasks:
@@ -44,12 +56,15 @@ class InlineQueue:
 
     async def _run(self, task: EncodedTask) -> None:
         self.results.pop(task.task_id, None)
+        self.progress.pop(task.task_id, None)
         self._running.add(task.task_id)
         enqueued, tries = now_ms(), 0
         try:
             while True:
+                # An entry id of its own per attempt (a body may enqueue, and so run,
+                # another task inline while it runs).
                 d = Delivery(
-                    f"inline-{tries}",
+                    f"inline-{next(self._runs)}",
                     task.lane,
                     task.task_id,
                     task.name,
@@ -61,6 +76,7 @@ class InlineQueue:
                 tries = outcome.tries
                 if outcome.kind != RETRY:
                     break
+                self.progress.pop(task.task_id, None)  # as `finish` deletes it on retry
         finally:
             self._running.discard(task.task_id)
         ok = outcome.kind == OK
@@ -109,6 +125,9 @@ class InlineQueue:
                 if not group:
                     del self._waiters[task_id]
         return self.results[task_id]
+
+    def last_progress(self, task_id: str) -> Progress | None:
+        return self.progress.get(task_id)
 
     def status(self, task_id: str) -> Status:
         if task_id in self._running:

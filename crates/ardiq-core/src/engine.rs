@@ -28,6 +28,7 @@ use crate::finish;
 use crate::heartbeat;
 use crate::lease;
 use crate::metrics::{self, Phase};
+use crate::progress;
 use crate::promote;
 use crate::reclaim;
 use crate::report::{Counter, Counters, RunReport, StopReason};
@@ -108,6 +109,7 @@ impl Engine {
         // renewed while running tasks drain.
         let mut core = Tasks::default();
         core.spawn(finish::run(ctx.clone(), rx));
+        core.spawn(progress::run(ctx.clone()));
         core.spawn(lease::run(ctx.clone()));
         let (sub_tx, sub_rx) = oneshot::channel();
         core.spawn(abort::run(ctx.clone(), self.redis.clone(), sub_tx));

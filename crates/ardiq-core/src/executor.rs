@@ -8,8 +8,11 @@
 //! accepts a `Vec` of outcomes in one send.
 
 use std::fmt;
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
+
+use crate::progress::{Board, ProgressReport};
 
 /// One delivered attempt of a task, ready to run.
 ///
@@ -222,11 +225,27 @@ impl fmt::Debug for Outcome {
 #[derive(Clone, Debug)]
 pub struct OutcomeSink {
     tx: mpsc::UnboundedSender<Vec<Outcome>>,
+    board: Arc<Board>,
 }
 
 impl OutcomeSink {
     pub(crate) fn new(tx: mpsc::UnboundedSender<Vec<Outcome>>) -> Self {
-        OutcomeSink { tx }
+        OutcomeSink {
+            tx,
+            board: Arc::default(),
+        }
+    }
+
+    /// Reports a running attempt's progress (PROTOCOL.md, "Progress"). The executor
+    /// throttles (at most one report per attempt every 0.5 s) and reports an attempt's
+    /// last value *before* its outcome: the engine then writes it before `finish`. Only
+    /// the latest unwritten report of each attempt is kept. Never blocks.
+    pub fn progress(&self, report: ProgressReport) {
+        self.board.push(report);
+    }
+
+    pub(crate) fn board(&self) -> &Arc<Board> {
+        &self.board
     }
 
     /// Reports a batch of outcomes. Returns `false` when the engine has already returned

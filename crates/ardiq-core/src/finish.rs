@@ -16,6 +16,7 @@ use crate::connection::is_transient;
 use crate::context::Ctx;
 use crate::executor::{Outcome, OutcomeKind};
 use crate::keys::GROUP;
+use crate::progress;
 use crate::reply;
 use crate::report::Counter;
 use crate::scripts;
@@ -32,6 +33,7 @@ pub async fn run(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Vec<Outcome>>) {
     let mut pending: Vec<Outcome> = Vec::new();
     let mut backoff = Backoff::redis();
     let mut throttle = LogThrottle::default();
+    let mut progress_throttle = LogThrottle::default();
     loop {
         if pending.is_empty() {
             match rx.recv().await {
@@ -50,6 +52,10 @@ pub async fn run(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Vec<Outcome>>) {
         let batch = arrived(&ctx, batch);
         if batch.is_empty() {
             continue;
+        }
+        // An attempt's last progress was reported before its outcome: it lands first.
+        if !ctx.sink.board().is_settled() {
+            progress::settle(&ctx, &mut progress_throttle).await;
         }
         finish_batch(&ctx, &batch, &mut backoff, &mut throttle).await;
     }
@@ -113,12 +119,16 @@ struct Arrived {
     outcome: Outcome,
     key: EntryKey,
     task: Option<RunningTask>,
+    /// The attempt reported progress (`finish` keeps its record with the result).
+    progress: bool,
 }
 
 /// Moves each outcome's entry from running to finishing (its concurrency slot frees now,
 /// before the round trip) and drops outcomes for lanes this worker does not know.
 fn arrived(ctx: &Ctx, batch: Vec<Outcome>) -> Vec<Arrived> {
     let mut out = Vec::with_capacity(batch.len());
+    let board = ctx.sink.board();
+    let any_progress = board.any_reported();
     {
         let mut held = ctx.held();
         for outcome in batch {
@@ -137,7 +147,13 @@ fn arrived(ctx: &Ctx, batch: Vec<Outcome>) -> Vec<Arrived> {
             outcome.lane.clone_from(&ctx.keys.lanes()[lane]);
             let key = (lane, outcome.entry_id.clone());
             let task = held.outcome_arrived(&key);
-            out.push(Arrived { outcome, key, task });
+            let progress = any_progress && board.take_reported(&outcome.lane, &outcome.entry_id);
+            out.push(Arrived {
+                outcome,
+                key,
+                task,
+                progress,
+            });
         }
     }
     ctx.wake.notify_one();
@@ -173,6 +189,14 @@ async fn call_finish(ctx: &Ctx, batch: &[Arrived]) -> Result<Vec<i64>, redis::Re
             .arg(&o.lane)
             .arg(o.retry_delay_ms)
             .arg(&o.retry_payload[..]);
+    }
+    if batch.iter().any(|a| a.progress) {
+        let reported: Vec<String> = (1..=batch.len())
+            .zip(batch)
+            .filter(|(_, a)| a.progress)
+            .map(|(i, _)| i.to_string())
+            .collect();
+        inv.arg(reported.join(" "));
     }
     let mut conn = ctx.conn.clone();
     let value: Value = inv.invoke_async(&mut conn).await?;

@@ -71,6 +71,11 @@ impl Keys {
         format!("{}result:{id}", self.prefix)
     }
 
+    /// `P progress:<id>`
+    pub fn progress(&self, id: &str) -> String {
+        format!("{}progress:{id}", self.prefix)
+    }
+
     /// `P wait:<id>`
     pub fn wait(&self, id: &str) -> String {
         format!("{}wait:{id}", self.prefix)

@@ -26,6 +26,7 @@
 //! One module per background job, each a loop on its own tokio task:
 //! * `fetch`: the `fetch` script and the dedicated blocking read.
 //! * `finish`: batches outcomes into `finish` calls.
+//! * [`progress`]: writes what running tasks report (`progress`), before their outcome.
 //! * `lease`: renews every held entry (`renew`) every `idle_timeout_ms / 3`.
 //! * `reclaim`: XAUTOCLAIM with a kept cursor, then `reclaim`.
 //! * `started`: marks reclaimed deliveries (`started`) before they run.
@@ -85,6 +86,7 @@ pub mod keys;
 mod lease;
 pub mod metrics;
 pub mod ops;
+pub mod progress;
 mod promote;
 mod reclaim;
 mod reply;
@@ -104,6 +106,7 @@ pub use error::EngineError;
 pub use executor::{Delivery, Executor, LiveJob, Outcome, OutcomeKind, OutcomeSink};
 pub use keys::{Keys, GROUP};
 pub use metrics::{Live, Phase};
+pub use progress::ProgressReport;
 pub use report::{Counters, CountersSnapshot, RunReport, StopReason};
 pub use shutdown::{StopHandle, StopLevel};
 pub use sign::SigningKey;

@@ -41,6 +41,7 @@ const SOURCES: &[(&str, &str)] = sources!(
     "finish",
     "handback",
     "inspect",
+    "progress",
     "promote",
     "purge",
     "queue_size",
@@ -366,6 +367,8 @@ pub static FINISH: LazyLock<ProtocolScript> = lua!("finish");
 /// `started`: mark suspect entries (`r` >= 1) as started before running them, so
 /// `reclaim` blames only a task that really ran on a worker that died.
 pub static STARTED: LazyLock<ProtocolScript> = lua!("started");
+/// `progress`: store a running task's progress while its attempt is the live one.
+pub static PROGRESS: LazyLock<ProtocolScript> = lua!("progress");
 /// `renew`: reset the idle time of entries this consumer still owns.
 pub static RENEW: LazyLock<ProtocolScript> = lua!("renew");
 /// `reclaim`: re-queue (or dead-letter) entries taken over with XAUTOCLAIM.
@@ -451,6 +454,7 @@ mod tests {
             &FETCH,
             &FINISH,
             &STARTED,
+            &PROGRESS,
             &RENEW,
             &RECLAIM,
             &PROMOTE,

@@ -3,7 +3,8 @@
 //! Life of a run (driven by `ardiq.worker.native.NativeWorker`):
 //! 1. `Engine(settings)` reads the `WorkerSettings` into a `Config`, checks it and makes a
 //!    single-threaded tokio runtime (nothing connects yet);
-//! 2. `outcomes()` is the callable the `Bridge` reports outcomes to;
+//! 2. `outcomes()` and `progress()` are the callables the `Bridge` reports outcomes and
+//!    progress to;
 //! 3. `start(bridge, on_done)` (on the event loop's thread, inside the lifespan) connects
 //!    the inbox to the loop and starts the `ardiq-engine` thread, which serves until a
 //!    stop or a drained burst, hands the loop what is left in the inbox, and calls
@@ -63,9 +64,15 @@ impl NativeEngine {
         })
     }
 
-    /// The `on_outcomes(list)` callable for `Bridge(app, worker_id, on_outcomes)`.
+    /// The `on_outcomes(list)` callable for `Bridge(app, worker_id, on_outcomes,
+    /// on_progress)`.
     fn outcomes(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.outcomes.callback(py)
+    }
+
+    /// The `on_progress(...)` callable for the same `Bridge`.
+    fn progress(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.outcomes.progress_callback(py)
     }
 
     /// Connects the engine to `bridge` (whose event loop runs on this thread) and starts

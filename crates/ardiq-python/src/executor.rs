@@ -6,7 +6,8 @@
 //!   (`ardiq run`), or the caller's (`await app.run()` through the extension). Task bodies
 //!   run there (`def` bodies on the runtime's thread pool). Outcomes finished in one loop
 //!   iteration come back in one call to [`Outcomes`], which pushes them into the engine's
-//!   channel (never blocks).
+//!   channel (never blocks). Progress a body reports (throttled by the runtime) comes
+//!   through [`Progress`], before the attempt's outcome.
 //! * **tokio's threads** run the engine and never touch Python. The batches and abort
 //!   requests the engine hands [`PyExecutor`] go into an [`Inbox`] (a mutex-guarded
 //!   buffer) and, when it was empty, one byte goes down a socket pair whose other end the
@@ -26,7 +27,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use ardiq_core::{Delivery, Executor, Outcome, OutcomeKind, OutcomeSink};
+use ardiq_core::{Delivery, Executor, Outcome, OutcomeKind, OutcomeSink, ProgressReport};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use tracing::error;
@@ -154,11 +155,24 @@ impl Inbox {
 pub struct OutcomeSlot(Arc<OnceLock<OutcomeSink>>);
 
 impl OutcomeSlot {
-    /// The `on_outcomes(list)` callable `Bridge(app, worker_id, on_outcomes)` takes.
+    /// The `on_outcomes(list)` callable `Bridge(app, worker_id, on_outcomes, on_progress)`
+    /// takes.
     pub fn callback(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         Ok(Py::new(
             py,
             Outcomes {
+                sink: self.0.clone(),
+            },
+        )?
+        .into_any())
+    }
+
+    /// The `on_progress(entry_id, lane, task_id, tries, value, message)` callable the
+    /// same `Bridge` takes.
+    pub fn progress_callback(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(Py::new(
+            py,
+            Progress {
                 sink: self.0.clone(),
             },
         )?
@@ -386,6 +400,40 @@ impl Outcomes {
             ),
         }
         Ok(())
+    }
+}
+
+/// `on_progress(entry_id, lane, task_id, tries, value, message)`: called on the loop
+/// thread with a running attempt's progress, already throttled and checked by the runtime
+/// (`value` and `message` are JSON texts), and always before the attempt's outcome. The
+/// engine writes it before it finishes that outcome (`ardiq_core::progress`).
+#[pyclass(frozen)]
+struct Progress {
+    sink: Arc<OnceLock<OutcomeSink>>,
+}
+
+#[pymethods]
+impl Progress {
+    fn __call__(
+        &self,
+        entry_id: String,
+        lane: String,
+        task_id: String,
+        tries: u32,
+        value: String,
+        message: String,
+    ) {
+        // No sink: no delivery was ever started, so no attempt can report.
+        if let Some(sink) = self.sink.get() {
+            sink.progress(ProgressReport {
+                entry_id,
+                lane,
+                task_id,
+                tries,
+                value,
+                message,
+            });
+        }
     }
 }
 

@@ -20,13 +20,18 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    /// Makes `ardiq._bridge.Bridge(app, worker_id, on_outcomes)`.
+    /// Makes `ardiq._bridge.Bridge(app, worker_id, on_outcomes, on_progress)`.
     pub fn new(py: Python<'_>, app: &Py<PyAny>, worker_id: &str) -> PyResult<Self> {
         let outcomes = OutcomeSlot::default();
         let bridge = py
             .import("ardiq._bridge")?
             .getattr("Bridge")?
-            .call1((app.bind(py), worker_id, outcomes.callback(py)?))?
+            .call1((
+                app.bind(py),
+                worker_id,
+                outcomes.callback(py)?,
+                outcomes.progress_callback(py)?,
+            ))?
             .unbind();
         Ok(Bridge { bridge, outcomes })
     }

@@ -61,13 +61,22 @@ local function result_blob(ok, value, tries, enq, start, fin, aborted)
 end
 
 -- Retire a live task: drop its job record, store its result (ttl > 0: for that long,
--- 0: not at all, < 0: forever) and wake result waiters if one registered.
-local function finalize(prefix, job, wait, result, id, blob, ttl)
+-- 0: not at all, < 0: forever), keep its progress as long as the result, and wake result
+-- waiters if one registered. `progress` false: the caller knows no progress was
+-- reported (finish), so there is none to keep.
+local function finalize(prefix, job, wait, result, id, blob, ttl, progress)
   local waited = redis.call('DEL', job, wait) == 2
   if ttl > 0 then
     redis.call('SET', result, blob, 'PX', ttl)
   elseif ttl < 0 then
     redis.call('SET', result, blob)
+  end
+  if progress ~= false then
+    if ttl > 0 then
+      redis.call('PEXPIRE', prefix .. 'progress:' .. id, ttl)
+    elseif ttl == 0 then
+      redis.call('DEL', prefix .. 'progress:' .. id)
+    end
   end
   if waited then redis.call('PUBLISH', prefix .. 'done', id) end
 end

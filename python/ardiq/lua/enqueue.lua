@@ -36,8 +36,10 @@ for i = 1, #tasks do
   elseif mode == 2 and redis.call('EXISTS', prefix .. 'result:' .. id) == 1 then
     out[i] = '0' -- the first call landed and the task already finished: not again
   else
-    -- A finished task's old result would answer for the new run: clear it.
-    if not fresh then redis.call('DEL', prefix .. 'result:' .. id) end
+    -- A finished task's old result (and progress) would answer for the new run: clear it.
+    if not fresh then
+      redis.call('DEL', prefix .. 'result:' .. id, prefix .. 'progress:' .. id)
+    end
     if due > now then
       local due_s = string.format('%d', due)
       redis.call('HSET', job, 'fn', fn, 'l', lane, 's', 'd', 't', '0', 'enq', now_s,

@@ -9,6 +9,9 @@
 --                this one included), enqueue ms, start ms, lane, retry delay ms, payload
 --                (retry only: replaces the entry's payload when not empty; a signing
 --                worker re-seals a retry with a fresh not-after)
+-- ARGV[6+10n]    (optional) the numbers (1-based, space-separated) of the outcomes whose
+--                attempt reported progress: their progress record takes the result's TTL
+--                (deleted on retry); the others have none, and cost nothing
 -- kinds          ok: value is the serialized return value
 --                fail: value is the error; the task goes to the dead letters
 --                expired: value is the error; not a dead letter (it never ran)
@@ -35,6 +38,8 @@ for i = 0, n - 1 do
   end
 end
 local now = now_ms()
+local progressed = {}
+for k in string.gmatch(ARGV[6 + 10 * n] or '', '%d+') do progressed[tonumber(k)] = true end
 local out = {}
 local acked, streams = {}, {}
 local function finish_all()
@@ -47,6 +52,7 @@ local function finish_all()
     local tries, enq, start, lane = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
     local delay = tonumber(ARGV[a + 8])
     local payload = ARGV[a + 9]
+    local reported = progressed[i + 1] == true
     if kind == 'retry' and redis.call('HGET', job, 'a') == '1' then kind = 'abort' end
     local fields
     if kind == 'fail' or kind == 'retry' or kind == 'drop' then
@@ -65,21 +71,23 @@ local function finish_all()
       ids[#ids + 1] = eid
       if kind == 'ok' then
         finalize(prefix, job, wait, result, id,
-          result_blob(true, value, tries, enq, start, now, false), ttl)
+          result_blob(true, value, tries, enq, start, now, false), ttl, reported)
       elseif kind == 'fail' then
         bury(dead_index, dead_key, id, fields or {}, lane, value, tries, now)
         finalize(prefix, job, wait, result, id,
-          result_blob(false, value, tries, enq, start, now, false), ttl)
+          result_blob(false, value, tries, enq, start, now, false), ttl, reported)
       elseif kind == 'expired' then
         finalize(prefix, job, wait, result, id,
-          result_blob(false, value, tries, enq, start, now, false), ttl)
+          result_blob(false, value, tries, enq, start, now, false), ttl, reported)
       elseif kind == 'drop' then
         bury(dead_index, dead_key, id, fields or {}, lane, value, tries, now)
       elseif kind == 'abort' then
         finalize(prefix, job, wait, result, id,
-          result_blob(false, 'aborted', tries, enq, start, now, true), ttl)
+          result_blob(false, 'aborted', tries, enq, start, now, true), ttl, reported)
       else -- retry
         fields = fields or {}
+        -- The next attempt starts without the failed one's progress.
+        if reported then redis.call('DEL', prefix .. 'progress:' .. id) end
         if payload and payload ~= '' then fields['p'] = payload end
         if delay <= 0 then
           local new = add_entry(stream, id, fields['fn'] or '', fields['p'] or '', tries,

@@ -48,7 +48,12 @@ for i = 0, n - 1 do
       else
         local new = add_entry(stream, f['id'], f['fn'], f['p'], tries, f['enq'] or now,
           f['x'] or 0, deliveries)
-        if job_field(job, 'e') == eid then redis.call('HSET', job, 'e', new) end
+        if job_field(job, 'e') == eid then
+          redis.call('HSET', job, 'e', new)
+          -- The next delivery starts afresh, without the lost one's progress (whose
+          -- outcome, which would have given it a TTL, never comes).
+          redis.call('DEL', prefix .. 'progress:' .. id)
+        end
         requeued = requeued + 1
       end
     elseif f then

@@ -23,6 +23,9 @@ local eid = add_entry(stream, id, f['fn'], payload, 0, now, 0, 0)
 redis.call('HSET', job, 'fn', f['fn'], 'l', f['l'], 's', 'q', 't', 0, 'enq', now,
   'x', 0, 'e', eid)
 if nonce ~= '' then redis.call('HSET', job, 'n', nonce) end
-redis.call('DEL', result, dead_key)
+-- The failed run's progress goes with its result (the queue's prefix is the result
+-- key's, PROTOCOL.md).
+local progress = string.sub(result, 1, #result - #('result:' .. id)) .. 'progress:' .. id
+redis.call('DEL', result, dead_key, progress)
 redis.call('ZREM', dead_index, id)
 return 1

@@ -75,6 +75,9 @@ class Worker:
         self.buffer: list[tuple[int, int, Ref]] = []  # heap of (lane rank, seq, entry)
         self.running: dict[Ref, asyncio.Task[None]] = {}
         self.outcomes: list[Outcome] = []
+        # Attempts that reported progress, until their outcome is finished: `finish` keeps
+        # (or deletes) their record; the rest have none and cost nothing there.
+        self.progressed: set[Ref] = set()
         self.one_offs: set[asyncio.Task[None]] = set()
         # Set when the worker ends: duty loops stop at their next turn even if a
         # cancellation was swallowed on the way (see cancel_all).
@@ -132,6 +135,7 @@ class Worker:
             self.hard_stop.set()
         app = self.app
         self.broker: Broker = app._client().broker
+        self.runtime.write_progress_with(self.loop, self._write_progress)
         self.streams = [app.keys.stream(lane) for lane in self.lanes]
         settings = self.settings
         self.block_client = make_client(
@@ -430,6 +434,28 @@ class Worker:
         self.submit(outcome)
         self.dispatch()
 
+    async def _write_progress(self, d: Delivery, tries: int, value: str, message: str) -> None:
+        """One progress record, with the `progress` script (the runtime throttles and
+        orders the calls). Best effort: a failed write is logged and dropped."""
+        keys = self.app.keys
+        self.progressed.add((d.lane, d.entry_id))
+        try:
+            written = await self.broker.script(
+                "progress",
+                [keys.job(d.task_id), keys.progress(d.task_id)],
+                [d.entry_id, value, message, tries],
+            )
+        except ArdiqError as exc:
+            log.warning(
+                "progress could not be written; dropped id=%s worker=%s error=%s",
+                d.task_id,
+                self.worker_id,
+                exc,
+            )
+            return
+        if not written:
+            log.debug("progress of a stale attempt not written id=%s", d.task_id)
+
     def submit(self, outcome: Outcome) -> None:
         self.outcomes.append(outcome)
         self.outcome_ready.set()
@@ -437,6 +463,8 @@ class Worker:
     def release(self, outcome: Outcome) -> None:
         """The entry of `outcome` is no longer ours to renew."""
         held = self.held.pop(ref_of(outcome), None)
+        if self.progressed:
+            self.progressed.discard(ref_of(outcome))
         # A dropped entry's outcome names `entry:<id>`, not its task.
         task_id = outcome.task_id if held is None else held.task_id
         if self.by_task.get(task_id) == ref_of(outcome):

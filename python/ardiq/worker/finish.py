@@ -97,4 +97,10 @@ async def call_finish(w: Worker, batch: list[Outcome]) -> list[int]:
             k.dead_letter(o.task_id),
         ]
         args += o.fields()
+    reported = w.progressed
+    if reported:
+        # The outcomes whose attempt reported progress (the rest have none to keep).
+        args.append(
+            " ".join(str(i) for i, o in enumerate(batch, 1) if (o.lane, o.entry_id) in reported)
+        )
     return list(await w.broker.script("finish", keys, args))

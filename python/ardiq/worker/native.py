@@ -35,7 +35,7 @@ log = logging.getLogger("ardiq")
 EngineChoice = Literal["auto", "native", "python"]
 ENGINE_ENV = "ARDIQ_ENGINE"
 # The version of the calls between this module and the extension (its BRIDGE_VERSION).
-BRIDGE_VERSION = 1
+BRIDGE_VERSION = 2
 # How long a cancelled run waits for the engine to let go of its entries.
 _CANCEL_GRACE_S = 5.0
 
@@ -89,7 +89,7 @@ class NativeWorker:
         self.worker_id = self.settings.worker_id
         # Checks the settings as the binary does (ValueError); connects nothing yet.
         self._engine: Any = module.Engine(self.settings)
-        self.bridge = Bridge(app, self.worker_id, self._engine.outcomes())
+        self.bridge = Bridge(app, self.worker_id, self._engine.outcomes(), self._engine.progress())
 
     def request_stop(self) -> None:
         """First call: drain. Second: exit now. Thread- and signal-safe, and before the

@@ -9,7 +9,7 @@ impl Client {
     /// queue's keys (`queue_size`, which also settles [`scripts::mode`]: in functions
     /// mode no script-loading right is needed); each lane's stream is readable and has the group;
     /// the worker's writes are allowed (no-op `ZADD XX` on `P workers`, `XACK 0-0` on
-    /// each stream); the abort channel can be subscribed. Changes nothing.
+    /// each stream, `PEXPIRE` of a progress key that cannot exist); the abort channel can be subscribed. Changes nothing.
     ///
     /// Returns the lanes whose group is missing (empty: all good); permission problems
     /// come back as [`OpsError::Denied`].
@@ -42,6 +42,16 @@ impl Client {
                     .arg("XX")
                     .arg(0)
                     .arg("\u{0}ardiq-check"),
+            )
+            .await?;
+        // `finish` gives a reported progress the result's TTL; a worker user without
+        // PEXPIRE would fail every task that reports progress. On a key that cannot
+        // exist, so nothing changes.
+        let _: i64 = self
+            .query(
+                redis::cmd("PEXPIRE")
+                    .arg(keys.progress("\u{0}ardiq-check"))
+                    .arg(1),
             )
             .await?;
         let subscribed = tokio::time::timeout(self.timeout, async {

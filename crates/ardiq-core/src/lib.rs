@@ -80,6 +80,7 @@ pub mod executor;
 mod fetch;
 mod finish;
 mod heartbeat;
+mod history;
 pub mod keys;
 mod lease;
 pub mod metrics;

@@ -17,7 +17,7 @@ use pyo3::prelude::*;
 /// The version of the contract between this module and `ardiq.worker.native`: the calls,
 /// their arguments and the tuples that cross. The package refuses a module of another
 /// version (it falls back to its own loop, or says why with `engine="native"`).
-pub const BRIDGE_VERSION: u32 = 1;
+pub const BRIDGE_VERSION: u32 = 2;
 
 /// A mutex's guard, poisoned or not: every state behind our mutexes stays consistent
 /// across a panic (plain pushes and takes), so a panic elsewhere must not stop the run.

@@ -35,7 +35,7 @@ log = logging.getLogger("ardiq")
 EngineChoice = Literal["auto", "native", "python"]
 ENGINE_ENV = "ARDIQ_ENGINE"
 # The version of the calls between this module and the extension (its BRIDGE_VERSION).
-BRIDGE_VERSION = 1
+BRIDGE_VERSION = 2
 # How long a cancelled run waits for the engine to let go of its entries.
 _CANCEL_GRACE_S = 5.0
 

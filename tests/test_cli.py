@@ -388,6 +388,7 @@ BAD_SECONDS = ["1e308", "1e300", "1e20", "31536001", "nan", "NaN", "inf", "-inf"
 DURATIONS = [
     (["run", APP], "--shutdown-timeout", "ARDIQ_SHUTDOWN_TIMEOUT"),
     (["run", APP], "--liveness-threshold", "ARDIQ_LIVENESS_THRESHOLD"),
+    (["run", APP], "--history-ttl", "ARDIQ_HISTORY_TTL"),
     (["run", APP, "--workers", "2"], "--shutdown-timeout", "ARDIQ_SHUTDOWN_TIMEOUT"),
     (["check", APP], "--timeout", None),
 ]

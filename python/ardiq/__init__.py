@@ -8,7 +8,7 @@ from . import _logsafe
 from .app import Ardiq, CronJob
 from .context import EnqueueContext, ErrorContext, TaskContext, current_task
 from .errors import ArdiqError, BrokerError, NativeUnavailable, Retry
-from .jobs import DeadLetter, Job, Status, TaskInfo, TaskResult
+from .jobs import Attempt, DeadLetter, HistoryEntry, Job, Status, TaskInfo, TaskResult
 from .lifespan import State
 from .progress import Progress
 from .task import BoundTask, PreparedTask, Task
@@ -20,12 +20,14 @@ _logsafe.install()
 __all__ = [
     "Ardiq",
     "ArdiqError",
+    "Attempt",
     "BoundTask",
     "BrokerError",
     "CronJob",
     "DeadLetter",
     "EnqueueContext",
     "ErrorContext",
+    "HistoryEntry",
     "Job",
     "NativeUnavailable",
     "PreparedTask",

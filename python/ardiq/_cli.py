@@ -91,6 +91,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"`{text}` is not a whole number") from None
+    if not 0 <= value <= 4_294_967_295:
+        raise argparse.ArgumentTypeError(f"`{text}` is not in 0..=4294967295")
+    return value
+
+
 def _workers(text: str) -> int:
     value = _positive_int(text)
     if value > 1024:
@@ -164,6 +174,16 @@ def parser() -> argparse.ArgumentParser:
         "--shutdown-timeout", type=_seconds, metavar="SECONDS",
         default=os.environ.get("ARDIQ_SHUTDOWN_TIMEOUT") or None,
         help="after a stop signal, how long running tasks may take",
+    )  # fmt: skip
+    run.add_argument(
+        "--history", type=_count, metavar="N",
+        default=os.environ.get("ARDIQ_HISTORY") or None,
+        help="completed tasks kept in the queue's history, about (0: keep no history)",
+    )  # fmt: skip
+    run.add_argument(
+        "--history-ttl", type=_seconds, metavar="SECONDS",
+        default=os.environ.get("ARDIQ_HISTORY_TTL") or None,
+        help="how long history entries and throughput counters are kept",
     )  # fmt: skip
     return top
 
@@ -265,6 +285,8 @@ def run(args: argparse.Namespace) -> int:
         "prefetch": args.prefetch,
         "shutdown_timeout_s": args.shutdown_timeout,
         "burst": args.burst,
+        "history": args.history,
+        "history_ttl_s": args.history_ttl,
     }
     try:
         settings = configure(app, overrides, worker_id)
@@ -332,6 +354,8 @@ def supervise(args: argparse.Namespace) -> int:
         ("--concurrency", args.concurrency),
         ("--prefetch", args.prefetch),
         ("--shutdown-timeout", args.shutdown_timeout),
+        ("--history", args.history),
+        ("--history-ttl", args.history_ttl),
     ):
         if value is not None:
             child_args.append(f"{name}={value}")

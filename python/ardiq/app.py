@@ -11,14 +11,27 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
 from .context import EnqueueContext, ErrorContext, TaskContext
 from .errors import ArdiqError
-from .jobs import DeadLetter, Job, Status, TaskInfo, TaskResult, decode_result
+from .jobs import (
+    Attempt,
+    DeadLetter,
+    HistoryEntry,
+    Job,
+    Status,
+    TaskInfo,
+    TaskResult,
+    decode_result,
+)
 from .lifespan import State, lifespan_factory
 from .progress import Progress
 from .progress import decode as decode_progress
 from .protocol import Keys
 from .serializers import Deserializer, Serializer, msgpack_dumps, msgpack_loads
 from .settings import (
+    DEFAULT_HISTORY,
+    DEFAULT_HISTORY_TTL_S,
     MAX_SECONDS,
+    check_history,
+    check_history_ttl_s,
     check_int,
     check_lane,
     check_lanes,
@@ -60,6 +73,9 @@ L = TypeVar(
     | Callable[["Ardiq"], AsyncIterator[Mapping[str, Any] | None]],
 )
 
+# The kinds of completed tasks in the history (PROTOCOL.md, History).
+HISTORY_KINDS = ("ok", "fail", "expired", "abort", "lost")
+
 _SETTINGS = (
     "default_priority",
     "serializer",
@@ -78,6 +94,8 @@ _SETTINGS = (
     "signature_ttl_s",
     "legacy_signatures",
     "max_connections",
+    "history",
+    "history_ttl_s",
 )
 
 
@@ -202,6 +220,10 @@ class Ardiq:
             legacy=self._legacy_signatures,
         )
         self._max_connections = check_max_connections(settings.get("max_connections"))
+        self._history = check_history(settings.get("history", DEFAULT_HISTORY))
+        self._history_ttl_s = check_history_ttl_s(
+            settings.get("history_ttl_s", DEFAULT_HISTORY_TTL_S)
+        )
 
         self.keys = Keys(queue_name)
         self._tasks: dict[str, Task[Any, Any]] = {}
@@ -311,6 +333,18 @@ class Ardiq:
         return self._max_connections
 
     @property
+    def history_size(self) -> int:
+        """The ``history`` setting: about how many completed tasks workers keep in the
+        queue's history (0: they keep no history, attempts or counters). Read it with
+        :meth:`history`."""
+        return self._history
+
+    @property
+    def history_ttl_s(self) -> float:
+        """How long workers keep history entries and throughput counters, in seconds."""
+        return self._history_ttl_s
+
+    @property
     def tasks(self) -> list[str]:
         """Registered task names (crons included), in registration order."""
         return list(self._tasks)
@@ -358,6 +392,8 @@ class Ardiq:
         self._concurrency = settings.concurrency
         self._prefetch = settings.prefetch
         self._shutdown_timeout_s = settings.shutdown_timeout_s
+        self._history = settings.history
+        self._history_ttl_s = settings.history_ttl_ms / 1000
         self._worker_id = settings.worker_id
         self.burst = settings.burst
 
@@ -678,6 +714,30 @@ class Ardiq:
             return 0
         return await self._client().queue_size()
 
+    # ----------------------------------------------------------------- history
+    async def attempts(self, task_id: str) -> list[Attempt]:
+        """The task's failed attempts, oldest first (the last 25): kept while it is live
+        and, once it completed, as long as its result. Empty when none failed, or when
+        the workers keep no history (``history=0``; ``ardiq.testing.inline`` keeps none
+        either)."""
+        if self._inline is not None:
+            return []
+        return await self._client().attempts(task_id)
+
+    async def history(self, limit: int = 100, kind: str | None = None) -> list[HistoryEntry]:
+        """Recently completed tasks, newest first: at most `limit`, of one `kind` (``ok``,
+        ``fail``, ``expired``, ``abort`` or ``lost``) when given. The workers keep about
+        the last ``history`` of them for ``history_ttl_s`` (``ardiq.testing.inline`` keeps
+        none)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"limit must be an int >= 0, got {limit!r}")
+        if kind is not None and kind not in HISTORY_KINDS:
+            kinds = ", ".join(HISTORY_KINDS)
+            raise ValueError(f"kind must be one of {kinds} or None, got {kind!r}")
+        if self._inline is not None:
+            return []
+        return await self._client().history(limit, kind)
+
     # ------------------------------------------------------------ dead letters
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """Tasks that failed for good, newest first."""
@@ -742,6 +802,14 @@ class Ardiq:
     def queue_size_sync(self) -> int:
         """Blocking twin of :meth:`queue_size`."""
         return self.sync.run(self.queue_size())
+
+    def attempts_sync(self, task_id: str) -> list[Attempt]:
+        """Blocking twin of :meth:`attempts`."""
+        return self.sync.run(self.attempts(task_id))
+
+    def history_sync(self, limit: int = 100, kind: str | None = None) -> list[HistoryEntry]:
+        """Blocking twin of :meth:`history`."""
+        return self.sync.run(self.history(limit, kind))
 
     def dead_letters_sync(self, limit: int = 100) -> list[DeadLetter]:
         """Blocking twin of :meth:`dead_letters`."""

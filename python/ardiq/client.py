@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import msgpack  # type: ignore[import-untyped,unused-ignore]
 
 from .broker import translate_errors
 from .errors import BrokerError
-from .jobs import DeadLetter, Status, TaskInfo, decode_payload
+from .jobs import Attempt, DeadLetter, HistoryEntry, Status, TaskInfo, decode_payload
 from .serializers import Deserializer
 
 
@@ -28,6 +29,56 @@ def text(raw: bytes) -> str:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _int(raw: object) -> int:
+    """A number written by a script (or 0 when it is not one)."""
+    if isinstance(raw, int | float | str | bytes):
+        try:
+            return int(raw)
+        except (ValueError, OverflowError):
+            return 0
+    return 0
+
+
+def decode_attempt(raw: bytes) -> Attempt | None:
+    """One `P attempts:<id>` record (JSON, PROTOCOL.md History); None when unreadable."""
+    try:
+        rec = json.loads(text(raw))
+        if not isinstance(rec, dict):
+            return None
+        return Attempt(
+            tries=_int(rec.get("n")),
+            kind=str(rec.get("k", "")),
+            worker=str(rec.get("w", "")),
+            started_ms=_int(rec.get("st")),
+            finished_ms=_int(rec.get("fin")),
+            error=str(rec.get("err", "")),
+        )
+    except ValueError:
+        return None
+
+
+def decode_history(fields: dict[bytes, bytes]) -> HistoryEntry:
+    """One `P history` entry (PROTOCOL.md History)."""
+    kind = text(fields.get(b"k", b""))
+    err = fields.get(b"err")
+    return HistoryEntry(
+        task_id=text(fields.get(b"id", b"")),
+        fn_name=text(fields.get(b"fn", b"")),
+        priority=text(fields.get(b"l", b"")),
+        kind=kind,
+        tries=_int(fields.get(b"t")),
+        enqueued_ms=_int(fields.get(b"enq")),
+        started_ms=_int(fields.get(b"st")),
+        finished_ms=_int(fields.get(b"fin")),
+        worker=text(fields.get(b"w", b"")),
+        error=None if err is None else text(err),
+    )
+
+
+# Entries read per XREVRANGE while `history(kind=...)` filters.
+HISTORY_PAGE = 500
 
 
 if TYPE_CHECKING:
@@ -332,6 +383,34 @@ class RedisClient:
                 )
             )
         return letters
+
+    async def attempts(self, task_id: str) -> list[Attempt]:
+        raw = await self.broker.command("LRANGE", self.keys.attempts(task_id), 0, -1)
+        return [a for a in (decode_attempt(r) for r in raw) if a is not None]
+
+    async def history(self, limit: int, kind: str | None) -> list[HistoryEntry]:
+        """The newest `limit` entries of `P history` (of `kind` only, when given)."""
+        if limit <= 0:
+            return []
+        out: list[HistoryEntry] = []
+        upper = "+"
+        page = limit if kind is None else max(limit, HISTORY_PAGE)
+        while len(out) < limit:
+            reply = await self.broker.command(
+                "XREVRANGE", self.keys.history, upper, "-", "COUNT", page
+            )
+            for _, fields in reply:
+                if not isinstance(fields, dict):  # a flat field/value list
+                    fields = dict(zip(fields[::2], fields[1::2], strict=True))
+                entry = decode_history(fields)
+                if kind is None or entry.kind == kind:
+                    out.append(entry)
+                    if len(out) == limit:
+                        break
+            if len(reply) < page:
+                break
+            upper = "(" + text(reply[-1][0])
+        return out
 
     async def dead_count(self) -> int:
         return int(await self.broker.command("ZCARD", self.keys.dead))

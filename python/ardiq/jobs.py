@@ -17,7 +17,7 @@ from .signing import Signer
 if TYPE_CHECKING:
     from .app import Ardiq
 
-__all__ = ["DeadLetter", "Job", "Status", "TaskInfo", "TaskResult"]
+__all__ = ["Attempt", "DeadLetter", "HistoryEntry", "Job", "Status", "TaskInfo", "TaskResult"]
 
 R = TypeVar("R")
 
@@ -108,6 +108,53 @@ class DeadLetter:
     failed_at: int
 
 
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One failed attempt of a task (``await job.attempts()``), kept by the workers while
+    the app's ``history`` setting is on. Times are epoch milliseconds."""
+
+    tries: int
+    """The attempt's number (1 for the first)."""
+    kind: str
+    """How it ended: ``retry`` (it runs again), ``fail``, ``expired``, ``abort`` (aborted
+    while running) or ``lost`` (its worker died once too often)."""
+    worker: str
+    """The worker that recorded it (for ``lost``: the one that found it lost)."""
+    started_ms: int
+    """When its body started; 0 when it never did."""
+    finished_ms: int
+    error: str
+    """What went wrong (at most 2,000 bytes of it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """A completed task in the queue's history (``await app.history()``). Times are epoch
+    milliseconds."""
+
+    task_id: str
+    fn_name: str
+    priority: str
+    """The lane it ran in."""
+    kind: str
+    """How it completed: ``ok``, ``fail``, ``expired``, ``abort`` or ``lost``."""
+    tries: int
+    enqueued_ms: int
+    started_ms: int
+    """When its last attempt started; 0 when it never did (expired, lost, aborted
+    before running)."""
+    finished_ms: int
+    worker: str
+    """The worker that completed it (for ``lost``: the one that found it lost)."""
+    error: str | None
+    """What went wrong (at most 2,000 bytes of it); None for ``ok``."""
+
+    @property
+    def duration_ms(self) -> int:
+        """How long the last attempt ran (0 if it never started)."""
+        return max(0, self.finished_ms - self.started_ms) if self.started_ms else 0
+
+
 def decode_result(
     blob: bytes, deserialize: Deserializer, signer: Signer | None = None, task_id: str = ""
 ) -> TaskResult[Any]:
@@ -190,6 +237,12 @@ class Job(Generic[R]):
         """Blocking twin of :meth:`progress`."""
         return self.app.progress_sync(self.id)
 
+    async def attempts(self) -> list[Attempt]:
+        """The task's failed attempts, oldest first (the last 25): kept while it is live
+        and, once it completed, as long as its result. Empty when none failed, or when
+        the workers keep no history (``history=0``)."""
+        return await self.app.attempts(self.id)
+
     def result_sync(self, timeout: float | None = None) -> TaskResult[R] | None:
         """Blocking twin of :meth:`result`."""
         return self.app.result_sync(self.id, timeout=timeout)
@@ -205,3 +258,7 @@ class Job(Generic[R]):
     def abort_sync(self) -> bool:
         """Blocking twin of :meth:`abort`."""
         return self.app.abort_sync(self.id)
+
+    def attempts_sync(self) -> list[Attempt]:
+        """Blocking twin of :meth:`attempts`."""
+        return self.app.attempts_sync(self.id)

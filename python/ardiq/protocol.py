@@ -135,6 +135,20 @@ class Keys:
     def dead_letter(self, task_id: str) -> str:
         return f"{self.prefix}dead:{task_id}"
 
+    def attempts(self, task_id: str) -> str:
+        """The task's failed attempts (PROTOCOL.md, History)."""
+        return f"{self.prefix}attempts:{task_id}"
+
+    @property
+    def history(self) -> str:
+        """The stream of completed tasks (PROTOCOL.md, History)."""
+        return f"{self.prefix}history"
+
+    @property
+    def stats(self) -> str:
+        """Throughput counters per kind and minute (PROTOCOL.md, History)."""
+        return f"{self.prefix}stats"
+
     @property
     def delayed(self) -> str:
         return f"{self.prefix}delayed"

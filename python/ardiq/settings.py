@@ -157,6 +157,28 @@ def check_max_connections(value: object) -> int:
     return number
 
 
+# Task history (PROTOCOL.md, History): entries kept (0 = off) and their lifetime.
+DEFAULT_HISTORY = 1000
+DEFAULT_HISTORY_TTL_S = 86_400.0
+
+
+def check_history(value: object) -> int:
+    """`history`: how many completed tasks the history keeps, an int >= 0 (0: none)."""
+    return check_positive_int("history", value, allow_zero=True)
+
+
+def check_history_ttl_s(value: object) -> float:
+    """`history_ttl_s`: seconds above 0 and at most MAX_SECONDS (a year), as the
+    binary's `--history-ttl`."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"history_ttl_s must be a number of seconds, not {type(value).__name__}")
+    if not 0 < value <= MAX_SECONDS:  # also refuses NaN
+        raise ValueError(
+            f"history_ttl_s must be above 0 and at most {MAX_SECONDS:g} (a year), got {value!r}"
+        )
+    return float(value)
+
+
 def check_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")

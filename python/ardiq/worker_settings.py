@@ -37,6 +37,8 @@ class WorkerOverrides:
     prefetch: int | None = None
     shutdown_timeout_s: float | None = None
     burst: bool = False
+    history: int | None = None
+    history_ttl_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,10 @@ class WorkerSettings:
     burst: bool
     signing_key: bytes | None
     signature_ttl_ms: int
+    history: int
+    """Completed tasks kept in the history, about (0: no history, attempts or stats)."""
+    history_ttl_ms: int
+    """History entries and counters older than this are trimmed (about once a minute)."""
     crons: tuple[CronSetting, ...]
     tasks: int
     """How many tasks the app registered (for the banner)."""
@@ -78,7 +84,12 @@ class WorkerSettings:
         one-line message for a combination that cannot work.
         """
         from .cron import CronSpec, Every
-        from .settings import check_positive_int, check_redis_url
+        from .settings import (
+            check_history,
+            check_history_ttl_s,
+            check_positive_int,
+            check_redis_url,
+        )
 
         o = overrides or WorkerOverrides()
         concurrency, prefetch = app.concurrency, app.prefetch
@@ -96,6 +107,10 @@ class WorkerSettings:
             if not o.shutdown_timeout_s > 0:
                 raise ValueError(f"shutdown_timeout_s must be positive, got {o.shutdown_timeout_s}")
             shutdown = float(o.shutdown_timeout_s)
+        history = app.history_size if o.history is None else check_history(o.history)
+        history_ttl_s = (
+            app.history_ttl_s if o.history_ttl_s is None else check_history_ttl_s(o.history_ttl_s)
+        )
         payload = app.serializer([[], {}, None])
         crons = []
         for job in app.cron_jobs:
@@ -123,6 +138,8 @@ class WorkerSettings:
             burst=app.burst or o.burst,
             signing_key=app.signing_key,
             signature_ttl_ms=int(app.signature_ttl_s * 1000),
+            history=history,
+            history_ttl_ms=max(1, round(history_ttl_s * 1000)),
             crons=tuple(crons),
             tasks=len(app.tasks),
         )

@@ -23,7 +23,12 @@ running the pure loop against itself over many seeds, ``integration/differential
 - nonces, signature tags and not-after stamps of sealed payloads and results -> the seal
   checked under the run's key (``sealed-ok``/``sealed-bad``) followed by the sealed body;
 - the order of the dead letters (newest first by failed-at: concurrent failures tie) and
-  of the hook calls (counted, not listed).
+  of the hook calls (counted, not listed);
+- the history (PROTOCOL.md, History): the order of `P history` entries (concurrent
+  completions finish in any order: compared sorted), their times (`enq`, `st`, `fin` ->
+  ``<ts>``, a 0 kept) and those of each `P attempts:<id>` record, and the minutes of the
+  `P stats` counters (summed per kind: a run may straddle a minute). Worker ids are the
+  same in both runs (`WORKER_ID`).
 
 Time is never raced: a run starts only once every short delay is due and every short
 expiry has passed, far delays (an hour) never come due, and the task aborted while it
@@ -63,6 +68,9 @@ LANES = ["low", "default", "high"]
 MAX_PAYLOAD = 2048
 RUN_TIMEOUT_S = 60.0
 FAR_MS = 3_600_000  # a delay that never comes due during a sequence
+# Marks a list whose order differs between runs (`{UNORDERED: [...]}`): `normalize` sorts
+# it once its ids are replaced by labels.
+UNORDERED = "<unordered>"
 
 # A raw entry and its job record, as a producer that bypasses ArdiQ writes them.
 RAW_ENTRY = """
@@ -532,6 +540,16 @@ class Run:
             res = await app.result(tid)
             info = await app.info(tid)
             jobs[label] = {
+                "attempts": [
+                    {
+                        "tries": a.tries,
+                        "kind": a.kind,
+                        "worker": a.worker,
+                        "error": a.error,
+                        "started": a.started_ms != 0,
+                    }
+                    for a in await app.attempts(tid)
+                ],
                 "status": await app.status(tid),
                 "result": None
                 if res is None
@@ -567,8 +585,22 @@ class Run:
             }
             for d in await app.dead_letters(1000)
         }
+        history = [
+            {
+                "task_id": h.task_id,
+                "fn_name": h.fn_name,
+                "priority": h.priority,
+                "kind": h.kind,
+                "tries": h.tries,
+                "worker": h.worker,
+                "error": h.error,
+                "started": h.started_ms != 0,
+            }
+            for h in await app.history(limit=10_000)
+        ]
         return {
             "hooks": _EVENTS.pop(self.queue, {}),
+            "history": {UNORDERED: history},
             "jobs": jobs,
             "dead letters": dict(sorted(dead.items())),
             "dead_count": await app.dead_count(),
@@ -588,6 +620,12 @@ class Run:
             rest = key[len(prefix) :]
             if kind == "string":
                 entry["value"] = self.string_value(rest, await r.get(raw_key))
+            elif kind == "hash" and rest == "stats":
+                per_kind: dict[str, int] = {}
+                for f, count in (await r.hgetall(raw_key)).items():
+                    name = f.decode().rpartition(":")[0]
+                    per_kind[name] = per_kind.get(name, 0) + int(count)
+                entry["counts per kind"] = dict(sorted(per_kind.items()))
             elif kind == "hash":
                 fields = await r.hgetall(raw_key)
                 entry["fields"] = self.hash_fields(rest, fields)
@@ -598,6 +636,20 @@ class Run:
                     m: ("past" if s <= now else "future") if rest == "delayed" else "<ts>"
                     for m, s in members
                 }
+            elif kind == "stream" and rest == "history":
+                entry["length"] = await r.xlen(raw_key)
+                entries = [
+                    {k.decode(): self.history_value(k.decode(), v) for k, v in f.items()}
+                    for _, f in await r.xrange(raw_key)
+                ]
+                entry["entries"] = {UNORDERED: entries}
+                info = await r.xinfo_stream(raw_key)
+                entry["entries added"] = info["entries-added"]
+                entry["groups"] = await r.xinfo_groups(raw_key)
+            elif kind == "list" and rest.startswith("attempts:"):
+                entry["records"] = [
+                    self.attempt_record(raw) for raw in await r.lrange(raw_key, 0, -1)
+                ]
             elif kind == "stream":
                 entry["length"] = await r.xlen(raw_key)
                 entry["entries"] = [
@@ -623,6 +675,19 @@ class Run:
                 entry["value"] = f"<{kind}>"
             out[key] = entry
         return dict(sorted(out.items()))
+
+    @staticmethod
+    def history_value(name: str, value: bytes) -> Any:
+        """A field of a `P history` entry, its times normalized."""
+        if name in ("enq", "st", "fin"):
+            return _ts(int(value))
+        return value
+
+    @staticmethod
+    def attempt_record(raw: bytes) -> Any:
+        """A `P attempts:<id>` record (JSON), its times normalized."""
+        rec = json.loads(raw)
+        return {k: _ts(int(v)) if k in ("st", "fin") else v for k, v in rec.items()}
 
     def string_value(self, rest: str, value: bytes) -> Any:
         if not rest.startswith("result:"):
@@ -727,6 +792,10 @@ def normalize(record: Any, run: Run) -> Any:
                 return {"msgpack": walk(msgpack.unpackb(x, raw=False, strict_map_key=False))}
             except Exception:
                 return "bytes:" + x.hex()
+        if isinstance(x, dict) and set(x) == {UNORDERED}:
+            # Sorted once normalized: raw ids sort differently in each run.
+            items = [walk(v) for v in x[UNORDERED]]
+            return sorted(items, key=lambda v: json.dumps(v, sort_keys=True, default=repr))
         if isinstance(x, dict):
             return {walk(k): walk(v) for k, v in x.items()}
         if isinstance(x, list | tuple):

@@ -98,6 +98,7 @@ class ProtocolDriver:
         priorities: Sequence[str],
         result_ttl_ms: int,
         max_deliveries: int,
+        history: int = 0,
     ) -> None:
         self.broker = broker
         self.keys: Keys = broker.keys
@@ -108,6 +109,9 @@ class ProtocolDriver:
         self.streams = [self.keys.stream(lane) for lane in self.lanes]
         self.result_ttl_ms = result_ttl_ms
         self.max_deliveries = max_deliveries
+        # The workers' `history` setting (0: the scripts write no history, attempts or
+        # stats; the protocol model does not model them).
+        self.history = history
 
     async def script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         return await self.broker.script(name, keys, args)
@@ -193,8 +197,15 @@ class ProtocolDriver:
     async def finish(self, consumer: str, outcomes: Sequence[Outcome]) -> list[int]:
         """As `Worker._finish`: per outcome 1 recorded, 0 stale."""
         k = self.keys
-        keys = [k.delayed, k.dead]
-        args: list[Any] = [k.prefix, GROUP, consumer, self.result_ttl_ms, len(outcomes)]
+        keys = [k.delayed, k.dead, k.history, k.stats]
+        args: list[Any] = [
+            k.prefix,
+            GROUP,
+            consumer,
+            self.result_ttl_ms,
+            len(outcomes),
+            self.history,
+        ]
         for o in outcomes:
             keys += [
                 k.stream(o.lane),
@@ -202,6 +213,7 @@ class ProtocolDriver:
                 k.wait(o.task_id),
                 k.result(o.task_id),
                 k.dead_letter(o.task_id),
+                k.attempts(o.task_id),
             ]
             args += o.fields()  # as the finish duty lays them out
         return [int(x) for x in await self.script("finish", keys, args)]
@@ -251,7 +263,7 @@ class ProtocolDriver:
             return (0, 0, 0)
         k = self.keys
         stream = k.stream(claimed.lane)
-        keys = [k.dead]
+        keys = [k.dead, k.history, k.stats]
         args: list[Any] = [
             k.prefix,
             GROUP,
@@ -259,6 +271,7 @@ class ProtocolDriver:
             self.result_ttl_ms,
             self.max_deliveries,
             len(claimed.entries),
+            self.history,
         ]
         for eid, fields in claimed.entries:
             raw_id = fields.get(b"id")
@@ -269,6 +282,7 @@ class ProtocolDriver:
                 k.wait(task_id),
                 k.result(task_id),
                 k.dead_letter(task_id),
+                k.attempts(task_id),
             ]
             args += [eid, task_id, claimed.lane]
         requeued, buried, aborted = await self.script("reclaim", keys, args)

@@ -60,6 +60,12 @@ pub struct Config {
     /// An entry whose payload is longer is refused before anything reaches the executor
     /// (the task fails with "payload too large").
     pub max_payload_bytes: usize,
+    /// Completed tasks kept in `P history`, about (`XADD MAXLEN ~`); 0 writes no history,
+    /// attempts or stats (PROTOCOL.md, History).
+    pub history: u64,
+    /// History entries and `P stats` fields older than this are trimmed, about once a
+    /// minute.
+    pub history_ttl_ms: i64,
 }
 
 impl Config {
@@ -86,6 +92,8 @@ impl Config {
             signing_key: None,
             signature_ttl_ms: crate::sign::DEFAULT_TTL_MS,
             max_payload_bytes: 16 * 1024 * 1024,
+            history: 1000,
+            history_ttl_ms: 86_400_000,
         }
     }
 
@@ -128,6 +136,9 @@ impl Config {
         }
         if self.max_deliveries == 0 {
             return bad("max_deliveries must be at least 1");
+        }
+        if self.history_ttl_ms <= 0 {
+            return bad("history_ttl_ms must be positive");
         }
         if self.heartbeat_interval.is_zero() || self.command_timeout.is_zero() {
             return bad("heartbeat_interval and command_timeout must be positive");
@@ -173,6 +184,8 @@ impl fmt::Debug for Config {
             .field("signing_key", &self.signing_key)
             .field("signature_ttl_ms", &self.signature_ttl_ms)
             .field("max_payload_bytes", &self.max_payload_bytes)
+            .field("history", &self.history)
+            .field("history_ttl_ms", &self.history_ttl_ms)
             .finish_non_exhaustive()
     }
 }
@@ -288,6 +301,11 @@ mod tests {
         c.lanes = vec!["a".into(), "a".into()];
         assert!(c.validate().is_err());
         c.lanes.clear();
+        assert!(c.validate().is_err());
+        c.lanes = vec!["a".into()];
+        c.history = 0;
+        assert!(c.validate().is_ok(), "history 0 turns it off");
+        c.history_ttl_ms = 0;
         assert!(c.validate().is_err());
     }
 }

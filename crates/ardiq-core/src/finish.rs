@@ -163,20 +163,25 @@ fn arrived(ctx: &Ctx, batch: Vec<Outcome>) -> Vec<Arrived> {
 async fn call_finish(ctx: &Ctx, batch: &[Arrived]) -> Result<Vec<i64>, redis::RedisError> {
     let keys = &ctx.keys;
     let mut inv = scripts::FINISH.prepare_invoke();
-    inv.key(keys.delayed()).key(keys.dead_index());
+    inv.key(keys.delayed())
+        .key(keys.dead_index())
+        .key(keys.history())
+        .key(keys.stats());
     for a in batch {
         let id = &a.outcome.task_id;
         inv.key(keys.stream(a.key.0))
             .key(keys.job(id))
             .key(keys.wait(id))
             .key(keys.result(id))
-            .key(keys.dead(id));
+            .key(keys.dead(id))
+            .key(keys.attempts(id));
     }
     inv.arg(keys.prefix())
         .arg(GROUP)
         .arg(ctx.worker())
         .arg(ctx.config.result_ttl_ms)
-        .arg(batch.len());
+        .arg(batch.len())
+        .arg(ctx.config.history);
     for a in batch {
         let o = &a.outcome;
         inv.arg(&o.entry_id)

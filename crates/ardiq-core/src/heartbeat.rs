@@ -5,6 +5,7 @@
 //! good, and every read of the set (tools, `/metrics`) would grow with the dead. So each
 //! worker also forgets, about once a minute, every heartbeat older than
 //! [`FORGET_AFTER_MS`]: long dead by any measure (a worker counts as alive for 15 s).
+//! At the same pace it trims the task history ([`crate::history`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use crate::context::Ctx;
+use crate::history::Upkeep;
 
 /// Heartbeats this old are removed. Far beyond the 15 s a worker counts as alive, so a
 /// worker cut off from Redis for a while, or a clock off by minutes, is not forgotten
@@ -26,6 +28,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 pub async fn run(ctx: Arc<Ctx>) {
     let mut pruned: Option<Instant> = None;
     let mut may_prune = true;
+    let mut history = Upkeep::new(&ctx);
     loop {
         let mut conn = ctx.conn.clone();
         let now = ctx.now_ms();
@@ -35,6 +38,7 @@ pub async fn run(ctx: Arc<Ctx>) {
             .arg(ctx.worker())
             .query_async(&mut conn)
             .await;
+        let beat = r.is_ok();
         if let Err(e) = r {
             debug!(error = %e, "heartbeat failed");
         } else if may_prune && pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
@@ -59,6 +63,9 @@ pub async fn run(ctx: Arc<Ctx>) {
                 }
                 Err(e) => debug!(error = %e, "pruning heartbeats failed"),
             }
+        }
+        if beat {
+            history.run_if_due(&ctx, &mut conn, now).await;
         }
         tokio::time::sleep(ctx.config.heartbeat_interval).await;
     }

@@ -91,6 +91,21 @@ impl Keys {
         format!("{}dead:{id}", self.prefix)
     }
 
+    /// `P attempts:<id>` (the task's failed attempts, PROTOCOL.md History)
+    pub fn attempts(&self, id: &str) -> String {
+        format!("{}attempts:{id}", self.prefix)
+    }
+
+    /// `P history` (the stream of completed tasks)
+    pub fn history(&self) -> String {
+        format!("{}history", self.prefix)
+    }
+
+    /// `P stats` (throughput counters per kind and minute)
+    pub fn stats(&self) -> String {
+        format!("{}stats", self.prefix)
+    }
+
     /// `P delayed`
     pub fn delayed(&self) -> String {
         format!("{}delayed", self.prefix)
@@ -133,6 +148,9 @@ mod tests {
         assert_eq!(k.dead_index(), "ardiq:{emails}:dead");
         assert_eq!(k.dead("a1"), "ardiq:{emails}:dead:a1");
         assert_eq!(k.delayed(), "ardiq:{emails}:delayed");
+        assert_eq!(k.attempts("a1"), "ardiq:{emails}:attempts:a1");
+        assert_eq!(k.history(), "ardiq:{emails}:history");
+        assert_eq!(k.stats(), "ardiq:{emails}:stats");
         assert_eq!(k.crons(), "ardiq:{emails}:crons");
         assert_eq!(k.workers(), "ardiq:{emails}:workers");
         assert_eq!(k.abort_channel(), "ardiq:{emails}:abort");

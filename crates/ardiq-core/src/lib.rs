@@ -82,6 +82,7 @@ pub mod executor;
 mod fetch;
 mod finish;
 mod heartbeat;
+mod history;
 pub mod keys;
 mod lease;
 pub mod metrics;

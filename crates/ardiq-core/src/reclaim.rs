@@ -176,20 +176,24 @@ async fn reclaim(
     let keys = &ctx.keys;
     let lane_name = &keys.lanes()[lane];
     let mut inv = scripts::RECLAIM.prepare_invoke();
-    inv.key(keys.dead_index());
+    inv.key(keys.dead_index())
+        .key(keys.history())
+        .key(keys.stats());
     for (_, id) in claimed {
         inv.key(keys.stream(lane))
             .key(keys.job(id))
             .key(keys.wait(id))
             .key(keys.result(id))
-            .key(keys.dead(id));
+            .key(keys.dead(id))
+            .key(keys.attempts(id));
     }
     inv.arg(keys.prefix())
         .arg(GROUP)
         .arg(ctx.worker())
         .arg(ctx.config.result_ttl_ms)
         .arg(ctx.config.max_deliveries)
-        .arg(claimed.len());
+        .arg(claimed.len())
+        .arg(ctx.config.history);
     for (eid, id) in claimed {
         inv.arg(eid).arg(id).arg(lane_name);
     }

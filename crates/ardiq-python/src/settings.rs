@@ -42,6 +42,8 @@ pub fn read_config(s: &Bound<'_, PyAny>) -> PyResult<Config> {
     let signing_key: Option<Vec<u8>> = s.getattr("signing_key")?.extract()?;
     c.signing_key = signing_key.map(SigningKey::new);
     c.signature_ttl_ms = s.getattr("signature_ttl_ms")?.extract()?;
+    c.history = s.getattr("history")?.extract()?;
+    c.history_ttl_ms = s.getattr("history_ttl_ms")?.extract()?;
     c.tasks = s.getattr("tasks")?.extract()?;
     for cron in s.getattr("crons")?.try_iter()? {
         let cron = cron?;

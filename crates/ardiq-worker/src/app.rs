@@ -65,6 +65,8 @@ pub fn load(
         overrides.set_item("prefetch", args.prefetch)?;
         overrides.set_item("shutdown_timeout_s", args.shutdown_timeout)?;
         overrides.set_item("burst", args.burst)?;
+        overrides.set_item("history", args.history)?;
+        overrides.set_item("history_ttl_s", args.history_ttl)?;
         Ok(())
     })()
     .map_err(|e| internal(py, e))?;

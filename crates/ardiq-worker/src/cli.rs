@@ -133,6 +133,17 @@ pub struct RunArgs {
           value_parser = parse_seconds)]
     pub shutdown_timeout: Option<f64>,
 
+    /// Completed tasks kept in the queue's history, about (0: keep no history, attempts
+    /// or throughput counters) [default: the app's `history`, 1000]
+    #[arg(long, env = "ARDIQ_HISTORY", value_name = "N")]
+    pub history: Option<u32>,
+
+    /// How long history entries and throughput counters are kept [default: the app's
+    /// `history_ttl_s`, a day]
+    #[arg(long, env = "ARDIQ_HISTORY_TTL", value_name = "SECONDS",
+          value_parser = parse_seconds)]
+    pub history_ttl: Option<f64>,
+
     /// Log line format on stderr
     #[arg(long, env = "ARDIQ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -229,6 +240,8 @@ impl RunArgs {
             "--shutdown-timeout",
             self.shutdown_timeout.map(|v| v.to_string()),
         );
+        opt("--history", self.history.map(|v| v.to_string()));
+        opt("--history-ttl", self.history_ttl.map(|v| v.to_string()));
         opt("--log-format", Some(self.log_format.as_str().to_owned()));
         opt(
             "--python",
@@ -299,8 +312,14 @@ mod tests {
             "json",
             "--python",
             "/usr/bin/python3",
+            "--history",
+            "0",
+            "--history-ttl",
+            "90",
         ])
         .unwrap();
+        assert_eq!(a.history, Some(0));
+        assert_eq!(a.history_ttl, Some(90.0));
         assert!(a.burst && a.verbose);
         assert_eq!(a.workers, 3);
         assert_eq!(a.concurrency, Some(4));
@@ -331,6 +350,9 @@ mod tests {
         }
         assert!(parse(&["m:app", "--shutdown-timeout", "31536000"]).is_ok());
         assert!(parse(&["m:app", "--log-format", "xml"]).is_err());
+        assert!(parse(&["m:app", "--history", "-1"]).is_err());
+        assert!(parse(&["m:app", "--history", "many"]).is_err());
+        assert!(parse(&["m:app", "--history-ttl", "0"]).is_err());
         assert!(parse(&["m:app", "-v", "-q"]).is_err());
     }
 

@@ -87,3 +87,61 @@ local function bury(dead_index, dead_key, id, fields, lane, err, tries, now)
     'l', lane, 'err', err, 't', tries, 'enq', fields['enq'] or 0, 'fail', now)
   redis.call('ZADD', dead_index, now, id)
 end
+
+-- History (PROTOCOL.md, History): what workers completed, kept for people and dashboards;
+-- nothing reads it to decide anything. Every write is a pcall: a refused one (an ACL user
+-- without the history commands, a key of the wrong type) must never stop an ack.
+
+-- `s` cut to at most `n` bytes, never inside a UTF-8 character.
+local function cut_text(s, n)
+  if #s <= n then return s end
+  while n > 0 do
+    local b = string.byte(s, n + 1)
+    if b < 128 or b >= 192 then break end
+    n = n - 1
+  end
+  return string.sub(s, 1, n)
+end
+
+-- One completed task onto `P history`, capped (approximately) at `cap` entries. `err`
+-- is nil for a success.
+local function history_add(history, cap, id, fn, lane, kind, tries, enq, start, fin,
+    worker, err)
+  if err then
+    redis.pcall('XADD', history, 'MAXLEN', '~', cap, '*', 'id', id, 'fn', fn, 'l', lane,
+      'k', kind, 't', tries, 'enq', enq, 'st', start, 'fin', fin, 'w', worker,
+      'err', cut_text(err, 2000))
+  else
+    redis.pcall('XADD', history, 'MAXLEN', '~', cap, '*', 'id', id, 'fn', fn, 'l', lane,
+      'k', kind, 't', tries, 'enq', enq, 'st', start, 'fin', fin, 'w', worker)
+  end
+end
+
+-- One failed attempt onto `P attempts:<id>` as JSON (fixed field order), the last 25
+-- kept.
+local function attempt_add(attempts, tries, kind, worker, start, fin, err)
+  local rec = '{"n":' .. (tonumber(tries) or 0) .. ',"k":' .. cjson.encode(kind)
+    .. ',"w":' .. cjson.encode(worker) .. ',"st":' .. (tonumber(start) or 0)
+    .. ',"fin":' .. fin .. ',"err":' .. cjson.encode(cut_text(err, 2000)) .. '}'
+  local len = redis.pcall('RPUSH', attempts, rec)
+  if type(len) == 'number' and len > 25 then redis.pcall('LTRIM', attempts, -25, -1) end
+end
+
+-- A completed task's attempts take its result's lifetime (ttl as `finalize` takes it).
+local function attempts_settle(attempts, ttl)
+  if ttl > 0 then
+    redis.pcall('PEXPIRE', attempts, ttl)
+  elseif ttl == 0 then
+    redis.pcall('DEL', attempts)
+  else
+    redis.pcall('PERSIST', attempts)
+  end
+end
+
+-- Per call, one HINCRBY per kind: `counts` maps kind -> outcomes of that kind.
+local function stats_add(stats, counts, now)
+  local minute = ':' .. math.floor(now / 60000)
+  for kind, count in pairs(counts) do
+    if count > 0 then redis.pcall('HINCRBY', stats, kind .. minute, count) end
+  end
+end

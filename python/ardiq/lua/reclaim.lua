@@ -7,22 +7,30 @@
 -- unmarked suspect was merely prefetched by the worker that died: it is re-queued with
 -- `r` unchanged. Once the raised count reaches `cap` the task goes to the dead letters
 -- as "worker lost". A task whose abort was requested is finalized as aborted.
--- KEYS[1]        dead-letter index
--- KEYS[2+5i..]   per entry i: stream, job hash, wait key, result key, dead-letter hash
--- ARGV[1..6]     key prefix, group, consumer, result ttl ms, delivery cap, n
--- ARGV[7+3i..]   per entry: entry id, task id (or "entry:<entry id>" when unreadable),
+-- KEYS[1..3]     dead-letter index, history stream, stats hash
+-- KEYS[4+6i..]   per entry i: stream, job hash, wait key, result key, dead-letter hash,
+--                attempts list
+-- ARGV[1..7]     key prefix, group, consumer, result ttl ms, delivery cap, n, history
+--                entries kept (0: no history, attempts or stats written)
+-- ARGV[8+3i..]   per entry: entry id, task id (or "entry:<entry id>" when unreadable),
 --                lane
+-- History        (PROTOCOL.md, History) when ARGV[7] > 0: a task this call completes
+--                (`lost` at the cap, or `abort`) gets its `P history` entry, a lost one
+--                its attempts record too; `P stats` counts them once per kind
 -- Returns        {re-queued, dead-lettered, aborted}
-local dead_index = KEYS[1]
+local dead_index, history, stats = KEYS[1], KEYS[2], KEYS[3]
 local prefix, group, consumer = ARGV[1], ARGV[2], ARGV[3]
 local ttl, cap, n = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local keep = tonumber(ARGV[7]) or 0
 local now = now_ms()
 local requeued, buried, aborted = 0, 0, 0
+local lost = 0
 for i = 0, n - 1 do
-  local k = 2 + 5 * i
+  local k = 4 + 6 * i
   local stream, job, wait, result, dead_key = KEYS[k], KEYS[k + 1], KEYS[k + 2],
     KEYS[k + 3], KEYS[k + 4]
-  local a = 7 + 3 * i
+  local attempts = KEYS[k + 5]
+  local a = 8 + 3 * i
   local eid, id, lane = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   if is_pending(stream, group, eid, consumer) then
     local f = read_entry(stream, eid)
@@ -39,12 +47,24 @@ for i = 0, n - 1 do
         finalize(prefix, job, wait, result, id,
           result_blob(false, 'aborted', tries, f['enq'], 0, now, true), ttl)
         aborted = aborted + 1
+        if keep > 0 then
+          if tries > 0 then attempts_settle(attempts, ttl) end
+          history_add(history, keep, id, f['fn'], lane, 'abort', tries, f['enq'] or 0, 0,
+            now, consumer, 'aborted')
+        end
       elseif counted and deliveries >= cap then
         local err = 'worker lost (delivered ' .. deliveries .. ' times)'
         bury(dead_index, dead_key, id, f, lane, err, tries + 1, now)
         finalize(prefix, job, wait, result, id,
           result_blob(false, err, tries + 1, f['enq'], 0, now, false), ttl)
         buried = buried + 1
+        if keep > 0 then
+          lost = lost + 1
+          attempt_add(attempts, tries + 1, 'lost', consumer, 0, now, err)
+          attempts_settle(attempts, ttl)
+          history_add(history, keep, id, f['fn'], lane, 'lost', tries + 1, f['enq'] or 0, 0,
+            now, consumer, err)
+        end
       else
         local new = add_entry(stream, f['id'], f['fn'], f['p'], tries, f['enq'] or now,
           f['x'] or 0, deliveries)
@@ -62,4 +82,5 @@ for i = 0, n - 1 do
     end
   end
 end
+if keep > 0 then stats_add(stats, {lost = lost, abort = aborted}, now) end
 return {requeued, buried, aborted}

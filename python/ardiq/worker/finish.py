@@ -86,8 +86,9 @@ async def finish_batch(w: Worker, batch: list[Outcome], backoff: Backoff) -> Non
 
 async def call_finish(w: Worker, batch: list[Outcome]) -> list[int]:
     k = w.app.keys
-    keys = [k.delayed, k.dead]
-    args: list[Any] = [k.prefix, GROUP, w.worker_id, w.settings.result_ttl_ms, len(batch)]
+    s = w.settings
+    keys = [k.delayed, k.dead, k.history, k.stats]
+    args: list[Any] = [k.prefix, GROUP, w.worker_id, s.result_ttl_ms, len(batch), s.history]
     for o in batch:
         keys += [
             k.stream(o.lane),
@@ -95,6 +96,7 @@ async def call_finish(w: Worker, batch: list[Outcome]) -> list[int]:
             k.wait(o.task_id),
             k.result(o.task_id),
             k.dead_letter(o.task_id),
+            k.attempts(o.task_id),
         ]
         args += o.fields()
     reported = w.progressed

@@ -1,4 +1,5 @@
-"""The worker's heartbeat in `P workers` (the engine's `heartbeat.rs`)."""
+"""The worker's heartbeat in `P workers` (the engine's `heartbeat.rs`), which also
+trims the task history about once a minute (`history.py`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ArdiqError
 from ..runtime import now_ms
+from .history import Upkeep
 
 if TYPE_CHECKING:
     from .engine import Worker
@@ -26,10 +28,13 @@ PRUNE_EVERY_S = 60.0
 async def run(w: Worker) -> None:
     pruned_at: float | None = None
     may_prune = True
+    history = Upkeep(w)
     while not w.closing:
         now = now_ms()
+        beat = False
         try:
             await w.broker.command("ZADD", w.app.keys.workers, now, w.worker_id)
+            beat = True
             if may_prune and (pruned_at is None or time.monotonic() - pruned_at >= PRUNE_EVERY_S):
                 await w.broker.command(
                     "ZREMRANGEBYSCORE", w.app.keys.workers, "-inf", f"({now - FORGET_AFTER_MS}"
@@ -43,4 +48,6 @@ async def run(w: Worker) -> None:
                     "to the worker's ACL user); they stay listed"
                 )
                 may_prune = False
+        if beat:
+            await history.run_if_due(now)
         await asyncio.sleep(HEARTBEAT_S)

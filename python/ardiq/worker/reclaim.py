@@ -91,7 +91,7 @@ async def poll_lane(w: Worker, stream: str, lane: str, cursor: str) -> tuple[str
     if not claimed:
         return next_cursor, 0
     k = app.keys
-    keys = [k.dead]
+    keys = [k.dead, k.history, k.stats]
     args: list[Any] = [
         k.prefix,
         GROUP,
@@ -99,6 +99,7 @@ async def poll_lane(w: Worker, stream: str, lane: str, cursor: str) -> tuple[str
         w.settings.result_ttl_ms,
         w.settings.max_deliveries,
         len(claimed),
+        w.settings.history,
     ]
     for eid, raw_fields in claimed:
         fields = as_fields(raw_fields)
@@ -110,6 +111,7 @@ async def poll_lane(w: Worker, stream: str, lane: str, cursor: str) -> tuple[str
             k.wait(task_id),
             k.result(task_id),
             k.dead_letter(task_id),
+            k.attempts(task_id),
         ]
         args += [eid, task_id, lane]
     requeued, buried, aborted = await w.broker.script("reclaim", keys, args)

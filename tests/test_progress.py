@@ -333,8 +333,8 @@ async def test_finish_keeps_only_the_listed_outcomes_progress_and_reclaim_drops_
             )
             assert written == 1
         # p0 listed as reporting, p1 not: its record (if a worker forgot it) keeps no TTL.
-        args: list[Any] = [keys.prefix, GROUP, "w1", 50_000, 2]
-        ks = [keys.delayed, keys.dead]
+        args: list[Any] = [keys.prefix, GROUP, "w1", 50_000, 2, 0]  # history off
+        ks = [keys.delayed, keys.dead, keys.history, keys.stats]
         for task_id in ("p0", "p1"):
             x = by_id[task_id]
             ks += [
@@ -343,6 +343,7 @@ async def test_finish_keeps_only_the_listed_outcomes_progress_and_reclaim_drops_
                 keys.wait(task_id),
                 keys.result(task_id),
                 keys.dead_letter(task_id),
+                keys.attempts(task_id),
             ]
             args += Outcome(x.entry_id, task_id, OK, b"1", 1, 0, 0, "default").fields()
         assert list(await d.script("finish", ks, [*args, "1"])) == [1, 1]

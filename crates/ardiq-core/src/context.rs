@@ -118,7 +118,7 @@ impl Ctx {
 
     /// How long until the latest retry this worker scheduled is due (zero if it is).
     pub fn retry_wait_ms(&self) -> u64 {
-        self.retry_due.left(Instant::now()).as_millis() as u64
+        self.retry_due.left_ms(Instant::now())
     }
 
     /// Notes a renewal round that succeeded, begun at `began`: every entry held then had
@@ -180,6 +180,13 @@ impl LatestDeadline {
         let latest = self.0.lock().unwrap_or_else(|p| p.into_inner());
         latest.map_or(Duration::ZERO, |l| l.saturating_duration_since(now))
     }
+
+    /// [`left`](Self::left) in whole milliseconds, rounded up: a retry due in 0.4 ms is
+    /// not due yet (the server set its due time whole milliseconds after the finish
+    /// call), and a burst run that looked then found nothing due and exited.
+    fn left_ms(&self, now: Instant) -> u64 {
+        self.left(now).as_micros().div_ceil(1000) as u64
+    }
 }
 
 #[cfg(test)]
@@ -199,5 +206,7 @@ mod tests {
             Duration::from_millis(50)
         );
         assert_eq!(d.left(t0 + Duration::from_millis(400)), Duration::ZERO);
+        assert_eq!(d.left_ms(t0 + Duration::from_micros(299_600)), 1);
+        assert_eq!(d.left_ms(t0 + Duration::from_millis(300)), 0);
     }
 }

@@ -132,7 +132,7 @@
   function fmtRelative(ms) {
     if (typeof ms !== "number" || ms <= 0) return "–";
     const delta = ms - serverNow();
-    if (Math.abs(delta) < 1000) return "now";
+    if (Math.abs(delta) < 1000) return "just now";
     return delta < 0 ? `${fmtDuration(-delta - (-delta % 1000))} ago` : `in ${fmtDuration(delta - (delta % 1000))}`;
   }
 
@@ -146,6 +146,11 @@
       text: relative ? fmtRelative(ms) : fmtTime(ms),
     });
   }
+
+  /** The first of `names` that `o` has (records come with short or spelled-out names). */
+  const pick = (o, ...names) => names.map((n) => o[n]).find((v) => v !== undefined && v !== null);
+
+  const times = (n, verb) => (n === 1 ? `${verb} once` : `${verb} ${fmtNum(n)} times`);
 
   const firstLine = (s) => (typeof s === "string" ? s.split("\n", 1)[0] : "");
 
@@ -703,19 +708,24 @@
         let card = cards.get(queue.queue);
         if (!card) {
           card = {
+            workers: h("p", { class: "muted small workers-line" }),
             counts: h("div"),
             lanes: h("div"),
             chart: h("div"),
           };
           card.root = h("section", { class: "card queue-card", attrs: { "data-queue": queue.queue, "aria-label": `Queue ${queue.queue}` } },
             h("h2", null, h("a", { href: routes.queue(queue.queue), text: queue.queue })),
-            card.counts, card.lanes, card.chart);
+            card.counts, card.workers, card.lanes, card.chart);
           cards.set(queue.queue, card);
         }
         list.append(card.root); // keeps the API's order
         const { server_ms: _ignored, ...shape } = queue;
         fill(card.counts, [shape.lanes, shape.scheduled, shape.dead], () => countTiles(queue));
         fill(card.lanes, shape.lanes, () => lanesTable(queue));
+        const alive = (queue.workers || []).filter((w) => w.alive).length;
+        const gone = (queue.workers || []).length - alive;
+        fill(card.workers, [alive, gone], () =>
+          `${fmtNum(alive)} ${alive === 1 ? "worker" : "workers"} alive` + (gone ? `, ${fmtNum(gone)} gone silent` : ""));
         fill(card.chart, chartKey(card.chart, stats[i]), () => chart(`Queue ${queue.queue}`, stats[i], card.chart));
       });
       for (const [name, card] of cards) {
@@ -1074,8 +1084,8 @@
 
   function progressEl(progress) {
     if (!progress) return h("p", { class: "muted", text: "The task reported no progress." });
-    const value = progress.v !== undefined ? progress.v : progress.value;
-    const message = progress.m !== undefined ? progress.m : progress.message;
+    const value = pick(progress, "v", "value");
+    const message = pick(progress, "m", "message");
     const parts = [];
     if (typeof value === "number") {
       const pct = Math.max(0, Math.min(100, value));
@@ -1086,8 +1096,9 @@
       parts.push(h("pre", { class: "json", text: JSON.stringify(value, null, 2) }));
     }
     if (message) parts.push(h("p", { class: "progress-message", text: message }));
-    const at = progress.at !== undefined ? progress.at : progress.at_ms;
-    if (typeof at === "number") parts.push(h("p", { class: "muted small" }, "reported ", timeEl(at, true), progress.t ? ` on attempt ${progress.t}` : ""));
+    const at = pick(progress, "at", "at_ms");
+    const attempt = pick(progress, "t", "tries");
+    if (typeof at === "number") parts.push(h("p", { class: "muted small" }, "reported ", timeEl(at, true), attempt ? ` by attempt ${attempt}` : ""));
     return parts;
   }
 
@@ -1108,7 +1119,7 @@
     if (typeof job.scheduled_ms === "number") rows.push(["Due", timeEl(job.scheduled_ms, true)]);
     if (job.holder) {
       rows.push(["Held by", h("span", null, h("span", { class: "mono", text: job.holder.worker }),
-        h("span", { class: "muted", text: ` (delivered ${fmtNum(job.holder.deliveries)} times, idle ${fmtDuration(job.holder.idle_ms)})` }))]);
+        h("span", { class: "muted", text: ` (${times(job.holder.deliveries, "delivered")}, idle ${fmtDuration(job.holder.idle_ms)})` }))]);
     }
     if (job.abort_requested) rows.push(["Abort", "requested"]);
     if (r) {
@@ -1131,19 +1142,25 @@
     return h("dl", { class: "details" }, rows.map(([k, v]) => [h("dt", { text: k }), h("dd", null, v)]));
   }
 
+  /** One failed attempt, in the record's short names (PROTOCOL.md, History: `n`, `k`,
+   * `w`, `st`, `fin`, `err`) or spelled out. */
   function attemptsTable(list) {
     return table(
       "Failed attempts",
       [["#", "n"], ["Outcome"], ["Worker"], ["Started"], ["Finished"], ["Ran for", "n"], ["Error"]],
-      list.map((a) => [
-        fmtNum(a.n),
-        badge(a.k),
-        h("span", { class: "mono small", text: a.w || "–" }),
-        timeEl(a.st),
-        timeEl(a.fin),
-        a.st > 0 ? fmtDuration(a.fin - a.st) : "–",
-        errorEl(a.err),
-      ]),
+      list.map((a) => {
+        const st = pick(a, "st", "started_ms");
+        const fin = pick(a, "fin", "finished_ms");
+        return [
+          fmtNum(pick(a, "n", "tries", "attempt")),
+          badge(pick(a, "k", "kind")),
+          h("span", { class: "mono small", text: pick(a, "w", "worker") || "–" }),
+          timeEl(st),
+          timeEl(fin),
+          st > 0 && fin > 0 ? fmtDuration(fin - st) : "–",
+          errorEl(pick(a, "err", "error")),
+        ];
+      }),
       "No failed attempt recorded.",
     );
   }
@@ -1209,7 +1226,7 @@
     state.generation += 1;
     clearTimeout(state.timer);
     state.view = { isLogin: true, refresh: async () => {} };
-    location.assign("login");
+    location.assign(`login${location.hash}`);
   }
 
   /** With a token set, a way out: `POST logout` ends the session (a plain form). */
@@ -1221,5 +1238,19 @@
       h("button", { type: "submit", class: "secondary", text: "Sign out" })));
   }
 
+  /** Back to where the browser was before the login page (login.js kept its route). */
+  function returnAfterLogin() {
+    try {
+      const back = sessionStorage.getItem("ardiq.return");
+      sessionStorage.removeItem("ardiq.return");
+      if (back && back.startsWith("#/") && (location.hash === "" || location.hash === "#/")) {
+        history.replaceState(null, "", back);
+      }
+    } catch {
+      // no storage: stay on the overview
+    }
+  }
+
+  returnAfterLogin();
   navigate();
 })();

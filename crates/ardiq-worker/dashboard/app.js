@@ -446,15 +446,16 @@
     );
   }
 
-  /** A table: `columns` is [[header, className?]], rows are arrays of cells (Node or text). */
-  function table(caption, columns, rows, emptyText) {
+  /** A table: `columns` is [[header, className?]], rows are arrays of cells (Node or text).
+   * On a narrow screen each row becomes a block of labelled lines, unless `compact`. */
+  function table(caption, columns, rows, emptyText, compact = false) {
     if (rows.length === 0) return h("p", { class: "empty muted", text: emptyText });
     return h(
       "div",
       { class: "table-wrap", attrs: { role: "region", "aria-label": caption, tabindex: 0 } },
       h(
         "table",
-        null,
+        { class: compact ? "compact" : null },
         h("caption", { class: "visually-hidden", text: caption }),
         h("thead", null, h("tr", null, columns.map(([label, cls]) => h("th", { class: cls, text: label, attrs: { scope: "col" } })))),
         h(
@@ -595,6 +596,7 @@
         cell(lane, "oldest", typeof lane.oldest_waiting_ms === "number" ? fmtDuration(lane.oldest_waiting_ms) : "–"),
       ]),
       "No lanes yet.",
+      true, // a few short numbers: stays a table on a narrow screen
     );
   }
 

@@ -32,6 +32,7 @@ SCRIPT_NAMES = (
     "renew",
     "replay",
     "retire",
+    "run_now",
     "started",
     "wait",
 )

@@ -20,6 +20,12 @@ use crate::metrics::entry_ms;
 use crate::reply;
 use crate::scripts;
 
+mod browse;
+pub use browse::{
+    HeldEntry, HistoryEntry, HistoryPage, Payload, ScheduledPage, ScheduledTask, Throughput,
+    HISTORY_SCAN, STAT_KINDS,
+};
+
 /// A worker is alive while its heartbeat (`P workers`, refreshed every 5 s) is at most
 /// this old: three missed beats.
 pub const WORKER_ALIVE_MS: i64 = 15_000;

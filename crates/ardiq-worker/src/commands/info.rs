@@ -107,7 +107,7 @@ fn print_text(s: &QueueStats, url: &str) {
     }
 }
 
-fn to_json(s: &QueueStats) -> Json {
+pub fn to_json(s: &QueueStats) -> Json {
     Json::Obj(vec![
         ("queue", Json::str(&s.queue)),
         ("server_ms", Json::Int(s.server_ms)),

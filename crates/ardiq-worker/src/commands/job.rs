@@ -112,7 +112,7 @@ fn print_text(j: &JobInfo, queue: &str) {
     }
 }
 
-fn to_json(j: &JobInfo) -> Json {
+pub fn to_json(j: &JobInfo) -> Json {
     Json::Obj(vec![
         ("id", Json::str(&j.id)),
         ("status", Json::str(&j.status)),

@@ -10,7 +10,7 @@ use crate::failure::{code, Failure};
 use crate::ops::{self, Json};
 
 /// The app's default `result_ttl_ms`.
-const DEFAULT_RESULT_TTL_MS: i64 = 300_000;
+pub const DEFAULT_RESULT_TTL_MS: i64 = 300_000;
 
 pub fn run(args: PurgeArgs) -> i32 {
     let code = match purge(&args) {

@@ -195,7 +195,7 @@ impl Client {
                 continue;
             };
             last_read = Some(entry.entry.clone());
-            if kinds.is_empty() || kinds.iter().any(|k| *k == entry.kind) {
+            if kinds.is_empty() || kinds.contains(&entry.kind) {
                 page.entries.push(entry);
                 if page.entries.len() == limit {
                     break;

@@ -148,7 +148,7 @@ mod tests {
         assert_eq!(describe(b"\xdd\xff\xff\xff\xff")["format"], "unknown");
         // Deep nesting is refused, not a stack overflow.
         let mut deep = vec![0x93u8, 0x91];
-        deep.extend(std::iter::repeat(0x91).take(10_000));
+        deep.extend(std::iter::repeat_n(0x91, 10_000));
         assert_eq!(describe(&deep)["format"], "unknown");
         let mut sealed = ardiq_core::sign::MAGIC.to_vec();
         sealed.extend_from_slice(&[0; 64]);

@@ -12,10 +12,10 @@ tests fail and say what to install (.ci/run installs them).
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,13 +173,14 @@ def chart_summary(scope: WebElement) -> str:
 
 
 def shot(driver: WebDriver, name: str) -> None:
-    """A screenshot of the whole page (the window grown to its height, then back)."""
-    size = driver.get_window_size()
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(size["width"], min(int(height) + 40, 6000))
-    time.sleep(0.3)  # the charts redraw at the new size
-    driver.save_screenshot(str(driver.shots / f"{name}.png"))  # type: ignore[attr-defined]
-    driver.set_window_size(size["width"], size["height"])
+    """A screenshot of the whole page, beyond the window (Chromium's DevTools)."""
+    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+    png = driver.execute_cdp_cmd(
+        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
+    )
+    path = driver.shots / f"{name}.png"  # type: ignore[attr-defined]
+    path.write_bytes(base64.b64decode(png["data"]))
 
 
 def go(driver: WebDriver, dashboard: DashboardProcess, route: str = "#/") -> None:

@@ -522,6 +522,24 @@ def test_read_only_refuses_every_action(
     assert ok(ro.get(f"api/queues/{q}/dead"))["total"] == 2  # reads still work
 
 
+def test_without_a_token_only_addresses_and_allowed_names_are_served(
+    seeded: Seeded, dash: DashboardProcess, dashboards: Callable[..., DashboardProcess]
+) -> None:
+    """A page on another site that makes its own name resolve to 127.0.0.1 (DNS
+    rebinding) sends its own name as Host: refused, unless given with --allowed-host."""
+    rebound = dash.get("api/queues", headers={"Host": f"evil.example:{dash.port}"})
+    assert rebound.status == 421 and "--allowed-host" in rebound.json()["error"]
+    assert dash.get("api/queues", headers={"Host": f"localhost:{dash.port}"}).status == 200
+    named = dashboards(seeded.url, "--queue", seeded.queue, "--allowed-host", "Dash.Example")
+    assert named.get("api/config", headers={"Host": "dash.example"}).status == 200
+    assert named.get("api/config", headers={"Host": "evil.example"}).status == 421
+    # With a token the name does not matter: the token (or cookie) is what counts.
+    guarded = dashboards(seeded.url, "--queue", seeded.queue, token=TOKEN)
+    assert guarded.get("api/config", headers={"Host": "evil.example"}).status == 401
+    answer = guarded.get("api/config", headers={"Host": "evil.example"}, token=TOKEN)
+    assert answer.status == 200
+
+
 # ---------------------------------------------------------------------- the token
 TOKEN = "correct horse battery staple"
 

@@ -84,6 +84,13 @@ pub struct DashboardArgs {
     )]
     pub port: u16,
 
+    /// Without a token, also serve requests whose `Host` is this name (repeat, or
+    /// comma-separate): a reverse proxy's public name. IP addresses and `localhost` are
+    /// always served; other names are refused (a DNS-rebinding page could use them)
+    #[arg(long, env = "ARDIQ_DASHBOARD_ALLOWED_HOSTS", value_name = "NAME",
+          value_delimiter = ',', action = ArgAction::Append)]
+    pub allowed_host: Vec<String>,
+
     /// Show only: refuse every action (run now, replay, delete, purge)
     #[arg(long, env = "ARDIQ_DASHBOARD_READ_ONLY", action = ArgAction::SetTrue,
           value_parser = BoolishValueParser::new())]
@@ -109,6 +116,15 @@ impl DashboardArgs {
             }
         }
         out
+    }
+
+    /// The `--allowed-host` names, trimmed and lower-case.
+    pub fn allowed_hosts(&self) -> Vec<String> {
+        self.allowed_host
+            .iter()
+            .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect()
     }
 
     /// The lanes given, trimmed, empty names dropped.
@@ -162,6 +178,14 @@ mod tests {
         assert!(a.read_only);
         let a = parse(&["--queue", "q", "--lanes", "low, high,"]).unwrap();
         assert_eq!(a.lanes().unwrap(), ["low", "high"]);
+        let a = parse(&[
+            "--allowed-host",
+            "A.example,b.example.",
+            "--allowed-host",
+            "c",
+        ])
+        .unwrap();
+        assert_eq!(a.allowed_hosts(), ["a.example", "b.example", "c"]);
     }
 
     #[test]

@@ -80,6 +80,7 @@ fn serve(args: &DashboardArgs) -> Result<(), Failure> {
         let dashboard = Arc::new(Dashboard {
             auth: Auth::new(token.as_deref()),
             read_only: args.read_only,
+            allowed_hosts: args.allowed_hosts(),
             catalog: catalog.clone(),
         });
         let limits = Limits {

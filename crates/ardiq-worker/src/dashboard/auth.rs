@@ -10,6 +10,11 @@
 //!   `X-Ardiq-Action: 1` (a form on another site cannot send one, and a script there
 //!   cannot without a CORS preflight this server never grants) and, when the browser
 //!   sends an `Origin`, an origin whose host is the request's `Host`.
+//! * **DNS rebinding.** Without a token, a page on another site could make its own name
+//!   resolve to 127.0.0.1 and then talk to the dashboard as its own origin (the `Origin`
+//!   and `Host` would agree). So without a token only requests whose `Host` is an IP
+//!   address, `localhost`, or a name given with `--allowed-host` are served. With a
+//!   token that page has neither the token nor the cookie (kept for the real origin).
 
 use hmac::{Hmac, Mac};
 use hyper::header::{HeaderMap, AUTHORIZATION, COOKIE, HOST, ORIGIN};
@@ -188,6 +193,30 @@ pub fn same_site(headers: &HeaderMap, needs_header: bool) -> Result<(), CrossSit
     }
 }
 
+/// The host part of a `Host` header (`[::1]:80` → `::1`, `Example.com:9181` →
+/// `example.com`).
+fn host_name(host: &str) -> String {
+    let host = host.trim();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// May a request with these headers be served without a token (see the module's "DNS
+/// rebinding")? `allowed`: the `--allowed-host` names, lower-case.
+pub fn host_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(host) = headers.get(HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let name = host_name(host);
+    name == "localhost"
+        || name.parse::<std::net::IpAddr>().is_ok()
+        || allowed.iter().any(|a| *a == name)
+}
+
 #[cfg(test)]
 mod tests {
     use hyper::header::HeaderValue;
@@ -280,5 +309,31 @@ mod tests {
         assert_eq!(same_site(&headers(&[("host", "h")]), false), Ok(()));
         let form = headers(&[("host", "h"), ("origin", "http://x")]);
         assert_eq!(same_site(&form, false), Err(CrossSite::OtherOrigin));
+    }
+
+    #[test]
+    fn hosts_served_without_a_token() {
+        let allowed = ["dash.example.com".to_owned()];
+        let ok = |host: &str| host_allowed(&headers(&[("host", host)]), &allowed);
+        for host in [
+            "127.0.0.1:9181",
+            "localhost:9181",
+            "LOCALHOST",
+            "[::1]:9181",
+            "10.0.0.7",
+            "dash.example.com",
+            "Dash.Example.com.:443",
+        ] {
+            assert!(ok(host), "{host}");
+        }
+        for host in [
+            "evil.example:9181",
+            "127.0.0.1.evil.example",
+            "localhost.evil",
+            "",
+        ] {
+            assert!(!ok(host), "{host}");
+        }
+        assert!(!host_allowed(&HeaderMap::new(), &allowed));
     }
 }

@@ -6,7 +6,8 @@
 //!   cookie), `POST logout`;
 //! * `GET api/...` reads (`api`) and `POST api/...` actions (`actions`).
 //!
-//! In order: the route is found (404), the method checked (405), authentication (401;
+//! In order: without a token, a `Host` that is not served (421, see `auth`); the route is
+//! found (404), the method checked (405), authentication (401;
 //! a browser asking for a page is sent to `login` instead), then for POSTs the cross-site
 //! checks (403) and `--read-only` (403). Every response carries the security headers
 //! (`reply::secure`).
@@ -36,6 +37,8 @@ pub struct Dashboard {
     pub catalog: Arc<Catalog>,
     pub auth: Auth,
     pub read_only: bool,
+    /// Names served without a token besides IP addresses and `localhost`.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// What a path names.
@@ -101,6 +104,14 @@ impl Dashboard {
         let route = Route::of(request.uri().path());
         let method = request.method().clone();
         let read = method == Method::GET || method == Method::HEAD;
+        if !self.auth.required() && !auth::host_allowed(request.headers(), &self.allowed_hosts) {
+            return ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "this Host is not served without a token: pass it with --allowed-host, \
+                 or set ARDIQ_DASHBOARD_TOKEN",
+            )
+            .response();
+        }
         if !route.public() && !self.auth.allows(request.headers()) {
             if read && wants_html(&request) && !matches!(route, Route::Api(_)) {
                 return reply::see_other("login");

@@ -10,7 +10,8 @@
 (() => {
   const POLL_MS = 2000;
   const PAGE_SIZE = 20;
-  const CHART_MINUTES = 30;
+  const CHART_MINUTES = 30; // the chart's window at most
+  const CHART_MIN_MINUTES = 10; // and at least
   const SVG_NS = "http://www.w3.org/2000/svg";
 
   // ---------------------------------------------------------------------------------------
@@ -615,13 +616,20 @@
   /** api/queues/{q}/stats (`minutes_ms`: each minute's start, oldest first; `kinds`: one
    * count per minute for each kind) → the minutes and one series per kind we draw. */
   function normalizeStats(stats) {
-    const minutes = (stats && Array.isArray(stats.minutes_ms) && stats.minutes_ms) || [];
-    const series = {};
+    const all = (stats && Array.isArray(stats.minutes_ms) && stats.minutes_ms) || [];
+    const rows = {};
     for (const [kind] of SERIES) {
       const row = stats && stats.kinds && Array.isArray(stats.kinds[kind]) ? stats.kinds[kind] : [];
-      series[kind] = minutes.map((_, i) => (typeof row[i] === "number" ? row[i] : 0));
+      rows[kind] = all.map((_, i) => (typeof row[i] === "number" ? row[i] : 0));
     }
-    return { minutes, series };
+    // A young queue's chart starts at its first busy minute (showing at least
+    // CHART_MIN_MINUTES), not with a long flat line.
+    let first = all.findIndex((_, i) => SERIES.some(([kind]) => rows[kind][i] > 0));
+    if (first < 0) first = 0;
+    const start = Math.max(0, Math.min(first, all.length - CHART_MIN_MINUTES));
+    const series = {};
+    for (const [kind] of SERIES) series[kind] = rows[kind].slice(start);
+    return { minutes: all.slice(start), series };
   }
 
   /** Draws at the width `box` has (text keeps its size at any width); the caller redraws

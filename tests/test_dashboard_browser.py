@@ -16,6 +16,7 @@ import base64
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -507,3 +508,36 @@ def test_served_under_a_reverse_proxy_prefix(
         wait_for(browser, "one dead letter left", lambda d: count(d, "dead") == 1)
     finally:
         proxy.close()
+
+
+def test_polling_pauses_while_the_tab_is_hidden(
+    browser: WebDriver, dashboards: Callable[..., DashboardProcess], seeded: Seeded, queue: str
+) -> None:
+    dash = dashboards()
+    go(browser, dash)
+    wait_for(browser, "the overview", lambda d: count(queue_card(d, queue), "waiting") == 4)
+    # Count the page's requests, and those made while it is hidden.
+    browser.execute_script(
+        """
+        window.__calls = 0; window.__calls_hidden = 0; window.__was_hidden = false;
+        document.addEventListener("visibilitychange", () => {
+          if (document.hidden) window.__was_hidden = true;
+        });
+        const fetch = window.fetch;
+        window.fetch = (...args) => {
+          window.__calls += 1;
+          if (document.hidden) window.__calls_hidden += 1;
+          return fetch(...args);
+        };
+        """
+    )
+    page = browser.current_window_handle
+    browser.switch_to.new_window("tab")  # the dashboard's tab is hidden now
+    time.sleep(5)  # two polls' worth
+    browser.switch_to.window(page)
+    hidden, was_hidden = browser.execute_script(
+        "return [window.__calls_hidden, window.__was_hidden]"
+    )
+    assert was_hidden is True and hidden == 0
+    # Visible again: it polls again (at once, then every 2 s).
+    wait_for(browser, "polling again", lambda d: d.execute_script("return window.__calls") >= 2)

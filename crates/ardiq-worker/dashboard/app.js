@@ -282,6 +282,7 @@
   function say(message, kind = "info", sticky = false) {
     const el = $("status");
     clear(el);
+    delete el.dataset.refresh;
     el.className = `status status-${kind}`;
     if (message) el.append(h("span", { text: message }));
     clearTimeout(statusTimer);
@@ -312,10 +313,10 @@
       await state.view.refresh(generation);
       if (generation === state.generation) {
         $("updated").textContent = `updated ${new Date().toLocaleTimeString([], { hour12: false })}`;
-        if ($("status").classList.contains("status-offline")) say("");
+        if ($("status").dataset.refresh) say(""); // the trouble is over
       }
     } catch (err) {
-      if (generation === state.generation) handleError(err);
+      if (generation === state.generation) handleError(err, true);
     } finally {
       state.inFlight = false;
     }
@@ -332,14 +333,19 @@
     tick();
   }
 
-  function handleError(err) {
+  /** Shows what went wrong. `refreshing`: a poll failed, and the message goes away with
+   * the next poll that works (an action's failure stays until the next message). */
+  function handleError(err, refreshing = false) {
     if (err instanceof AuthRequired) {
       showLogin();
-    } else if (err instanceof ApiError && err.status === 0) {
+      return;
+    }
+    if (err instanceof ApiError && err.status === 0) {
       say("Cannot reach the dashboard server; retrying…", "offline", true);
     } else {
       say(err.message || String(err), "error", true);
     }
+    if (refreshing || err.status === 0) $("status").dataset.refresh = "1";
   }
 
   document.addEventListener("visibilitychange", () => {

@@ -212,9 +212,7 @@ pub fn host_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
         return false;
     };
     let name = host_name(host);
-    name == "localhost"
-        || name.parse::<std::net::IpAddr>().is_ok()
-        || allowed.iter().any(|a| *a == name)
+    name == "localhost" || name.parse::<std::net::IpAddr>().is_ok() || allowed.contains(&name)
 }
 
 #[cfg(test)]

@@ -220,9 +220,10 @@
 
   class AuthRequired extends Error {}
   class ApiError extends Error {
-    constructor(status, message) {
+    constructor(status, message, body = null) {
       super(message);
       this.status = status;
+      this.body = body; // the JSON answer, when there was one
     }
   }
 
@@ -257,7 +258,7 @@
     }
     if (!res.ok) {
       const message = body && typeof body.error === "string" ? body.error : `${res.status} ${res.statusText}`;
-      throw new ApiError(res.status, message);
+      throw new ApiError(res.status, message, body);
     }
     if (body && typeof body.server_ms === "number") noteServerTime(body.server_ms);
     else if (body && typeof body.now_ms === "number") noteServerTime(body.now_ms);
@@ -1083,13 +1084,14 @@
       try {
         job = await api(`${qpath(queue)}/jobs/${enc(id)}`);
       } catch (err) {
-        if (err instanceof ApiError && err.status === 404) job = { id, status: "not_found" };
+        // 404 with a job document: no such task (a 404 without one: no such queue).
+        if (err instanceof ApiError && err.body && err.body.status === "not_found") job = err.body;
         else throw err;
       }
       if (generation !== state.generation) return;
       setTitle(job.name || id, queue);
       fill(head, [job.name, job.status], () =>
-        h("h1", null, h("span", { class: "mono", text: job.name || "(unknown task)" }), " ", badge(job.status)));
+        h("h1", null, job.name ? h("span", { class: "mono", text: job.name }) : (job.status === "not_found" ? "No such task" : "(no name)"), " ", badge(job.status)));
       fill(progressBox, job.progress || null, () => progressEl(job.progress));
       fill(details, [job, Math.floor(serverNow() / 5000)], () => jobDetails(queue, job));
       fill(attempts, job.attempts || [], () => attemptsTable(job.attempts || []));

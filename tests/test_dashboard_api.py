@@ -633,6 +633,29 @@ def test_binds_loopback_by_default(seeded: Seeded, dash: DashboardProcess) -> No
     assert dash.stop() == 0  # SIGTERM: a clean stop
 
 
+def test_redis_going_away_is_a_503_and_coming_back_works_again(
+    own_redis: Callable[..., RedisServer], queue: str, dashboards: Callable[..., DashboardProcess]
+) -> None:
+    server = own_redis()
+    app = Ardiq(redis_url=server.url, queue_name=queue, priorities=LANES)
+    try:
+        app.send_sync("ok", 1)
+    finally:
+        app.close_sync()
+    d = dashboards(server.url, "--queue", queue, "--lanes", ",".join(LANES))
+    assert ok(d.get("api/queues"))["queues"][0]["queue"] == queue
+    server.kill()
+    down = d.get("api/queues")
+    assert down.status in (502, 503) and "error" in down.json()
+    assert ok(d.get("api/config"))["queues"] == [queue]  # needs no Redis
+    server.start()  # same port, empty: a new connection is made
+    deadline = time.monotonic() + 10
+    while (answer := d.get("api/queues")).status != 200:
+        assert time.monotonic() < deadline, answer.body
+        time.sleep(0.1)
+    assert answer.json()["queues"][0]["scheduled"] == 0
+
+
 # ------------------------------------------------------------- bounded on big queues
 QUEUED, DEAD, DELAYED = 100_000, 10_000, 20_000
 

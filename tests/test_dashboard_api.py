@@ -540,6 +540,48 @@ def test_without_a_token_only_addresses_and_allowed_names_are_served(
     assert answer.status == 200
 
 
+def readme_dashboard_user() -> list[str]:
+    """The README's `ACL SETUSER ardiq-dashboard` line, as redis-server arguments."""
+    text = (TESTS.parent / "README.md").read_text()
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("ACL SETUSER ardiq-dashboard ")]
+    return line.split()[2:]
+
+
+def test_read_only_works_with_the_readme_acl_user(
+    own_redis: Callable[..., RedisServer], queue: str, dashboards: Callable[..., DashboardProcess]
+) -> None:
+    server = own_redis("--user", *readme_dashboard_user())
+    app = Ardiq(redis_url=server.url, queue_name=queue, priorities=LANES)
+    try:
+        task = app.send_sync("ok", 1).id
+        app.ref("ok").options(delay_ms=600_000).enqueue_sync(2)
+    finally:
+        app.close_sync()
+    r = redis.Redis.from_url(server.url)
+    stream = f"ardiq:{{{queue}}}:stream:default"
+    r.xgroup_create(stream, "ardiq", id="0")  # as a worker's first fetch does
+    r.xreadgroup("ardiq", LIVE, {stream: ">"}, count=1)
+    r.close()
+    url = server.url.replace("redis://", "redis://ardiq-dashboard:dashboard-password@")
+    for flags in (("--queue", queue), ()):  # lanes (and queues) found with SCAN
+        d = dashboards(url, *flags, "--read-only")
+        base = f"api/queues/{queue}"
+        for path in (
+            "api/queues",
+            f"{base}/stats",
+            f"{base}/workers",
+            f"{base}/history",
+            f"{base}/jobs/{task}?args=1",
+            f"{base}/scheduled",
+            f"{base}/dead",
+            f"{base}/crons",
+        ):
+            ok(d.get(path))
+        (q,) = [q for q in ok(d.get("api/queues"))["queues"] if q["queue"] == queue]
+        assert q["scheduled"] == 1 and q["workers"][0]["id"] == LIVE
+        assert ok(d.get(f"{base}/jobs/{task}?args=1"))["args"]["args"] == [1]
+
+
 # ---------------------------------------------------------------------- the token
 TOKEN = "correct horse battery staple"
 

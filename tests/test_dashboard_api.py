@@ -190,6 +190,16 @@ def test_job_as_ardiq_job_with_its_arguments(seeded: Seeded, dash: DashboardProc
     dead = ok(dash.get(f"api/queues/{seeded.queue}/jobs/{seeded.flaky}?args=1"))
     assert dead["status"] == "dead" and dead["args"]["args"] == [str(seeded.mark)]
     assert dead["dead_letter"]["error"].startswith("RuntimeError('<b>not yet</b>")
+    # Progress and failed attempts, as workers record them (PROTOCOL.md), as `ardiq job`.
+    r = redis.Redis.from_url(seeded.url)
+    progress = {"v": 40, "m": "<b>step</b> 2", "t": 0, "at": 1}
+    r.set(seeded.key(f"progress:{held}"), json.dumps(progress))
+    attempt = {"n": 1, "k": "retry", "w": "w1", "st": 1, "fin": 2, "err": "<i>boom</i>"}
+    r.rpush(seeded.key(f"attempts:{held}"), json.dumps(attempt))
+    r.close()
+    doc = ok(dash.get(f"api/queues/{seeded.queue}/jobs/{held}"))
+    assert doc["progress"] == progress and doc["attempts"] == [attempt]
+    assert without(doc, *VOLATILE) == without(seeded.ops("job", held), *VOLATILE)
     missing = dash.get(f"api/queues/{seeded.queue}/jobs/nope")
     assert missing.status == 404 and missing.json()["status"] == "not_found"
     assert dash.get(f"api/queues/{seeded.queue}/jobs/{held}?args=maybe").status == 400

@@ -167,6 +167,62 @@ def test_job(seeded: Seeded) -> None:
     assert json.loads(seeded.run("job", "no-such-task", "--json").stdout)["status"] == "not_found"
 
 
+def test_job_shows_progress_and_failed_attempts(seeded: Seeded) -> None:
+    """Seeded as PROTOCOL.md's Progress and History sections define the keys; garbage in
+    them is shown as such, never a failure of the command."""
+    held, ghost, waiting = seeded.queued
+    prefix = f"ardiq:{{{seeded.queue}}}:"
+    r = redis.Redis.from_url(seeded.url)
+    try:
+        r.set(
+            f"{prefix}progress:{held}",
+            json.dumps({"v": 40, "m": "resizing\x1b[2J", "t": 2, "at": 86_400_000}),
+        )
+        attempt = {"n": 1, "k": "retry", "w": "w-1", "st": 86_400_000, "fin": 86_401_200}
+        r.rpush(
+            f"{prefix}attempts:{held}",
+            json.dumps({**attempt, "err": "ValueError('first')\nTraceback ..."}),
+            "{not json",
+            json.dumps([1, 2]),
+        )
+        r.set(f"{prefix}progress:{ghost}", b"\xff\xfe")
+        r.rpush(f"{prefix}progress:{waiting}", "a list where a string belongs")
+        r.set(f"{prefix}attempts:{waiting}", "a string where a list belongs")
+    finally:
+        r.close()
+
+    j = seeded.json("job", held)
+    assert j["progress"] == {"v": 40, "m": "resizing\x1b[2J", "t": 2, "at": 86_400_000}
+    first, bad, array = j["attempts"]
+    assert first == {**attempt, "err": "ValueError('first')\nTraceback ..."}
+    assert bad.startswith("unreadable: not JSON: ")
+    assert array == "unreadable: a JSON array, not an object"
+
+    text = seeded.run("job", held)
+    assert text.returncode == 0, text.stderr
+    fields = dict(line.split(None, 1) for line in text.stdout.splitlines())
+    # The terminal escape from Redis is escaped, and only the first line of an error shown.
+    assert fields["progress"] == (
+        "40%: resizing\\x1b[2J (attempt 2, reported 1970-01-02T00:00:00.000Z)"
+    )
+    assert fields["history"] == "3 failed attempt(s)"
+    assert fields["#1"] == "retry 1970-01-02T00:00:01.200Z after 1.2s on w-1: ValueError('first')"
+    assert fields["#2"].startswith("unreadable: not JSON: ")
+    assert fields["#3"] == "unreadable: a JSON array, not an object"
+
+    g = seeded.json("job", ghost)
+    assert g["progress"].startswith("unreadable: not UTF-8 text")
+    assert g["attempts"] == []
+    w = seeded.json("job", waiting)
+    assert w["status"] == "queued"
+    assert w["progress"] == f"unreadable: `{prefix}progress:{waiting}` is not a string"
+    assert w["attempts"] == [f"unreadable: `{prefix}attempts:{waiting}` is not a list"]
+    # Nothing recorded: null and an empty list (and no rows in text).
+    s = seeded.json("job", seeded.scheduled[0])
+    assert s["progress"] is None and s["attempts"] == []
+    assert "progress" not in seeded.run("job", seeded.scheduled[0]).stdout
+
+
 # ------------------------------------------------------------------------------- dlq
 def test_dlq_list_replay_delete(seeded: Seeded) -> None:
     doc = seeded.json("dlq", "list")

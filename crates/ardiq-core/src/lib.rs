@@ -18,9 +18,10 @@
 //! * [`report`]: [`RunReport`], [`StopReason`], live [`Counters`].
 //! * [`error`]: the [`EngineError`] type.
 //! * [`metrics`]: live state for health probes ([`Phase`], heartbeats, gauges) and the
-//!   run-time and wait-time histograms, rendered in the Prometheus text format.
+//!   run-time and wait-time histograms.
 //! * [`ops`]: what operators' tools read and change (queue statistics, dead letters,
-//!   purge, one job), through the same scripts.
+//!   purge, one job with its progress and failed attempts), through the same scripts; a
+//!   module directory, one job per file.
 //!
 //! One module per background job, each a loop on its own tokio task:
 //! * `fetch`: the `fetch` script and the dedicated blocking read.

@@ -4,10 +4,9 @@
 //! histograms. Everything is a relaxed atomic: readers (an HTTP handler, a watchdog) want
 //! a recent value, not synchronization, and the engine's hot path pays one store.
 //!
-//! Rendering in the Prometheus text format lives here too ([`Histogram::render`],
-//! [`escape_label`]), so it is tested without a server.
+//! The values are read as they are ([`Histogram::snapshot`], [`crate::Counters`]): the
+//! binary's `/metrics` encodes them in the Prometheus text format.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 
 use tokio::sync::Notify;
@@ -111,40 +110,6 @@ impl Histogram {
             sum: self.sum_us.load(Ordering::Relaxed) as f64 / 1e6,
         }
     }
-
-    /// Appends the histogram in the Prometheus text format. `labels` is rendered inside
-    /// the braces (`queue="q"`), without a trailing comma.
-    pub fn render(&self, out: &mut String, name: &str, help: &str, labels: &str) {
-        let s = self.snapshot();
-        let sep = if labels.is_empty() { "" } else { "," };
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        for (bound, n) in BUCKETS.iter().zip(&s.cumulative) {
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {n}");
-        }
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", s.count);
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(out, "{name}_sum{braces} {}", s.sum);
-        let _ = writeln!(out, "{name}_count{braces} {}", s.count);
-    }
-}
-
-/// A label value as the Prometheus text format wants it (`\`, `"` and newlines escaped).
-pub fn escape_label(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// The live state of one run. Owned by [`crate::Counters`], so whoever holds the counters
@@ -347,28 +312,6 @@ mod tests {
         assert_eq!(s.cumulative[7], 4); // 1.0
         assert_eq!(*s.cumulative.last().unwrap(), 4);
         assert!((s.sum - 1000.708).abs() < 1e-9);
-    }
-
-    #[test]
-    fn renders_prometheus_text() {
-        let h = Histogram::default();
-        h.observe_ms(20);
-        let mut out = String::new();
-        h.render(&mut out, "x_seconds", "Help.", "queue=\"q\"");
-        assert!(out.starts_with("# HELP x_seconds Help.\n# TYPE x_seconds histogram\n"));
-        assert!(out.contains("x_seconds_bucket{queue=\"q\",le=\"0.01\"} 0\n"));
-        assert!(out.contains("x_seconds_bucket{queue=\"q\",le=\"0.025\"} 1\n"));
-        assert!(out.contains("x_seconds_bucket{queue=\"q\",le=\"+Inf\"} 1\n"));
-        assert!(out.contains("x_seconds_sum{queue=\"q\"} 0.02\n"));
-        assert!(out.contains("x_seconds_count{queue=\"q\"} 1\n"));
-        let mut bare = String::new();
-        h.render(&mut bare, "y", "H.", "");
-        assert!(bare.contains("y_bucket{le=\"+Inf\"} 1\n") && bare.contains("y_count 1\n"));
-    }
-
-    #[test]
-    fn escapes_labels() {
-        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 
     #[test]

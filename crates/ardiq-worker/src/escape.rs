@@ -3,7 +3,8 @@
 //! name cannot add a fake log line (`\n`), overwrite one (`\r`) or drive the terminal
 //! (`ESC [2J`). The same escapes as the Python package's (`python/ardiq/_logsafe.py`):
 //! `\n`, `\r`, `\t` and `\xNN` for the other C0 controls, DEL and the C1 controls.
-//! JSON output has its own escaping (`logging::json_str`).
+//! JSON has its own escaping, done by its writer (`serde_json` for the commands' `--json`
+//! documents, `logging::json_str` for JSON log lines).
 
 use std::borrow::Cow;
 use std::fmt::Write as _;

@@ -2,13 +2,13 @@
 //! queue (flags, or an app imported in the embedded Python without running anything),
 //! connecting, exit codes, and output (text for people, `--json` for machines).
 
-use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
 use ardiq_core::ops::{Client, OpsError};
 use ardiq_core::{Config, Keys};
 use clap::Parser;
 use pyo3::prelude::*;
+use serde::Serialize;
 
 use crate::cli::{Cli, Command, QueueArgs, RunArgs};
 use crate::failure::{code, Failure};
@@ -170,90 +170,18 @@ pub fn human_ms(ms: i64) -> String {
     }
 }
 
-/// A JSON value, written by hand (the tools print a handful of small documents).
-#[derive(Debug, Clone)]
-pub enum Json {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(&'static str, Json)>),
-}
-
-impl Json {
-    pub fn str(s: impl Into<String>) -> Json {
-        Json::Str(s.into())
-    }
-
-    pub fn opt_str(s: Option<impl Into<String>>) -> Json {
-        s.map_or(Json::Null, |s| Json::Str(s.into()))
-    }
-
-    pub fn opt_int(v: Option<i64>) -> Json {
-        v.map_or(Json::Null, Json::Int)
-    }
-
-    fn write(&self, out: &mut String) {
-        match self {
-            Json::Null => out.push_str("null"),
-            Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Json::Int(i) => {
-                let _ = write!(out, "{i}");
-            }
-            Json::Str(s) => crate::logging::json_str(out, s),
-            Json::Arr(items) => {
-                out.push('[');
-                for (i, v) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(", ");
-                    }
-                    v.write(out);
-                }
-                out.push(']');
-            }
-            Json::Obj(fields) => {
-                out.push('{');
-                for (i, (k, v)) in fields.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(", ");
-                    }
-                    crate::logging::json_str(out, k);
-                    out.push_str(": ");
-                    v.write(out);
-                }
-                out.push('}');
-            }
-        }
-    }
-
-    /// Prints the document on stdout, one line.
-    pub fn print(&self) {
-        println!("{self}");
-    }
-}
-
-impl std::fmt::Display for Json {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut s = String::new();
-        self.write(&mut s);
-        f.write_str(&s)
+/// Prints `doc` on stdout as one line of JSON (`--json` output).
+pub fn print_json(doc: &impl Serialize) {
+    match serde_json::to_string(doc) {
+        Ok(line) => println!("{line}"),
+        // Only maps with keys that are not strings fail, and no document has one.
+        Err(e) => eprintln!("error: cannot write the JSON document: {e}"),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn writes_json() {
-        let j = Json::Obj(vec![
-            ("a", Json::Int(1)),
-            ("b", Json::Arr(vec![Json::Null, Json::Bool(true)])),
-            ("c", Json::str("x\"y")),
-        ]);
-        assert_eq!(j.to_string(), r#"{"a": 1, "b": [null, true], "c": "x\"y"}"#);
-    }
 
     #[test]
     fn humanizes() {

@@ -12,30 +12,27 @@ use std::time::Duration;
 
 use ardiq_core::scripts::{self, Mode, Setting};
 use ardiq_core::Keys;
+use serde::Serialize;
 
 use crate::cli::CheckArgs;
 use crate::escape::printable;
 use crate::failure::{code, Failure};
-use crate::ops::{self, exit, Json};
+use crate::ops::{self, exit};
 
 pub fn run(args: CheckArgs) -> i32 {
     let code = match check(&args) {
         Ok(ok) => {
             if args.json {
-                Json::Obj(vec![
-                    ("ok", Json::Bool(true)),
-                    ("app", Json::str(&args.target)),
-                    ("queue", Json::str(&ok.queue)),
-                    ("lanes", Json::Arr(ok.lanes.iter().map(Json::str).collect())),
-                    ("redis", Json::str(&ok.redis)),
-                    ("scripts", Json::str(ok.scripts.0)),
-                    ("library", Json::str(scripts::library_name())),
-                    (
-                        "health_port",
-                        Json::opt_int(args.health_port.map(i64::from)),
-                    ),
-                ])
-                .print();
+                ops::print_json(&PassedJson {
+                    ok: true,
+                    app: &args.target,
+                    queue: &ok.queue,
+                    lanes: &ok.lanes,
+                    redis: &ok.redis,
+                    scripts: ok.scripts.0,
+                    library: scripts::library_name(),
+                    health_port: args.health_port,
+                });
             } else {
                 println!(
                     "ok: `{}` imports; redis at `{}` serves queue `{}` (lanes {}); scripts: {}",
@@ -50,12 +47,11 @@ pub fn run(args: CheckArgs) -> i32 {
         }
         Err(f) => {
             if args.json {
-                Json::Obj(vec![
-                    ("ok", Json::Bool(false)),
-                    ("code", Json::Int(f.code.into())),
-                    ("error", Json::str(&f.message)),
-                ])
-                .print();
+                ops::print_json(&FailedJson {
+                    ok: false,
+                    code: f.code,
+                    error: &f.message,
+                });
             }
             // One line: probes log it, people read it.
             eprintln!("error: {}", printable(&f.message));
@@ -133,6 +129,28 @@ fn scripts_mode() -> (&'static str, String) {
             format!("eval (library {name} not loaded; this user loads the scripts itself)"),
         ),
     }
+}
+
+/// `check --json` when everything passed.
+#[derive(Serialize)]
+struct PassedJson<'a> {
+    ok: bool,
+    app: &'a str,
+    queue: &'a str,
+    lanes: &'a [String],
+    redis: &'a str,
+    /// `functions` or `eval`.
+    scripts: &'static str,
+    library: &'a str,
+    health_port: Option<u16>,
+}
+
+/// `check --json` when something failed: the exit code and the one-line error.
+#[derive(Serialize)]
+struct FailedJson<'a> {
+    ok: bool,
+    code: i32,
+    error: &'a str,
 }
 
 /// What passed.

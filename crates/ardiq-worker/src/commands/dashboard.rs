@@ -21,6 +21,10 @@ const MAX_CONNECTIONS: usize = 64;
 /// A client must send a request head within this long (also the keep-alive idle time).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long an answer may take: a purge of a big queue (its ids read, then one script
+/// call per 200) is the slowest; reads are a page each.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// How long requests in flight may take to finish after a stop signal.
 const GRACE: Duration = Duration::from_secs(5);
 
@@ -86,6 +90,7 @@ fn serve(args: &DashboardArgs) -> Result<(), Failure> {
         let limits = Limits {
             max_connections: MAX_CONNECTIONS,
             header_timeout: HEADER_TIMEOUT,
+            answer_timeout: ANSWER_TIMEOUT,
         };
         let server =
             Server::spawn("dashboard", listener, limits, dashboard).map_err(cannot_serve)?;

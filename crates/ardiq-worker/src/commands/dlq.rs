@@ -4,11 +4,12 @@
 
 use ardiq_core::ops::{Client, DeadLetter};
 use ardiq_core::Keys;
+use serde::Serialize;
 
 use crate::cli::{DlqAction, DlqArgs, IdsArgs};
 use crate::escape::printable;
 use crate::failure::{code, Failure};
-use crate::ops::{self, exit, when, Json};
+use crate::ops::{self, exit, when};
 
 pub fn run(args: DlqArgs) -> i32 {
     let code = match dlq(&args) {
@@ -51,14 +52,10 @@ async fn list(
         .await
         .map_err(ops::failure)?;
     if json {
-        Json::Obj(vec![
-            ("total", Json::Int(total as i64)),
-            (
-                "dead_letters",
-                Json::Arr(letters.iter().map(letter_json).collect()),
-            ),
-        ])
-        .print();
+        ops::print_json(&ListJson {
+            total,
+            dead_letters: letters.iter().map(LetterJson::from).collect(),
+        });
         return Ok(code::OK);
     }
     println!(
@@ -84,17 +81,62 @@ async fn list(
     Ok(code::OK)
 }
 
-pub fn letter_json(d: &DeadLetter) -> Json {
-    Json::Obj(vec![
-        ("id", Json::str(&d.id)),
-        ("name", Json::str(&d.fn_name)),
-        ("lane", Json::str(&d.lane)),
-        ("error", Json::str(&d.error)),
-        ("tries", Json::Int(d.tries)),
-        ("enqueued_ms", Json::Int(d.enqueued_ms)),
-        ("failed_ms", Json::Int(d.failed_ms)),
-        ("failed", Json::str(when(d.failed_ms))),
-    ])
+/// `dlq list --json`.
+#[derive(Serialize)]
+struct ListJson<'a> {
+    total: u64,
+    dead_letters: Vec<LetterJson<'a>>,
+}
+
+/// One dead letter in `--json` output (`dlq list`, `job`).
+/// A dead letter as `dlq list --json` shows it (also the dashboard's `api/.../dead`).
+pub fn letter_json(d: &DeadLetter) -> serde_json::Value {
+    serde_json::to_value(LetterJson::from(d)).unwrap_or_default()
+}
+
+#[derive(Serialize)]
+pub struct LetterJson<'a> {
+    id: &'a str,
+    name: &'a str,
+    lane: &'a str,
+    error: &'a str,
+    tries: i64,
+    enqueued_ms: i64,
+    failed_ms: i64,
+    /// RFC 3339.
+    failed: String,
+}
+
+impl<'a> From<&'a DeadLetter> for LetterJson<'a> {
+    fn from(d: &'a DeadLetter) -> Self {
+        LetterJson {
+            id: &d.id,
+            name: &d.fn_name,
+            lane: &d.lane,
+            error: &d.error,
+            tries: d.tries,
+            enqueued_ms: d.enqueued_ms,
+            failed_ms: d.failed_ms,
+            failed: when(d.failed_ms),
+        }
+    }
+}
+
+/// `dlq replay|delete --json`: how many were done (under `replayed` or `deleted`), and
+/// each id's status.
+#[derive(Serialize)]
+struct EachJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replayed: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deleted: Option<usize>,
+    results: Vec<StatusJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    id: &'a str,
+    status: &'static str,
 }
 
 fn first_line(s: &str) -> &str {
@@ -153,28 +195,15 @@ async fn each(
     }
     let done = results.len() - missed;
     if json {
-        Json::Obj(vec![
-            (
-                if action == Action::Replay {
-                    "replayed"
-                } else {
-                    "deleted"
-                },
-                Json::Int(done as i64),
-            ),
-            (
-                "results",
-                Json::Arr(
-                    results
-                        .iter()
-                        .map(|(id, s)| {
-                            Json::Obj(vec![("id", Json::str(id)), ("status", Json::str(*s))])
-                        })
-                        .collect(),
-                ),
-            ),
-        ])
-        .print();
+        let replay = action == Action::Replay;
+        ops::print_json(&EachJson {
+            replayed: replay.then_some(done),
+            deleted: (!replay).then_some(done),
+            results: results
+                .iter()
+                .map(|(id, status)| StatusJson { id, status })
+                .collect(),
+        });
     } else {
         let verb = if action == Action::Replay {
             "replayed"

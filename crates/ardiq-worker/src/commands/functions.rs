@@ -6,10 +6,21 @@
 //! loaded side by side during a rollout.
 
 use ardiq_core::scripts;
+use serde::Serialize;
 
 use crate::cli::{FunctionsAction, FunctionsArgs};
 use crate::failure::{code, Failure};
-use crate::ops::{self, Json};
+use crate::ops;
+
+/// `functions install|status --json`: this version's library, whether Redis holds it, and
+/// (status) every ArdiQ library Redis holds.
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    library: &'a str,
+    loaded: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    libraries: Option<&'a [String]>,
+}
 
 pub fn run(args: FunctionsArgs) -> i32 {
     let code = match functions(&args) {
@@ -34,11 +45,11 @@ fn functions(args: &FunctionsArgs) -> Result<(), Failure> {
                 client.install_functions().await.map_err(ops::failure)
             })?;
             if json {
-                Json::Obj(vec![
-                    ("library", Json::str(name)),
-                    ("loaded", Json::Bool(true)),
-                ])
-                .print();
+                ops::print_json(&StatusJson {
+                    library: name,
+                    loaded: true,
+                    libraries: None,
+                });
             } else {
                 println!(
                     "installed library `{name}`: users with `+fcall` run ArdiQ's scripts without `+evalsha` or `+script|load`"
@@ -52,15 +63,11 @@ fn functions(args: &FunctionsArgs) -> Result<(), Failure> {
             })?;
             let here = loaded.iter().any(|l| l == name);
             if json {
-                Json::Obj(vec![
-                    ("library", Json::str(name)),
-                    ("loaded", Json::Bool(here)),
-                    (
-                        "libraries",
-                        Json::Arr(loaded.iter().map(Json::str).collect()),
-                    ),
-                ])
-                .print();
+                ops::print_json(&StatusJson {
+                    library: name,
+                    loaded: here,
+                    libraries: Some(&loaded),
+                });
             } else {
                 let state = if here { "loaded" } else { "not loaded" };
                 let all = if loaded.is_empty() {

@@ -2,12 +2,13 @@
 //! of that live workers hold (running); scheduled and dead counts; the workers with their
 //! latest heartbeat. Without `--queue` or `--app`, every queue in the database.
 
-use ardiq_core::ops::{Client, QueueStats};
+use ardiq_core::ops::{Client, LaneStats, QueueStats, WorkerInfo};
+use serde::Serialize;
 
 use crate::cli::InfoArgs;
 use crate::escape::printable;
 use crate::failure::{code, Failure};
-use crate::ops::{self, human_ms, when, Json};
+use crate::ops::{self, human_ms, when};
 
 pub fn run(args: InfoArgs) -> i32 {
     let code = match info(&args) {
@@ -37,11 +38,10 @@ fn info(args: &InfoArgs) -> Result<(), Failure> {
         Ok::<_, Failure>((client.masked_url().to_owned(), all))
     })?;
     if args.queue.json {
-        Json::Obj(vec![
-            ("redis", Json::str(url)),
-            ("queues", Json::Arr(all.iter().map(to_json).collect())),
-        ])
-        .print();
+        ops::print_json(&InfoJson {
+            redis: &url,
+            queues: all.iter().map(QueueJson::from).collect(),
+        });
         return Ok(());
     }
     if all.is_empty() {
@@ -107,48 +107,86 @@ fn print_text(s: &QueueStats, url: &str) {
     }
 }
 
-pub fn to_json(s: &QueueStats) -> Json {
-    Json::Obj(vec![
-        ("queue", Json::str(&s.queue)),
-        ("server_ms", Json::Int(s.server_ms)),
-        ("scheduled", Json::Int(s.scheduled as i64)),
-        ("dead", Json::Int(s.dead as i64)),
-        (
-            "lanes",
-            Json::Arr(
-                s.lanes
-                    .iter()
-                    .map(|l| {
-                        Json::Obj(vec![
-                            ("lane", Json::str(&l.lane)),
-                            ("group", Json::Bool(l.group)),
-                            ("waiting", Json::Int(l.waiting as i64)),
-                            ("pending", Json::Int(l.pending as i64)),
-                            ("running", Json::Int(l.running as i64)),
-                            ("depth", Json::Int(l.depth() as i64)),
-                            ("oldest_waiting_ms", Json::opt_int(l.oldest_waiting_age_ms)),
-                        ])
-                    })
-                    .collect(),
-            ),
-        ),
-        (
-            "workers",
-            Json::Arr(
-                s.workers
-                    .iter()
-                    .map(|w| {
-                        Json::Obj(vec![
-                            ("id", Json::str(&w.id)),
-                            ("alive", Json::Bool(w.alive)),
-                            ("last_heartbeat", Json::str(when(w.last_beat_ms))),
-                            ("last_heartbeat_ms", Json::Int(w.last_beat_ms)),
-                            ("age_ms", Json::Int(w.age_ms)),
-                            ("pending", Json::Int(w.pending as i64)),
-                        ])
-                    })
-                    .collect(),
-            ),
-        ),
-    ])
+/// One queue as `info --json` shows it (also the dashboard's `api/queues`).
+pub fn to_json(s: &QueueStats) -> serde_json::Value {
+    serde_json::to_value(QueueJson::from(s)).unwrap_or_default()
+}
+
+/// `info --json`: the queues read, at one Redis.
+#[derive(Serialize)]
+struct InfoJson<'a> {
+    redis: &'a str,
+    queues: Vec<QueueJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct QueueJson<'a> {
+    queue: &'a str,
+    server_ms: i64,
+    scheduled: u64,
+    dead: u64,
+    lanes: Vec<LaneJson<'a>>,
+    workers: Vec<WorkerJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct LaneJson<'a> {
+    lane: &'a str,
+    group: bool,
+    waiting: u64,
+    pending: u64,
+    running: u64,
+    depth: u64,
+    oldest_waiting_ms: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct WorkerJson<'a> {
+    id: &'a str,
+    alive: bool,
+    /// RFC 3339 (`-` when none).
+    last_heartbeat: String,
+    last_heartbeat_ms: i64,
+    age_ms: i64,
+    pending: u64,
+}
+
+impl<'a> From<&'a QueueStats> for QueueJson<'a> {
+    fn from(s: &'a QueueStats) -> Self {
+        QueueJson {
+            queue: &s.queue,
+            server_ms: s.server_ms,
+            scheduled: s.scheduled,
+            dead: s.dead,
+            lanes: s.lanes.iter().map(LaneJson::from).collect(),
+            workers: s.workers.iter().map(WorkerJson::from).collect(),
+        }
+    }
+}
+
+impl<'a> From<&'a LaneStats> for LaneJson<'a> {
+    fn from(l: &'a LaneStats) -> Self {
+        LaneJson {
+            lane: &l.lane,
+            group: l.group,
+            waiting: l.waiting,
+            pending: l.pending,
+            running: l.running,
+            depth: l.depth(),
+            oldest_waiting_ms: l.oldest_waiting_age_ms,
+        }
+    }
+}
+
+impl<'a> From<&'a WorkerInfo> for WorkerJson<'a> {
+    fn from(w: &'a WorkerInfo) -> Self {
+        WorkerJson {
+            id: &w.id,
+            alive: w.alive,
+            last_heartbeat: when(w.last_beat_ms),
+            last_heartbeat_ms: w.last_beat_ms,
+            age_ms: w.age_ms,
+            pending: w.pending,
+        }
+    }
 }

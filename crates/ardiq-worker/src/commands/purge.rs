@@ -4,13 +4,25 @@
 //! only be reclaimed and run). One protocol script (`purge`) per chunk of ids, each id
 //! checked again inside it.
 
+use serde::Serialize;
+
 use crate::cli::PurgeArgs;
 use crate::escape::printable;
 use crate::failure::{code, Failure};
-use crate::ops::{self, Json};
+use crate::ops;
 
 /// The app's default `result_ttl_ms`.
 pub const DEFAULT_RESULT_TTL_MS: i64 = 300_000;
+
+/// `purge --json`: what was dropped, and what live workers hold and was left.
+#[derive(Serialize)]
+struct PurgeJson<'a> {
+    queue: &'a str,
+    queued: u64,
+    scheduled: u64,
+    delivered: u64,
+    skipped: u64,
+}
 
 pub fn run(args: PurgeArgs) -> i32 {
     let code = match purge(&args) {
@@ -47,14 +59,13 @@ fn purge(args: &PurgeArgs) -> Result<(), Failure> {
             .map_err(ops::failure)
     })?;
     if args.queue.json {
-        Json::Obj(vec![
-            ("queue", Json::str(&queue)),
-            ("queued", Json::Int(report.queued as i64)),
-            ("scheduled", Json::Int(report.scheduled as i64)),
-            ("delivered", Json::Int(report.delivered as i64)),
-            ("skipped", Json::Int(report.skipped as i64)),
-        ])
-        .print();
+        ops::print_json(&PurgeJson {
+            queue: &queue,
+            queued: report.queued,
+            scheduled: report.scheduled,
+            delivered: report.delivered,
+            skipped: report.skipped,
+        });
     } else {
         println!(
             "purged {} task(s) of queue `{}`: {} queued, {} scheduled, {} delivered to workers that are gone",

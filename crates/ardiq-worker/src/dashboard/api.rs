@@ -4,8 +4,6 @@
 //! same functions build them. Every read is bounded by its page (see
 //! `ardiq_core::ops::browse`).
 
-use std::fmt::Display;
-
 use ardiq_core::ops::{Client, Payload, STAT_KINDS};
 use ardiq_core::{CronEntry, Keys};
 use serde_json::{json, Map, Value};
@@ -22,11 +20,6 @@ pub const MAX_HELD: i64 = 100;
 
 /// Upcoming runs listed per cron.
 pub const CRON_RUNS: usize = 5;
-
-/// A document an ops command builds, as a JSON value (the same text `--json` prints).
-fn shape(doc: impl Display) -> Value {
-    serde_json::from_str(&doc.to_string()).unwrap_or(Value::Null)
-}
 
 /// `api/config`.
 pub fn config(catalog: &Catalog, read_only: bool, auth: bool) -> Value {
@@ -49,7 +42,7 @@ pub async fn queues(catalog: &Catalog, client: &mut Client) -> Result<Value, Api
     let mut all = Vec::new();
     for keys in catalog.queues() {
         let stats = client.queue_stats(&keys).await?;
-        all.push(shape(crate::commands::info::to_json(&stats)));
+        all.push(crate::commands::info::to_json(&stats));
     }
     Ok(json!({ "redis": catalog.masked_url(), "queues": all }))
 }
@@ -83,7 +76,7 @@ pub async fn workers(client: &mut Client, keys: &Keys, q: &Query) -> Result<Valu
     let (offset, limit) = (q.offset()?, q.limit()?);
     let held = q.int("held", 10, 0, MAX_HELD)? as usize;
     let stats = client.queue_stats(keys).await?;
-    let info = shape(crate::commands::info::to_json(&stats));
+    let info = crate::commands::info::to_json(&stats);
     let listed = info["workers"].as_array().cloned().unwrap_or_default();
     let mut page = Vec::new();
     for (w, mut doc) in stats.workers.iter().zip(listed).skip(offset).take(limit) {
@@ -170,7 +163,7 @@ pub async fn job(
     let with_args = q.flag("args")?;
     let info = client.job(keys, id).await?;
     let found = info.status != "not_found";
-    let mut doc = shape(crate::commands::job::to_json(&info));
+    let mut doc = crate::commands::job::to_json(&info);
     if with_args && found {
         doc["args"] = match client.payload(keys, id).await? {
             Payload::Kept(p) => super::args::describe(&p),
@@ -228,7 +221,7 @@ pub async fn dead(client: &mut Client, keys: &Keys, q: &Query) -> Result<Value, 
     let (total, letters) = client.dead_letters(keys, offset, limit).await?;
     let letters: Vec<Value> = letters
         .iter()
-        .map(|d| shape(crate::commands::dlq::letter_json(d)))
+        .map(crate::commands::dlq::letter_json)
         .collect();
     Ok(json!({
         "queue": keys.queue(),
@@ -325,14 +318,5 @@ mod tests {
             ..c
         };
         assert!(next_runs(&never, 0).is_empty());
-    }
-
-    #[test]
-    fn reuses_the_ops_shapes() {
-        let doc = shape(crate::ops::Json::Obj(vec![(
-            "name",
-            crate::ops::Json::str("<b>x</b>"),
-        )]));
-        assert_eq!(doc, json!({"name": "<b>x</b>"}));
     }
 }

@@ -35,6 +35,10 @@ use routes::Endpoint;
 /// the cap keeps a flood of connections from taking the file descriptors the tasks need.
 const MAX_CONNECTIONS: usize = 32;
 
+/// How long answering a request may take. `/metrics` waits at most about 6 s for Redis
+/// (connecting, then reading the figures; see `figures`), the probes not at all.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long the requests in flight may take to finish once the worker stopped.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
@@ -112,6 +116,7 @@ impl Probes {
                 max_connections: MAX_CONNECTIONS,
                 // Capped: a timer a day away is as good as none, and cannot overflow.
                 header_timeout: Duration::from_secs_f64(args.health_timeout.min(86_400.0)),
+                answer_timeout: ANSWER_TIMEOUT,
             };
             let _guard = runtime.enter();
             let served = TcpListener::from_std(listener)

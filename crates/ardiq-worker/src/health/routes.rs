@@ -23,7 +23,6 @@ pub(super) struct Endpoint {
 }
 
 const PLAIN: &str = "text/plain";
-const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 impl Handler for Endpoint {
     async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
@@ -58,7 +57,7 @@ async fn route(e: &Endpoint, path: &str) -> Response<Body> {
         "/metrics" => {
             let figures = e.figures.get().await;
             let body = metrics::render(e, figures.as_ref());
-            http::text(StatusCode::OK, PROMETHEUS_TEXT, body)
+            http::text(StatusCode::OK, metrics::CONTENT_TYPE, body)
         }
         _ => http::text(
             StatusCode::NOT_FOUND,
@@ -124,6 +123,7 @@ pub(super) mod tests {
         let limits = Limits {
             max_connections: 4,
             header_timeout: Duration::from_secs(5),
+            ..Limits::default()
         };
         let server = Server::spawn("health endpoint", listener, limits, Arc::new(endpoint()));
         let server = server.unwrap();

@@ -8,7 +8,11 @@
 //!   right away, so its descriptor is back before the next `accept`;
 //! * **timeouts**: hyper's header read timeout runs whenever a connection waits for a
 //!   request head, on a new connection and between keep-alive requests, so one setting
-//!   bounds both a slow (or silent) client and an idle keep-alive connection;
+//!   bounds both a slow (or silent) client and an idle keep-alive connection. Answering
+//!   has its own bound: a handler (reading a request body included) that has not answered
+//!   within the answer timeout is answered `503` for it and the connection closed, and a
+//!   write of the answer that a client does not take for as long ends the connection
+//!   (`write_timeout`), so a client that never reads cannot hold a slot forever;
 //! * **warnings that cannot flood the log** (a failing `accept` repeats every few ms);
 //! * **graceful shutdown**: stop accepting, let the requests in flight finish for a
 //!   grace period, then cut what is left.
@@ -20,9 +24,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONNECTION};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
@@ -30,15 +35,17 @@ use tokio::sync::{oneshot, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, warn};
 
-use super::response::Body;
+use super::response::{text, Body};
 use super::throttle::Throttle;
+use super::write_timeout::WriteTimeout;
 
 /// Answers requests. One value serves every connection, concurrently.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, request: Request<Incoming>) -> impl Future<Output = Response<Body>> + Send;
 }
 
-/// What one server allows its clients.
+/// What one server allows its clients. [`Limits::default`] suits a server for a few
+/// probes, scrapers or people: `Limits { max_connections: 8, ..Limits::default() }`.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Connections served at once (each holds a file descriptor until it closes).
@@ -46,6 +53,21 @@ pub struct Limits {
     /// How long a client may take to send a whole request head, counted from when the
     /// connection starts waiting for one. Also the idle keep-alive timeout.
     pub header_timeout: Duration,
+    /// How long the handler may take to answer (reading a request body included; past
+    /// it the answer is `503` and the connection closes), and how long a write of the
+    /// answer may wait for a client that takes nothing (past it the connection ends).
+    pub answer_timeout: Duration,
+}
+
+impl Default for Limits {
+    /// 32 connections, 5 s for a request head, 10 s to answer.
+    fn default() -> Self {
+        Limits {
+            max_connections: 32,
+            header_timeout: Duration::from_secs(5),
+            answer_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Read buffer per connection: hyper's minimum, far more than any probe or scraper
@@ -155,9 +177,13 @@ async fn accept_loop<H: Handler>(
         let handler = handler.clone();
         let service = service_fn(move |request| {
             let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler.handle(request).await) }
+            async move {
+                let answer = tokio::time::timeout(limits.answer_timeout, handler.handle(request));
+                Ok::<_, Infallible>(answer.await.unwrap_or_else(|_| too_slow()))
+            }
         });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let io = TokioIo::new(WriteTimeout::new(stream, limits.answer_timeout));
+        let connection = graceful.watch(http.serve_connection(io, service));
         connections.spawn(async move {
             if let Err(e) = connection.await {
                 debug!(error = %e, %peer, "{name}: connection ended");
@@ -178,6 +204,20 @@ async fn accept_loop<H: Handler>(
     connections.shutdown().await;
 }
 
+/// The answer of a handler that took longer than the answer timeout; the connection
+/// closes after it (whatever the handler was still reading is unknown).
+fn too_slow() -> Response<Body> {
+    let mut response = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "text/plain",
+        "the answer took too long\n".into(),
+    );
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// Answers a connection past the cap and closes it, never waiting on the client.
 fn refuse(stream: TcpStream) {
     let _ = stream.try_write(REFUSAL);
@@ -187,31 +227,41 @@ fn refuse(stream: TcpStream) {
 mod tests {
     use std::time::Instant;
 
-    use hyper::StatusCode;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpSocket;
 
     use super::*;
-    use crate::http::text;
 
-    /// `/slow` answers after 300 ms, anything else at once.
+    /// `/slow` answers after 300 ms, `/hang` after a minute, `/big` with 32 MiB; anything
+    /// else at once.
     struct Hello;
 
     impl Handler for Hello {
         async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
-            if request.uri().path() == "/slow" {
-                tokio::time::sleep(Duration::from_millis(300)).await;
+            match request.uri().path() {
+                "/slow" => tokio::time::sleep(Duration::from_millis(300)).await,
+                "/hang" => tokio::time::sleep(Duration::from_secs(60)).await,
+                "/big" => {
+                    let body = "x".repeat(32 << 20);
+                    return text(StatusCode::OK, "text/plain", body);
+                }
+                _ => {}
             }
             text(StatusCode::OK, "text/plain", "hi\n".into())
         }
     }
 
     fn start(max_connections: usize, header_timeout: Duration) -> Server {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let limits = Limits {
+        start_with(Limits {
             max_connections,
             header_timeout,
-        };
+            ..Limits::default()
+        })
+    }
+
+    fn start_with(limits: Limits) -> Server {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
         let listener = TcpListener::from_std(listener).unwrap();
         Server::spawn("test server", listener, limits, Arc::new(Hello)).unwrap()
     }
@@ -323,5 +373,68 @@ mod tests {
         server.shutdown(Duration::from_millis(50)).await;
         assert!(started.elapsed() < Duration::from_millis(250));
         assert_eq!(slow.await.unwrap(), "");
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_does_not_answer_in_time_gets_a_503() {
+        let server = start_with(Limits {
+            answer_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        });
+        let started = Instant::now();
+        // Keep-alive asked: the connection is closed all the same after the 503.
+        let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+        s.write_all(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_all(&mut s, Duration::from_secs(5)).await;
+        let took = started.elapsed();
+        assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+        assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+        assert!(
+            answer.ends_with("\r\n\r\nthe answer took too long\n"),
+            "{answer}"
+        );
+        assert!(took >= Duration::from_millis(250), "{took:?}");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        // Quick handlers are not affected.
+        assert!(get(server.local_addr(), "/")
+            .await
+            .ends_with("\r\n\r\nhi\n"));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_does_not_read_the_answer_loses_its_slot() {
+        let server = start_with(Limits {
+            max_connections: 1,
+            answer_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        });
+        let addr = server.local_addr();
+        // Asks for 32 MiB with a small receive buffer, and reads none of it.
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut greedy = socket.connect(addr).await.unwrap();
+        greedy
+            .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // It holds the one slot while the write waits...
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let refused = read_all(&mut s, Duration::from_secs(2)).await;
+        assert!(refused.starts_with("HTTP/1.1 503 "), "{refused}");
+        // ...until the write made no progress for the timeout: then the slot is free.
+        let started = Instant::now();
+        loop {
+            let answer = get(addr, "/").await;
+            if answer.ends_with("\r\n\r\nhi\n") {
+                break;
+            }
+            assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+            assert!(started.elapsed() < Duration::from_secs(3), "never freed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(greedy);
     }
 }

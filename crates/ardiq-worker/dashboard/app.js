@@ -686,9 +686,11 @@
     resizeTimer = setTimeout(() => state.view && !state.view.isLogin && refreshNow(), 250);
   });
 
+  /** The chart's top: the first round number at or above `v` (so the line fills it). */
   function niceCeil(v) {
+    if (v <= 10) return Math.max(2, Math.ceil(v / 2) * 2); // even: the middle line is whole
     const p = 10 ** Math.floor(Math.log10(v));
-    for (const m of [1, 2, 5, 10]) if (v <= m * p) return m * p;
+    for (const m of [1, 1.2, 1.6, 2, 3, 4, 5, 6, 8, 10]) if (v <= m * p) return m * p;
     return 10 * p;
   }
 

@@ -1104,6 +1104,7 @@
 
   function progressEl(progress) {
     if (!progress) return h("p", { class: "muted", text: "The task reported no progress." });
+    if (typeof progress === "string") return h("p", { class: "error-text", text: `Unreadable progress record: ${progress}` });
     const value = pick(progress, "v", "value");
     const message = pick(progress, "m", "message");
     const parts = [];
@@ -1124,7 +1125,7 @@
 
   function jobDetails(queue, job) {
     const r = job.result || null;
-    const d = job.dead || null;
+    const d = job.dead_letter || null;
     const rows = [
       ["Id", h("span", { class: "mono", text: job.id })],
       ["Queue", h("a", { href: routes.queue(queue), text: queue })],
@@ -1152,6 +1153,7 @@
       if (r.started_ms > 0) rows.push(["Ran for", fmtDuration(r.finished_ms - r.started_ms)]);
       if (r.error) rows.push(["Error", errorEl(r.error)]);
     }
+    if (job.result_error) rows.push(["Result", errorEl(`unreadable: ${job.result_error}`)]);
     if (d) {
       rows.push(["Failed", timeEl(d.failed_ms)]);
       if (!r || r.error !== d.error) rows.push(["Dead-letter error", errorEl(d.error)]);
@@ -1169,6 +1171,10 @@
       "Failed attempts",
       [["#", "n"], ["Outcome"], ["Worker"], ["Started"], ["Finished"], ["Ran for", "n"], ["Error"]],
       list.map((a) => {
+        if (typeof a !== "object" || a === null) {
+          // An attempt record the server could not read: it says why.
+          return ["–", badge("unknown", "unreadable"), "–", "–", "–", "–", errorEl(String(a))];
+        }
         const st = pick(a, "st", "started_ms");
         const fin = pick(a, "fin", "finished_ms");
         return [

@@ -13,6 +13,7 @@ tests fail and say what to install (.ci/run installs them).
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import sys
@@ -541,3 +542,41 @@ def test_polling_pauses_while_the_tab_is_hidden(
     assert was_hidden is True and hidden == 0
     # Visible again: it polls again (at once, then every 2 s).
     wait_for(browser, "polling again", lambda d: d.execute_script("return window.__calls") >= 2)
+
+
+def test_a_job_page_shows_progress_live(
+    browser: WebDriver,
+    dashboards: Callable[..., DashboardProcess],
+    seeded: Seeded,
+    redis_url: str,
+    queue: str,
+) -> None:
+    # The record a running task's `progress()` leaves (PROTOCOL.md, Progress), written
+    # here by hand: what is tested is the page reading it, not the worker writing it.
+    key = f"ardiq:{{{queue}}}:progress:{seeded.high}"
+    r = redis.Redis.from_url(redis_url)
+
+    def report(value: object, message: str) -> None:
+        record = {"v": value, "m": message, "t": 1, "at": int(time.time() * 1000)}
+        r.set(key, json.dumps(record))
+
+    try:
+        report(40, "<b>step</b> 2 of 5")
+        dash = dashboards()
+        go(browser, dash, f"#/queue/{queue}/job/{seeded.high}")
+        bar = wait_for(
+            browser,
+            "the progress bar",
+            lambda d: d.find_elements("css selector", "progress") or None,
+        )[0]
+        assert bar.get_attribute("value") == "40"
+        progress = section(browser, "Progress")
+        assert "<b>step</b> 2 of 5" in progress.text
+        assert progress.find_elements("tag name", "b") == []
+        shot(browser, "progress")
+        # A new report shows without a reload; a mapping is shown as JSON text.
+        report({"rows": 1200, "of": 5000}, "copying")
+        wait_for(browser, "the new report", lambda d: '"rows": 1200' in section(d, "Progress").text)
+        assert browser.find_elements("css selector", "progress") == []
+    finally:
+        r.close()

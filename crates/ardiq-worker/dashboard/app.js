@@ -369,6 +369,7 @@
     $("mode").className = state.readOnly ? "mode-ro" : "";
     $("version").textContent = [state.config.version ? `ArdiQ ${state.config.version}` : "", state.config.redis || ""].filter(Boolean).join(" · ");
     renderSignOut();
+    renderQueueNav(Array.isArray(state.config.queues) ? state.config.queues : []);
     return state.config;
   }
 

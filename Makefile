@@ -18,9 +18,11 @@ demo: build
 	$(BIN)/python scripts/demo.py
 
 # The native worker: `ardiq` in the venv's bin/ (maturin, bindings = "bin"). Rebuilt only
-# when a Rust source, manifest or Lua script changed; cargo reuses the warm target/.
+# when a Rust source, manifest, Lua script or dashboard file (embedded) changed; cargo
+# reuses the warm target/.
 WORKER_SOURCES := Cargo.toml Cargo.lock crates/ardiq-worker/pyproject.toml \
-	$(shell find crates -name '*.rs' -o -name Cargo.toml) $(wildcard python/ardiq/lua/*.lua)
+	$(shell find crates -name '*.rs' -o -name Cargo.toml) $(wildcard python/ardiq/lua/*.lua) \
+	$(shell find crates/ardiq-worker/dashboard -type f)
 
 build: venv $(BIN)/ardiq $(BIN)/.ardiq_native
 

@@ -33,6 +33,7 @@ SCRIPT_NAMES = (
     "renew",
     "replay",
     "retire",
+    "run_now",
     "started",
     "wait",
 )

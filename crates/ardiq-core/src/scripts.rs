@@ -49,6 +49,7 @@ const SOURCES: &[(&str, &str)] = sources!(
     "renew",
     "replay",
     "retire",
+    "run_now",
     "started",
     "wait",
 );
@@ -397,6 +398,8 @@ pub static PURGE: LazyLock<ProtocolScript> = lua!("purge");
 /// `queue_size`: undelivered plus delayed tasks. Used by `ardiq check` (a read that
 /// exercises the scripting permission on the queue's keys).
 pub static QUEUE_SIZE: LazyLock<ProtocolScript> = lua!("queue_size");
+/// `run_now`: move one scheduled task to its stream now. Used by the dashboard.
+pub static RUN_NOW: LazyLock<ProtocolScript> = lua!("run_now");
 
 #[cfg(test)]
 mod tests {
@@ -468,6 +471,7 @@ mod tests {
             &DELETE_DEAD,
             &PURGE,
             &QUEUE_SIZE,
+            &RUN_NOW,
         ] {
             assert!(!s.get_hash().is_empty(), "{}", s.name());
         }

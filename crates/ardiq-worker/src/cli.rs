@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::cli_dashboard::{DashboardArgs, DASHBOARD_HELP};
 pub use crate::cli_ops::{
     CheckArgs, DlqAction, DlqArgs, FunctionsAction, FunctionsArgs, IdsArgs, InfoArgs, JobArgs,
     PurgeArgs, QueueArgs, OPS_EXIT_CODES,
@@ -54,6 +55,9 @@ pub enum Command {
     /// Security: producers and workers then need no script-loading right)
     #[command(after_help = OPS_EXIT_CODES)]
     Functions(FunctionsArgs),
+    /// Serve a web dashboard of the queues (and its JSON API) on 127.0.0.1:9181
+    #[command(after_help = DASHBOARD_HELP)]
+    Dashboard(DashboardArgs),
 }
 
 const RUN_HELP: &str = "\

@@ -13,13 +13,16 @@
 //! HTTP server) and `notify` (systemd's `sd_notify`); `fdlimit` (the open-files limit);
 //! `ops` (what `check` and the ops commands share), `cli_ops` (their clap types);
 //! `secrets` (the Redis URL and signing keys kept out of the environment task code
-//! inherits).
+//! inherits); `dashboard` (the web dashboard and its JSON API, `cli_dashboard` its clap
+//! types).
 
 mod app;
 mod banner;
 mod cli;
+mod cli_dashboard;
 mod cli_ops;
 mod commands;
+mod dashboard;
 mod embed;
 mod escape;
 mod executor;
@@ -61,6 +64,7 @@ fn main() {
         cli::Command::Purge(args) => commands::purge::run(args),
         cli::Command::Job(args) => commands::job::run(args),
         cli::Command::Functions(args) => commands::functions::run(args),
+        cli::Command::Dashboard(args) => commands::dashboard::run(args),
     };
     std::process::exit(code);
 }

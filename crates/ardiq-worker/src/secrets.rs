@@ -1,9 +1,11 @@
-//! The Redis URL and the signing keys, kept out of the environment task code inherits.
+//! The Redis URL, the signing keys and the dashboard's token, kept out of the environment
+//! task code inherits.
 //!
-//! At start (before the command line is parsed) `ARDIQ_REDIS_URL_FILE` and
-//! `ARDIQ_SIGNING_KEY_FILE` (systemd `LoadCredential=`, Docker secrets) are read into
-//! `ARDIQ_REDIS_URL` and `ARDIQ_SIGNING_KEY`: the file's content, trailing newlines
-//! stripped; setting both forms is a usage error. Once parsed, both variables are taken
+//! At start (before the command line is parsed) `ARDIQ_REDIS_URL_FILE`,
+//! `ARDIQ_SIGNING_KEY_FILE` and `ARDIQ_DASHBOARD_TOKEN_FILE` (systemd `LoadCredential=`,
+//! Docker secrets) are read into `ARDIQ_REDIS_URL`, `ARDIQ_SIGNING_KEY` and
+//! `ARDIQ_DASHBOARD_TOKEN`: the file's content, trailing newlines stripped; setting both
+//! forms is a usage error. Once parsed, the variables are taken
 //! out of the process environment, so the embedded Python (whose `os.environ` is a copy
 //! made when it starts) and every process a task spawns never see them. The package gets
 //! them through `ardiq._secrets.provide`, which `default_redis_url()` and the signing key
@@ -16,13 +18,16 @@ use crate::failure::{code, Failure};
 
 pub const REDIS_URL: &str = "ARDIQ_REDIS_URL";
 pub const SIGNING_KEY: &str = "ARDIQ_SIGNING_KEY";
-const NAMES: [&str; 2] = [REDIS_URL, SIGNING_KEY];
+pub const DASHBOARD_TOKEN: &str = "ARDIQ_DASHBOARD_TOKEN";
+const NAMES: [&str; 3] = [REDIS_URL, SIGNING_KEY, DASHBOARD_TOKEN];
 
 /// The values taken out of the environment.
 #[derive(Debug, Default)]
 pub struct Taken {
     pub redis_url: Option<String>,
     pub signing_key: Option<String>,
+    /// Only `ardiq dashboard` reads it; never handed to Python or a child.
+    pub dashboard_token: Option<String>,
 }
 
 static TAKEN: OnceLock<Taken> = OnceLock::new();
@@ -62,7 +67,7 @@ pub fn load_files() -> Result<(), Failure> {
     Ok(())
 }
 
-/// Takes both variables out of the process environment (after the command line, which
+/// Takes the variables out of the process environment (after the command line, which
 /// reads `ARDIQ_REDIS_URL`, is parsed; still before any other thread starts).
 pub fn take() {
     let get = |name: &str| {
@@ -73,6 +78,7 @@ pub fn take() {
     let taken = Taken {
         redis_url: get(REDIS_URL),
         signing_key: get(SIGNING_KEY),
+        dashboard_token: get(DASHBOARD_TOKEN),
     };
     let _ = TAKEN.set(taken);
 }
@@ -89,4 +95,21 @@ pub fn pairs() -> Vec<(&'static str, &'static str)> {
         .into_iter()
         .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
         .collect()
+}
+
+/// The signing keys the ops tools and the dashboard hold: `ARDIQ_SIGNING_KEY` (keys
+/// separated by commas, the first one seals) or the file `ARDIQ_SIGNING_KEY_FILE` names,
+/// as [`take`] took them.
+pub fn signing_keys() -> Vec<ardiq_core::SigningKey> {
+    taken()
+        .signing_key
+        .as_deref()
+        .map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(|k| ardiq_core::SigningKey::new(k.as_bytes().to_vec()))
+                .collect()
+        })
+        .unwrap_or_default()
 }

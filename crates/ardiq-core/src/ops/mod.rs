@@ -18,8 +18,10 @@
 //! * `recorded`: its progress and failed attempts, JSON texts workers record;
 //! * `result`: [`ResultRecord`], the result record (`msgpack` reads it);
 //! * `functions`: installing and listing the function library;
-//! * `check`: what `ardiq check` verifies.
+//! * `check`: what `ardiq check` verifies;
+//! * `browse`: paged reads for the dashboard, and `run_now`.
 
+mod browse;
 mod check;
 mod client;
 mod dead;
@@ -34,6 +36,10 @@ mod result;
 mod stats;
 mod workers;
 
+pub use browse::{
+    HeldEntry, HistoryEntry, HistoryPage, Payload, ScheduledPage, ScheduledTask, Throughput,
+    HISTORY_SCAN, STAT_KINDS,
+};
 pub use client::Client;
 pub use dead::DeadLetter;
 pub use error::OpsError;

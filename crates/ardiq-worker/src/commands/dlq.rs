@@ -89,6 +89,11 @@ struct ListJson<'a> {
 }
 
 /// One dead letter in `--json` output (`dlq list`, `job`).
+/// A dead letter as `dlq list --json` shows it (also the dashboard's `api/.../dead`).
+pub fn letter_json(d: &DeadLetter) -> serde_json::Value {
+    serde_json::to_value(LetterJson::from(d)).unwrap_or_default()
+}
+
 #[derive(Serialize)]
 pub struct LetterJson<'a> {
     id: &'a str,
@@ -138,6 +143,20 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
 }
 
+/// What the `replay` (`replay` set) or `delete_dead` script's reply means, as `--json`
+/// (and the dashboard) say it.
+pub fn outcome(replay: bool, reply: i64) -> &'static str {
+    match (replay, reply) {
+        (true, 1) => "replayed",
+        (false, 1) => "deleted",
+        (_, 0) => "not_found",
+        (_, -1) => "live", // a live task holds the id
+        (true, -3) => "needs_key",
+        (true, -4) => "bad_seal",
+        _ => "unknown_lane",
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Action {
     Replay,
@@ -168,15 +187,7 @@ async fn each(
             Action::Delete => client.delete_dead(keys, id).await,
         }
         .map_err(ops::failure)?;
-        let status = match (action, r) {
-            (Action::Replay, 1) => "replayed",
-            (Action::Delete, 1) => "deleted",
-            (_, 0) => "not_found",
-            (_, -1) => "live", // a live task holds the id
-            (Action::Replay, -3) => "needs_key",
-            (Action::Replay, -4) => "bad_seal",
-            _ => "unknown_lane",
-        };
+        let status = outcome(action == Action::Replay, r);
         if r != 1 {
             missed += 1;
         }
@@ -231,25 +242,10 @@ async fn each(
     })
 }
 
-/// The signing keys the environment gives the ops tools: `ARDIQ_SIGNING_KEY` (keys
-/// separated by commas, the first one seals) or the file `ARDIQ_SIGNING_KEY_FILE` names.
+/// The signing keys the environment gives the ops tools (read at start: `secrets` takes
+/// them out of the environment before any command runs).
 fn signing_keys() -> Vec<ardiq_core::SigningKey> {
-    let raw = std::env::var("ARDIQ_SIGNING_KEY")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| {
-            let path = std::env::var_os("ARDIQ_SIGNING_KEY_FILE")?;
-            std::fs::read_to_string(path).ok()
-        });
-    raw.map(|s| {
-        s.trim_end_matches(['\n', '\r'])
-            .split(',')
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .map(|k| ardiq_core::SigningKey::new(k.as_bytes().to_vec()))
-            .collect()
-    })
-    .unwrap_or_default()
+    crate::secrets::signing_keys()
 }
 
 fn queue_name(keys: &Keys) -> &str {

@@ -107,6 +107,11 @@ fn print_text(s: &QueueStats, url: &str) {
     }
 }
 
+/// One queue as `info --json` shows it (also the dashboard's `api/queues`).
+pub fn to_json(s: &QueueStats) -> serde_json::Value {
+    serde_json::to_value(QueueJson::from(s)).unwrap_or_default()
+}
+
 /// `info --json`: the queues read, at one Redis.
 #[derive(Serialize)]
 struct InfoJson<'a> {

@@ -202,6 +202,11 @@ fn first_line(s: &str) -> &str {
 }
 
 /// `job --json`: everything known about one task (never its payload or its value).
+/// A task as `job --json` shows it (also the dashboard's `api/queues/{q}/jobs/{id}`).
+pub fn to_json(j: &JobInfo) -> Value {
+    serde_json::to_value(JobJson::from(j)).unwrap_or_default()
+}
+
 #[derive(Serialize)]
 struct JobJson<'a> {
     id: &'a str,

@@ -12,7 +12,7 @@ use crate::failure::{code, Failure};
 use crate::ops;
 
 /// The app's default `result_ttl_ms`.
-const DEFAULT_RESULT_TTL_MS: i64 = 300_000;
+pub const DEFAULT_RESULT_TTL_MS: i64 = 300_000;
 
 /// `purge --json`: what was dropped, and what live workers hold and was left.
 #[derive(Serialize)]

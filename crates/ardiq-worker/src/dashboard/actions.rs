@@ -1,0 +1,91 @@
+//! The write side of the JSON API: each function answers one `POST api/...` action.
+//! Every change goes through a protocol script, as the ops commands' do: `run_now`,
+//! `replay`, `delete_dead`, `purge`. Answers have the shapes of `ardiq dlq --json` and
+//! `ardiq purge --json`; the status code says whether it happened (200), the task was not
+//! there (404) or something else stood in the way (409).
+
+use ardiq_core::ops::Client;
+use ardiq_core::Keys;
+use hyper::StatusCode;
+use serde_json::{json, Map, Value};
+
+use super::params::Query;
+use super::reply::ApiError;
+use crate::commands::dlq::outcome;
+
+/// The status code for a script's reply: 1 done, 0 not found, anything else a conflict.
+fn status_of(reply: i64) -> StatusCode {
+    match reply {
+        1 => StatusCode::OK,
+        0 => StatusCode::NOT_FOUND,
+        _ => StatusCode::CONFLICT,
+    }
+}
+
+/// `POST api/queues/{q}/scheduled/{id}/run`: a scheduled task (delay, schedule or retry
+/// backoff) queued now.
+pub async fn run_now(
+    client: &mut Client,
+    keys: &Keys,
+    id: &str,
+) -> Result<(StatusCode, Value), ApiError> {
+    let r = client.run_now(keys, id).await?;
+    let status = match r {
+        1 => "queued",
+        0 => "not_scheduled",
+        _ => "unknown_lane",
+    };
+    Ok((status_of(r), json!({ "id": id, "status": status })))
+}
+
+/// `POST api/queues/{q}/dead/{id}/replay` (`replay` set) or `.../delete`: one dead
+/// letter, as `ardiq dlq replay|delete ID --json` answers.
+pub async fn dead_letter(
+    client: &mut Client,
+    keys: &Keys,
+    id: &str,
+    replay: bool,
+) -> Result<(StatusCode, Value), ApiError> {
+    let r = if replay {
+        let signing = crate::secrets::signing_keys();
+        client
+            .replay(keys, id, &signing, ardiq_core::sign::DEFAULT_TTL_MS)
+            .await?
+    } else {
+        client.delete_dead(keys, id).await?
+    };
+    let count = if r == 1 { 1 } else { 0 };
+    let mut doc = Map::new();
+    let verb = if replay { "replayed" } else { "deleted" };
+    doc.insert(verb.to_owned(), json!(count));
+    doc.insert(
+        "results".to_owned(),
+        json!([{ "id": id, "status": outcome(replay, r) }]),
+    );
+    let doc = Value::Object(doc);
+    Ok((status_of(r), doc))
+}
+
+/// `POST api/queues/{q}/purge?force=&result_ttl_ms=`: as `ardiq purge --yes` (the POST
+/// is the confirmation).
+pub async fn purge(
+    client: &mut Client,
+    keys: &Keys,
+    q: &Query,
+    app_ttl_ms: Option<i64>,
+) -> Result<(StatusCode, Value), ApiError> {
+    let force = q.flag("force")?;
+    let default = app_ttl_ms.unwrap_or(crate::commands::purge::DEFAULT_RESULT_TTL_MS);
+    let ttl = q.int("result_ttl_ms", default, i64::MIN, i64::MAX)?;
+    let report = client.purge(keys, ttl, force).await?;
+    Ok((
+        StatusCode::OK,
+        json!({
+            "queue": keys.queue(),
+            "queued": report.queued,
+            "scheduled": report.scheduled,
+            "delivered": report.delivered,
+            "skipped": report.skipped,
+        }),
+    ))
+}

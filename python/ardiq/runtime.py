@@ -115,6 +115,22 @@ class _Aborted(Exception):
     """Internal: the attempt was cancelled by an abort request."""
 
 
+# When the running attempt's timeout fires, on its event loop's clock (None: no timeout).
+# Code inside the attempt (middleware) is cancelled both by the timeout and by an abort
+# or a hard stop; this tells them apart without guessing from elapsed time.
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "ardiq_attempt_deadline", default=None
+)
+
+
+def timed_out() -> bool:
+    """Internal: whether the running attempt's timeout has fired (asked on a
+    ``CancelledError`` inside the attempt). asyncio fires a timer up to its clock's
+    resolution early, hence the millisecond of slack."""
+    deadline = _deadline.get()
+    return deadline is not None and asyncio.get_running_loop().time() >= deadline - 0.001
+
+
 class _TimedOut(Exception):
     """Internal: the attempt ran past its task's ``timeout``. Carries the TimeoutError
     hooks are given; the result reads its message alone, ``timed out after <timeout>s``
@@ -515,8 +531,12 @@ class Runtime:
             if task.timeout is None:
                 return await call()
             try:
-                async with asyncio.timeout(task.timeout):
-                    return await call()
+                async with asyncio.timeout(task.timeout) as limit:
+                    deadline = _deadline.set(limit.when())
+                    try:
+                        return await call()
+                    finally:
+                        _deadline.reset(deadline)
             except TimeoutError:
                 raise _TimedOut(task.timeout) from None
         finally:

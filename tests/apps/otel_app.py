@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from typing import Any
 
 import redis
@@ -71,8 +72,19 @@ class Broken(SpanProcessor):
             raise RuntimeError("broken span processor")
 
 
+class SlowStart(SpanProcessor):
+    """Takes 0.1 s to start the span of `too_slow`'s attempt (an exporter doing I/O, say):
+    that much of its 0.2 s timeout is gone before the tracing middleware's own code runs,
+    so the middleware cannot tell the timeout by the attempt's age."""
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        if getattr(span, "name", None) == "too_slow" and span.kind.name == "CONSUMER":
+            time.sleep(0.1)
+
+
 provider = TracerProvider()
 provider.add_span_processor(RedisExporter())
+provider.add_span_processor(SlowStart())
 if broken := os.environ.get("ARDIQ_TEST_BROKEN_TRACING"):
     provider.add_span_processor(Broken(broken))
 instrument(app, tracer_provider=provider, replay_after_s=1.0)

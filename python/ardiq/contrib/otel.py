@@ -34,6 +34,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from ..context import EnqueueContext, TaskContext
 from ..errors import Retry
+from ..runtime import timed_out
 
 if TYPE_CHECKING:
     from ..app import Ardiq
@@ -147,13 +148,12 @@ def instrument(
             _broken("attempt", ctx.name, exc)
             return await call_next()
         will_retry = task is not None and ctx.tries <= task.max_retries
-        started = time.monotonic()
         try:
             with trace.use_span(span, record_exception=False, set_status_on_exception=False):
                 value = await call_next()
         except asyncio.CancelledError:
             timeout = task.timeout if task is not None else None
-            if timeout is not None and time.monotonic() - started >= timeout:
+            if timeout is not None and timed_out():
                 # The attempt's timeout cancelled it: the runtime fails it with this.
                 _failed(span, TimeoutError(f"timed out after {timeout}s"), will_retry)
             else:

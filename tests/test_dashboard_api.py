@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,8 +24,9 @@ import pytest
 import redis
 from ardiq import Ardiq
 from support.dashboard import Answer, DashboardProcess
+from support.ops_cli import ardiq, binary, env_for
 from support.redis_server import RedisServer
-from support.workers import TESTS, native_binary
+from support.workers import TESTS
 
 APP = "apps.dashboard_app:app"
 LANES = ["low", "default", "high"]
@@ -37,30 +36,6 @@ CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "frame-ancestors 'none'"
 )
-
-
-def binary() -> str:
-    path = native_binary()
-    if path is None:
-        pytest.fail("the native `ardiq` binary is not built: run `make build` first")
-    return path
-
-
-def env_for(redis_url: str, queue: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ARDIQ_")}
-    env.update(
-        VIRTUAL_ENV=sys.prefix,
-        PYTHONPATH=str(TESTS),
-        ARDIQ_REDIS_URL=redis_url,
-        ARDIQ_TEST_QUEUE=queue,
-    )
-    return env
-
-
-def ardiq(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [binary(), *args], cwd=TESTS, env=env, capture_output=True, text=True, timeout=60
-    )
 
 
 @dataclass

@@ -10,10 +10,8 @@ consumer that read an entry, with (or without) a recent heartbeat in `P workers`
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -23,36 +21,13 @@ from typing import Any
 import pytest
 import redis
 from ardiq import Ardiq
+from support.ops_cli import ardiq, binary, env_for
 from support.redis_server import RedisServer, free_port
-from support.workers import TESTS, native_binary
+from support.workers import TESTS
 
 APP = "apps.ops_app:app"
 LANES = ["low", "default", "high"]
 LIVE, GHOST = "live-worker", "ghost-worker"
-
-
-def binary() -> str:
-    path = native_binary()
-    if path is None:
-        pytest.fail("the native `ardiq` binary is not built: run `make build` first")
-    return path
-
-
-def env_for(redis_url: str, queue: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ARDIQ_", "OPS_"))}
-    env.update(
-        VIRTUAL_ENV=sys.prefix,
-        PYTHONPATH=str(TESTS),
-        ARDIQ_REDIS_URL=redis_url,
-        ARDIQ_TEST_QUEUE=queue,
-    )
-    return env
-
-
-def ardiq(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [binary(), *args], cwd=TESTS, env=env, capture_output=True, text=True, timeout=60
-    )
 
 
 @dataclass

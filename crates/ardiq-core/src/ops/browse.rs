@@ -359,19 +359,7 @@ impl Client {
 
     /// The payload of task `id`: the live task's (`inspect`), else its dead letter's.
     pub async fn payload(&mut self, keys: &Keys, id: &str) -> Result<Payload, OpsError> {
-        let mut inv = scripts::INSPECT.prepare_invoke();
-        inv.key(keys.job(id)).key(keys.result(id));
-        for i in 0..keys.lanes().len() {
-            inv.key(keys.stream(i));
-        }
-        inv.arg(GROUP).arg(keys.lanes().len());
-        for lane in keys.lanes() {
-            inv.arg(lane);
-        }
-        let reply: Value = match inv.invoke_async(&mut self.conn).await {
-            Ok(v) => v,
-            Err(e) => return Err(self.err(e)),
-        };
+        let reply = self.inspect(keys, id).await?;
         let parts = reply::array(&reply).unwrap_or_default();
         if let Some(p) = parts.get(2).and_then(reply::bytes) {
             return Ok(Payload::Kept(p.to_vec()));

@@ -12,9 +12,9 @@ use crate::reply;
 use crate::scripts;
 
 impl Client {
-    /// Everything known about one task: its status, attempts and timings, its progress
-    /// and its failed attempts.
-    pub async fn job(&mut self, keys: &Keys, id: &str) -> Result<JobInfo, OpsError> {
+    /// The `inspect` script's reply for task `id` (status, name, payload, times, tries
+    /// and lane while live; see its header).
+    pub(super) async fn inspect(&mut self, keys: &Keys, id: &str) -> Result<Value, OpsError> {
         let mut inv = scripts::INSPECT.prepare_invoke();
         inv.key(keys.job(id)).key(keys.result(id));
         for i in 0..keys.lanes().len() {
@@ -24,10 +24,16 @@ impl Client {
         for lane in keys.lanes() {
             inv.arg(lane);
         }
-        let reply: Value = match inv.invoke_async(&mut self.conn).await {
-            Ok(v) => v,
-            Err(e) => return Err(self.err(e)),
-        };
+        match inv.invoke_async(&mut self.conn).await {
+            Ok(v) => Ok(v),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// Everything known about one task: its status, attempts and timings, its progress
+    /// and its failed attempts.
+    pub async fn job(&mut self, keys: &Keys, id: &str) -> Result<JobInfo, OpsError> {
+        let reply = self.inspect(keys, id).await?;
         let parts = reply::array(&reply).unwrap_or_default();
         let status = parts
             .first()

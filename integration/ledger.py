@@ -22,7 +22,10 @@ import msgpack
 import redis
 
 # Keys a drained queue may keep: streams (empty), results, dead letters, bookkeeping.
-ALLOWED = ("stream:", "result:", "dead", "workers", "crons")
+ALLOWED = ("stream:", "result:", "dead", "workers", "crons", "history", "stats")
+# Kept with a completed task's result, so they must expire as it does: one without a TTL
+# once every task completed is a leak.
+EXPIRING = ("attempts:", "progress:")
 
 
 def ms() -> int:
@@ -277,6 +280,9 @@ class Ledger:
                 rep.stream_entries += int(q.xlen(key))
                 for g in q.xinfo_groups(key):
                     rep.pending += int(g["pending"])
+            elif name.startswith(EXPIRING):
+                if q.pttl(key) < 0:
+                    rep.leftover_keys.append(name)
             elif not name.startswith(ALLOWED):
                 rep.leftover_keys.append(name)
         if rep.pending:

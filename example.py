@@ -15,7 +15,10 @@ from ardiq import Ardiq, Retry, current_task
 log = logging.getLogger("example")
 
 # Redis comes from ARDIQ_REDIS_URL (or REDIS_URL), else redis://localhost:6379.
-app = Ardiq(queue_name="example", priorities=["low", "default", "high"])
+# history=1000: workers keep the last thousand completed tasks, each failed attempt's
+# error and per-minute counters, which `ardiq dashboard` shows (off by default: it costs
+# about 4% of no-op throughput).
+app = Ardiq(queue_name="example", priorities=["low", "default", "high"], history=1000)
 
 
 @app.task

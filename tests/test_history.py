@@ -289,13 +289,13 @@ def test_settings_are_checked() -> None:
             Ardiq(url, history_ttl_s=bad_ttl)
     with pytest.raises(TypeError, match="history_ttl_s"):
         Ardiq(url, history_ttl_s="60")
-    app = Ardiq(url, history=0, history_ttl_s=90)
-    assert (app.history_size, app.history_ttl_s) == (0, 90.0)
-    assert (Ardiq(url).history_size, Ardiq(url).history_ttl_s) == (1000, 86400.0)
+    app = Ardiq(url, history=5, history_ttl_s=90)
+    assert (app.history_size, app.history_ttl_s) == (5, 90.0)
+    assert (Ardiq(url).history_size, Ardiq(url).history_ttl_s) == (0, 86400.0)  # off by default
 
     # The worker's overrides (the command line's --history, --history-ttl).
     s = WorkerSettings.of(app)
-    assert (s.history, s.history_ttl_ms) == (0, 90_000)
+    assert (s.history, s.history_ttl_ms) == (5, 90_000)
     s = WorkerSettings.of(app, WorkerOverrides(history=7, history_ttl_s=1.5))
     assert (s.history, s.history_ttl_ms) == (7, 1500)
     with pytest.raises(ValueError, match="history must be >= 0"):
@@ -424,7 +424,7 @@ async def test_attempts_take_the_result_lifetime(
     """Kept with the result (forever: no TTL; results off: deleted); live again after a
     retry: an earlier run's TTL is cleared. The scripts decide, so one engine shows it."""
     for ttl in (0, -1):
-        app = make_app(result_ttl_ms=ttl, queue_name=f"h-{ttl}-{time.monotonic_ns()}")
+        app = make_app(history=1000, result_ttl_ms=ttl, queue_name=f"h-{ttl}-{time.monotonic_ns()}")
 
         @app.task(max_retries=0)
         async def fails() -> None:
@@ -439,7 +439,7 @@ async def test_attempts_take_the_result_lifetime(
         else:
             assert await admin.llen(key) == 1 and await admin.pttl(key) == -1
 
-    app = make_app(queue_name=f"h-live-{time.monotonic_ns()}")
+    app = make_app(history=1000, queue_name=f"h-live-{time.monotonic_ns()}")
 
     @app.task(max_retries=1, backoff_ms=60_000)
     async def fails_once() -> None:

@@ -86,6 +86,7 @@ class Queue:
     only: frozenset[str] | None = None  # this row runs only these scenarios
     workers: int = 1
     engine: str | None = None  # ARDIQ_ENGINE for `await app.run()`: native or python
+    worker_args: tuple[str, ...] = ()  # more options for `ardiq run`
 
     @property
     def ours(self) -> bool:
@@ -94,7 +95,7 @@ class Queue:
 
     def worker_cmd(self, python: Path) -> list[str]:
         if self.name.startswith("ardiq-native"):
-            cmd = [str(NATIVE_BIN), "run", "ardiq_adapter:app"]
+            cmd = [str(NATIVE_BIN), "run", "ardiq_adapter:app", *self.worker_args]
             return [*cmd, "--workers", str(self.workers)] if self.workers > 1 else cmd
         if self.env == "ardiq-pypi":
             return [str(python.parent / "ardiq"), "run", "ardiq_pypi_adapter:app", "--quiet"]
@@ -117,6 +118,15 @@ QUEUES = [
         pure_python=False,
         only=frozenset({"cpu"}),
         workers=2,
+    ),
+    Queue(
+        "ardiq-native-hist",
+        "ardiq-native",
+        "ardiq_adapter.py",
+        "`ardiq run --history 1000` (noop only: what keeping the task history costs; off by default)",
+        pure_python=False,
+        only=frozenset({"noop"}),
+        worker_args=("--history", "1000"),
     ),
     Queue(
         "ardiq-inproc",
@@ -149,7 +159,9 @@ QUEUES = [
     Queue("rq", "rq", "rq_adapter.py", "WorkerPool of 10 workers, fork per job (tree)"),
 ]
 BY_NAME = {q.name: q for q in QUEUES}
-OURS = frozenset({"ardiq-native", "ardiq-native-w2", "ardiq-inproc", "ardiq-incode"})
+OURS = frozenset(
+    {"ardiq-native", "ardiq-native-w2", "ardiq-native-hist", "ardiq-inproc", "ardiq-incode"}
+)
 ENGINE_THREAD = "ardiq-engine"  # the thread the extension serves on (crates/ardiq-native)
 
 

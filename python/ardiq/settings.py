@@ -158,7 +158,7 @@ def check_max_connections(value: object) -> int:
 
 
 # Task history (PROTOCOL.md, History): entries kept (0 = off) and their lifetime.
-DEFAULT_HISTORY = 1000
+DEFAULT_HISTORY = 0
 DEFAULT_HISTORY_TTL_S = 86_400.0
 
 

@@ -26,6 +26,7 @@ _prefetch = os.environ.get("ARDIQ_TEST_PREFETCH")
 app = Ardiq(
     queue_name=os.environ.get("ARDIQ_TEST_QUEUE", "test"),
     priorities=["low", "default", "high"],
+    history=1000,  # on, as a dashboard user runs it (the default is off)
     idle_timeout_ms=int(os.environ.get("ARDIQ_TEST_IDLE_MS", "60000")),
     max_deliveries=int(os.environ.get("ARDIQ_TEST_MAX_DELIVERIES", "5")),
     concurrency=int(os.environ.get("ARDIQ_TEST_CONCURRENCY", "16")),

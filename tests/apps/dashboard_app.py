@@ -15,6 +15,7 @@ app = Ardiq(
     queue_name=os.environ.get("ARDIQ_TEST_QUEUE", "dashboard"),
     priorities=["low", "default", "high"],
     poll_block_ms=100,
+    history=1000,
 )
 
 

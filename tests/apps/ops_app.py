@@ -21,6 +21,7 @@ app = Ardiq(
     queue_name=os.environ.get("ARDIQ_TEST_QUEUE", "ops"),
     priorities=["low", "default", "high"],
     poll_block_ms=100,
+    history=1000,  # the dashboard tests read what workers record
     idle_timeout_ms=int(os.environ.get("OPS_IDLE_MS", "60000")),
 )
 

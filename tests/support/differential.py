@@ -112,6 +112,7 @@ def make_app(redis_url: str, queue: str, variant: dict[str, Any], **extra: Any) 
         "result_ttl_ms": variant["result_ttl_ms"],
         "max_payload_bytes": MAX_PAYLOAD,
         "shutdown_timeout_s": 10,
+        "history": 1000,  # compared too (off by default)
     }
     settings.update(extra)
     settings["signing_key"] = KEY if variant["signed"] else None

@@ -92,7 +92,7 @@ impl Config {
             signing_key: None,
             signature_ttl_ms: crate::sign::DEFAULT_TTL_MS,
             max_payload_bytes: 16 * 1024 * 1024,
-            history: 1000,
+            history: 0,
             history_ttl_ms: 86_400_000,
         }
     }

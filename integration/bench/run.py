@@ -123,7 +123,7 @@ QUEUES = [
         "ardiq-native-hist",
         "ardiq-native",
         "ardiq_adapter.py",
-        "`ardiq run --history 1000` (noop only: what keeping the task history costs; off by default)",
+        "`ardiq run --history 1000` (noop only: what the task history costs; off by default)",
         pure_python=False,
         only=frozenset({"noop"}),
         worker_args=("--history", "1000"),

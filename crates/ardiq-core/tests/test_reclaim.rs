@@ -134,17 +134,21 @@ async fn task_killing_its_workers_is_dead_lettered_after_the_cap() {
         let eid: String = redis::from_redis_value(e[0].clone()).unwrap();
         let mut inv = scripts::RECLAIM.prepare_invoke();
         inv.key(keys.dead_index())
+            .key(keys.history())
+            .key(keys.stats())
             .key(keys.stream(0))
             .key(keys.job("k1"))
             .key(keys.wait("k1"))
             .key(keys.result("k1"))
-            .key(keys.dead("k1"));
+            .key(keys.dead("k1"))
+            .key(keys.attempts("k1"));
         inv.arg(keys.prefix())
             .arg("ardiq")
             .arg("reaper")
             .arg(300_000)
             .arg(3)
-            .arg(1);
+            .arg(1)
+            .arg(0); // history off
         inv.arg(&eid).arg("k1").arg("default");
         let counts: Vec<i64> = inv.invoke_async(&mut conn).await.unwrap();
         assert_eq!(counts, vec![1, 0, 0], "delivery {} re-queued", n - 1);
@@ -204,17 +208,21 @@ async fn stale_outcome_is_dropped_and_does_not_overwrite() {
     let old_eid: String = redis::from_redis_value(e[0].clone()).unwrap();
     let mut inv = scripts::RECLAIM.prepare_invoke();
     inv.key(keys.dead_index())
+        .key(keys.history())
+        .key(keys.stats())
         .key(keys.stream(0))
         .key(keys.job("st"))
         .key(keys.wait("st"))
         .key(keys.result("st"))
-        .key(keys.dead("st"));
+        .key(keys.dead("st"))
+        .key(keys.attempts("st"));
     inv.arg(keys.prefix())
         .arg("ardiq")
         .arg("thief")
         .arg(300_000)
         .arg(5)
-        .arg(1);
+        .arg(1)
+        .arg(0); // history off
     inv.arg(&old_eid).arg("st").arg("default");
     let counts: Vec<i64> = inv.invoke_async(&mut conn).await.unwrap();
     assert_eq!(counts, vec![1, 0, 0]);
@@ -224,16 +232,20 @@ async fn stale_outcome_is_dropped_and_does_not_overwrite() {
     let mut fin = scripts::FINISH.prepare_invoke();
     fin.key(keys.delayed())
         .key(keys.dead_index())
+        .key(keys.history())
+        .key(keys.stats())
         .key(keys.stream(0))
         .key(keys.job("st"))
         .key(keys.wait("st"))
         .key(keys.result("st"))
-        .key(keys.dead("st"));
+        .key(keys.dead("st"))
+        .key(keys.attempts("st"));
     fin.arg(keys.prefix())
         .arg("ardiq")
         .arg("thief")
         .arg(300_000)
-        .arg(1);
+        .arg(1)
+        .arg(0); // history off
     fin.arg(&copy[0].0)
         .arg("st")
         .arg("ok")
@@ -316,20 +328,24 @@ async fn reclaim_all(
         pairs.push((eid, fields["id"].clone()));
     }
     let mut inv = scripts::RECLAIM.prepare_invoke();
-    inv.key(keys.dead_index());
+    inv.key(keys.dead_index())
+        .key(keys.history())
+        .key(keys.stats());
     for (_, id) in &pairs {
         inv.key(keys.stream(0))
             .key(keys.job(id))
             .key(keys.wait(id))
             .key(keys.result(id))
-            .key(keys.dead(id));
+            .key(keys.dead(id))
+            .key(keys.attempts(id));
     }
     inv.arg(keys.prefix())
         .arg("ardiq")
         .arg(consumer)
         .arg(300_000)
         .arg(cap)
-        .arg(pairs.len());
+        .arg(pairs.len())
+        .arg(0); // history off
     for (eid, id) in &pairs {
         inv.arg(eid).arg(id).arg("default");
     }

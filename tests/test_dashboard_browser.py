@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,7 +33,8 @@ from support.browser import (
     wait_for,
 )
 from support.dashboard import DashboardProcess
-from support.workers import TESTS, WorkerProcess, native_binary
+from support.ops_cli import binary, env_for
+from support.workers import TESTS, WorkerProcess
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -95,18 +94,9 @@ def dashboards(
 
 def burst(redis_url: str, queue: str, target: str = OPS_APP) -> None:
     """Run `target`'s worker over the queue once (the binary, `--burst`)."""
-    binary = native_binary()
-    if binary is None:
-        pytest.fail("the native `ardiq` binary is not built: run `make build` first")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ARDIQ_", "OPS_"))}
-    env.update(
-        VIRTUAL_ENV=sys.prefix,
-        PYTHONPATH=str(TESTS),
-        ARDIQ_REDIS_URL=redis_url,
-        ARDIQ_TEST_QUEUE=queue,
-    )
+    env = env_for(redis_url, queue)
     out = subprocess.run(
-        [binary, "run", target, "--burst", "--quiet"],
+        [binary(), "run", target, "--burst", "--quiet"],
         cwd=TESTS,
         env=env,
         capture_output=True,

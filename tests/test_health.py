@@ -5,12 +5,10 @@ connections, a slow client or a scrape storm may cost the worker; stale heartbea
 
 from __future__ import annotations
 
-import os
 import re
 import resource
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,8 +18,9 @@ from pathlib import Path
 import pytest
 import redis
 from ardiq import Ardiq
+from support.ops_cli import binary, env_for
 from support.redis_server import RedisServer, free_port
-from support.workers import TESTS, native_binary
+from support.workers import TESTS
 
 APP = "apps.ops_app:app"
 LANES = ["low", "default", "high"]
@@ -38,17 +37,8 @@ class Worker:
         *flags: str,
         nofile: tuple[int, int] | None = None,
     ) -> None:
-        binary = native_binary()
-        if binary is None:
-            pytest.fail("the native `ardiq` binary is not built: run `make build` first")
         self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ARDIQ_", "OPS_"))}
-        env.update(
-            VIRTUAL_ENV=sys.prefix,
-            PYTHONPATH=str(TESTS),
-            ARDIQ_REDIS_URL=redis_url,
-            ARDIQ_TEST_QUEUE=queue,
-        )
+        env = env_for(redis_url, queue)
         self.log_path = log
         self._log = log.open("wb")
 
@@ -57,7 +47,7 @@ class Worker:
                 resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
 
         self.proc = subprocess.Popen(
-            [binary, "run", APP, "--health-port", str(self.port), *flags],
+            [binary(), "run", APP, "--health-port", str(self.port), *flags],
             cwd=TESTS,
             env=env,
             stdout=self._log,

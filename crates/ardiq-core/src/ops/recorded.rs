@@ -17,16 +17,6 @@ pub type Unreadable = String;
 /// One recorded JSON object, or why it is not one.
 pub type Recorded = Result<Map<String, Json>, Unreadable>;
 
-/// `P progress:<id>`.
-fn progress_key(keys: &Keys, id: &str) -> String {
-    format!("{}progress:{id}", keys.prefix())
-}
-
-/// `P attempts:<id>`.
-fn attempts_key(keys: &Keys, id: &str) -> String {
-    format!("{}attempts:{id}", keys.prefix())
-}
-
 /// Reads one recorded text: a JSON object, else why not.
 pub fn parse(text: &[u8]) -> Recorded {
     let text = std::str::from_utf8(text).map_err(|e| format!("not UTF-8 text: {e}"))?;
@@ -56,7 +46,7 @@ fn wrong_type(e: &RedisError, key: &str, want: &str) -> Option<Unreadable> {
 impl Client {
     /// The task's latest progress (`None`: none recorded, or it expired).
     pub async fn progress(&mut self, keys: &Keys, id: &str) -> Result<Option<Recorded>, OpsError> {
-        let key = progress_key(keys, id);
+        let key = keys.progress(id);
         let reply: Result<Option<Vec<u8>>, RedisError> = redis::cmd("GET")
             .arg(&key)
             .query_async(&mut self.conn)
@@ -72,7 +62,7 @@ impl Client {
 
     /// The task's failed attempts, oldest first (the protocol keeps the last 25).
     pub async fn attempts(&mut self, keys: &Keys, id: &str) -> Result<Vec<Recorded>, OpsError> {
-        let key = attempts_key(keys, id);
+        let key = keys.attempts(id);
         let reply: Result<Value, RedisError> = redis::cmd("LRANGE")
             .arg(&key)
             .arg(0)
@@ -120,7 +110,7 @@ mod tests {
     #[test]
     fn names_the_keys_of_the_protocol() {
         let keys = Keys::new("q", &["default".into()]);
-        assert_eq!(progress_key(&keys, "t1"), "ardiq:{q}:progress:t1");
-        assert_eq!(attempts_key(&keys, "t1"), "ardiq:{q}:attempts:t1");
+        assert_eq!(keys.progress("t1"), "ardiq:{q}:progress:t1");
+        assert_eq!(keys.attempts("t1"), "ardiq:{q}:attempts:t1");
     }
 }

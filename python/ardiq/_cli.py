@@ -185,6 +185,16 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("ARDIQ_HISTORY_TTL") or None,
         help="how long history entries and throughput counters are kept",
     )  # fmt: skip
+    run.add_argument(
+        "--max-tasks-per-child", type=_positive_int, metavar="N",
+        default=os.environ.get("ARDIQ_MAX_TASKS_PER_CHILD") or None,
+        help="isolated tasks: replace a child process after N tasks",
+    )  # fmt: skip
+    run.add_argument(
+        "--max-memory-per-child", type=_positive_int, metavar="MB",
+        default=os.environ.get("ARDIQ_MAX_MEMORY_PER_CHILD") or None,
+        help="isolated tasks: replace a child process above MB of memory after a task",
+    )  # fmt: skip
     return top
 
 
@@ -287,6 +297,8 @@ def run(args: argparse.Namespace) -> int:
         "burst": args.burst,
         "history": args.history,
         "history_ttl_s": args.history_ttl,
+        "max_tasks_per_child": args.max_tasks_per_child,
+        "max_memory_per_child": args.max_memory_per_child,
     }
     try:
         settings = configure(app, overrides, worker_id)
@@ -356,6 +368,8 @@ def supervise(args: argparse.Namespace) -> int:
         ("--shutdown-timeout", args.shutdown_timeout),
         ("--history", args.history),
         ("--history-ttl", args.history_ttl),
+        ("--max-tasks-per-child", args.max_tasks_per_child),
+        ("--max-memory-per-child", args.max_memory_per_child),
     ):
         if value is not None:
             child_args.append(f"{name}={value}")

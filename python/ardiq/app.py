@@ -36,6 +36,7 @@ from .settings import (
     check_lane,
     check_lanes,
     check_max_connections,
+    check_optional_positive_int,
     check_positive_int,
     check_redis_url,
     default_redis_url,
@@ -96,6 +97,8 @@ _SETTINGS = (
     "max_connections",
     "history",
     "history_ttl_s",
+    "max_tasks_per_child",
+    "max_memory_per_child",
 )
 
 
@@ -225,6 +228,13 @@ class Ardiq:
             settings.get("history_ttl_s", DEFAULT_HISTORY_TTL_S)
         )
 
+        self._max_tasks_per_child = check_optional_positive_int(
+            "max_tasks_per_child", settings.get("max_tasks_per_child")
+        )
+        self._max_memory_per_child = check_optional_positive_int(
+            "max_memory_per_child", settings.get("max_memory_per_child")
+        )
+
         self.keys = Keys(queue_name)
         self._tasks: dict[str, Task[Any, Any]] = {}
         self._crons: dict[str, CronJob] = {}
@@ -345,6 +355,18 @@ class Ardiq:
         return self._history_ttl_s
 
     @property
+    def max_tasks_per_child(self) -> int | None:
+        """Isolated tasks: a child process is replaced after this many tasks (None:
+        never)."""
+        return self._max_tasks_per_child
+
+    @property
+    def max_memory_per_child(self) -> int | None:
+        """Isolated tasks: a child process whose resident memory is above this many MB
+        after a task is replaced (None: never)."""
+        return self._max_memory_per_child
+
+    @property
     def tasks(self) -> list[str]:
         """Registered task names (crons included), in registration order."""
         return list(self._tasks)
@@ -395,6 +417,8 @@ class Ardiq:
         self._history = settings.history
         self._history_ttl_s = settings.history_ttl_ms / 1000
         self._worker_id = settings.worker_id
+        self._max_tasks_per_child = settings.max_tasks_per_child
+        self._max_memory_per_child = settings.max_memory_per_child
         self.burst = settings.burst
 
     def close_sync(self) -> None:
@@ -420,6 +444,7 @@ class Ardiq:
         timeout: float | None = None,
         priority: str | None = None,
         unique: bool = False,
+        isolated: bool = False,
     ) -> _TaskDecorator: ...
 
     def task(
@@ -432,10 +457,16 @@ class Ardiq:
         timeout: float | None = None,
         priority: str | None = None,
         unique: bool = False,
+        isolated: bool = False,
     ) -> Any:
         """Register a task (``async def`` or plain ``def``): ``@app.task`` or
         ``@app.task(name=..., max_retries=3, backoff_ms=0, timeout=None, priority=None,
-        unique=False)``."""
+        unique=False, isolated=False)``.
+
+        ``isolated=True`` (sync ``def`` bodies defined at module level only, TypeError
+        otherwise) runs each attempt in a child process of the worker: a timeout or an
+        abort kills it, and a crash fails the attempt, not the worker (README, Isolated
+        tasks)."""
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
             return self._register(
@@ -446,6 +477,7 @@ class Ardiq:
                 timeout=timeout,
                 priority=priority,
                 unique=unique,
+                isolated=isolated,
             )
 
         return register if fn is None else register(fn)
@@ -484,9 +516,11 @@ class Ardiq:
         backoff_ms: int = 0,
         timeout: float | None = None,
         priority: str | None = None,
+        isolated: bool = False,
     ) -> Callable[[Callable[[], Any]], Task[[], Any]]:
         """Run a function with no arguments on a 5-field UTC cron ``spec`` or ``every=``
-        seconds (or a timedelta), once per occurrence across all workers."""
+        seconds (or a timedelta), once per occurrence across all workers.
+        ``isolated=True`` runs it in a child process, as for :meth:`task`."""
         from .cron import parse_schedule  # only apps with crons pay for the cron parser
 
         schedule = parse_schedule(spec, every)
@@ -501,6 +535,7 @@ class Ardiq:
                 timeout=timeout,
                 priority=priority,
                 unique=False,
+                isolated=isolated,
             )
             self._crons[task.name] = CronJob(task.name, schedule, task)
             return task

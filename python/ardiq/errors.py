@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ArdiqError", "BrokerError", "NativeUnavailable", "Retry"]
+__all__ = ["ArdiqError", "BrokerError", "IsolatedTaskError", "NativeUnavailable", "Retry"]
 
 
 class ArdiqError(RuntimeError):
@@ -32,3 +32,22 @@ class Retry(Exception):
         super().__init__(message)
         self.message = message
         self.delay_ms = delay_ms
+
+
+class IsolatedTaskError(Exception):
+    """What the body of an isolated task (``@app.task(isolated=True)``) raised, as the
+    worker sees it: the exception itself stayed in the child process. ``type_name`` is
+    its class's name and ``text`` its ``repr``, which is also this error's ``repr``, so
+    the failure stored in the result and the dead letters reads as for a task that is not
+    isolated (``ValueError('bad input')``). ``on_error`` hooks get this error."""
+
+    def __init__(self, type_name: str, text: str) -> None:
+        super().__init__(text)
+        self.type_name = type_name
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def __str__(self) -> str:
+        return self.text

@@ -30,6 +30,7 @@ from .signing import SKEW_MS, Binding, Opened, SignatureError
 
 if TYPE_CHECKING:
     from .app import Ardiq
+    from .isolation import ChildPool
     from .task import Task
 
 log = logging.getLogger("ardiq")
@@ -231,6 +232,7 @@ class Runtime:
         self._bodies: dict[tuple[str, str], asyncio.Task[Any]] = {}  # while the body runs
         self._aborted: set[tuple[str, str]] = set()
         self._pool: _DaemonPool | None = None
+        self._children: ChildPool | None = None  # isolated tasks' processes, made on first use
         # The bytes of a `None` result, when the serializer is ours (pure: always the same).
         self._none: bytes | None = msgpack_dumps(None) if app.serializer is msgpack_dumps else None
         # Our deserializer builds new lists and dicts each call: no copies needed.
@@ -251,6 +253,11 @@ class Runtime:
         """A report from the body of `d` (any thread): checked here (raising in the
         caller), then throttled by the attempt's :class:`~ardiq.progress.Reporter`."""
         text, message_text = encode(value, message)
+        self.progress_encoded(d, tries, text, message_text)
+
+    def progress_encoded(self, d: Delivery, tries: int, text: str, message_text: str) -> None:
+        """:meth:`progress` with the value and message already checked and encoded (an
+        isolated body's reports, checked in its child process)."""
         key = (d.lane, d.entry_id)
         reporter = self._reporters.get(key)
         if reporter is None:
@@ -300,7 +307,11 @@ class Runtime:
         return bool(keys)
 
     def close(self) -> None:
-        """Release the sync-task threads (abandoned sync bodies keep running to their end)."""
+        """Release the sync-task threads (abandoned sync bodies keep running to their end)
+        and kill the children of isolated tasks."""
+        if self._children is not None:
+            self._children.close()
+            self._children = None
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
@@ -552,6 +563,8 @@ class Runtime:
             assert fn is not None
             if task.is_async:
                 return await fn(*args, **kwargs)
+            if task.isolated:
+                return await self._isolated(task, ctx, args, kwargs)
             loop = asyncio.get_running_loop()
             if self._pool is None:
                 self._pool = _DaemonPool("ardiq-task")
@@ -563,6 +576,19 @@ class Runtime:
         for mw in reversed(self.app._middleware):
             call = functools.partial(mw, ctx, call)
         return call
+
+    def _isolated(
+        self, task: Task[Any, Any], ctx: TaskContext, args: list[Any], kwargs: dict[str, Any]
+    ) -> Awaitable[Any]:
+        """The body in a child process (``isolated=True``): see :mod:`ardiq.isolation`."""
+        children = self._children
+        if children is None:
+            from .isolation import ChildPool  # only apps with isolated tasks pay for it
+
+            if self._pool is None:
+                self._pool = _DaemonPool("ardiq-task")
+            children = self._children = ChildPool(self.app, self._pool)
+        return children.call(task, ctx, args, kwargs)
 
     async def _failed(
         self,

@@ -139,6 +139,11 @@ def check_positive_int(name: str, value: object, *, allow_zero: bool = False) ->
     return value
 
 
+def check_optional_positive_int(name: str, value: object) -> int | None:
+    """None (the feature is off) or an int > 0."""
+    return None if value is None else check_positive_int(name, value)
+
+
 # The default and the floor of the `max_connections` setting (see broker.py, which must
 # not be imported here: `import ardiq` stays free of redis-py).
 DEFAULT_MAX_CONNECTIONS = 32

@@ -66,6 +66,7 @@ class Task(Generic[P, R]):
         timeout: float | None = None,
         priority: str | None = None,
         unique: bool = False,
+        isolated: bool = False,
     ) -> None:
         check_int("max_retries", max_retries)
         if max_retries < 0:
@@ -86,6 +87,9 @@ class Task(Generic[P, R]):
         self.priority = check_lane(priority, app.priorities) if priority else app.default_priority
         self.unique = unique
         self.is_async = fn is not None and _is_async_callable(fn)
+        self.isolated = bool(isolated)
+        if isolated:
+            _check_isolatable(fn, name, self.is_async)
         if fn is not None:
             self.__doc__ = fn.__doc__
             self.__wrapped__ = fn
@@ -233,3 +237,22 @@ def _is_async_callable(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
     )
+
+
+def _check_isolatable(fn: Callable[..., Any] | None, name: str, is_async: bool) -> None:
+    """``isolated=True`` needs a sync function a child process can import by module and
+    qualified name: TypeError at decoration otherwise."""
+    if fn is None:
+        return
+    if is_async:
+        raise TypeError(
+            f"task {name!r}: isolated=True runs a sync `def` body in a child process; "
+            "an `async def` body cannot be isolated (drop isolated=True, or make it a def)"
+        )
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", None)
+    if not isinstance(module, str) or not isinstance(qualname, str) or "<" in qualname:
+        raise TypeError(
+            f"task {name!r}: isolated=True needs a function defined at module level (the "
+            f"child process imports it by module and name), got {fn!r}"
+        )

@@ -39,6 +39,8 @@ class WorkerOverrides:
     burst: bool = False
     history: int | None = None
     history_ttl_s: float | None = None
+    max_tasks_per_child: int | None = None
+    max_memory_per_child: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,11 @@ class WorkerSettings:
     crons: tuple[CronSetting, ...]
     tasks: int
     """How many tasks the app registered (for the banner)."""
+    max_tasks_per_child: int | None = None
+    """Isolated tasks: a child process is replaced after this many tasks (None: never)."""
+    max_memory_per_child: int | None = None
+    """Isolated tasks: a child above this many MB of resident memory after a task is
+    replaced (None: never)."""
 
     @classmethod
     def of(
@@ -87,6 +94,7 @@ class WorkerSettings:
         from .settings import (
             check_history,
             check_history_ttl_s,
+            check_optional_positive_int,
             check_positive_int,
             check_redis_url,
         )
@@ -142,4 +150,10 @@ class WorkerSettings:
             history_ttl_ms=max(1, round(history_ttl_s * 1000)),
             crons=tuple(crons),
             tasks=len(app.tasks),
+            max_tasks_per_child=app.max_tasks_per_child
+            if o.max_tasks_per_child is None
+            else check_optional_positive_int("max_tasks_per_child", o.max_tasks_per_child),
+            max_memory_per_child=app.max_memory_per_child
+            if o.max_memory_per_child is None
+            else check_optional_positive_int("max_memory_per_child", o.max_memory_per_child),
         )

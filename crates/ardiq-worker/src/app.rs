@@ -67,6 +67,8 @@ pub fn load(
         overrides.set_item("burst", args.burst)?;
         overrides.set_item("history", args.history)?;
         overrides.set_item("history_ttl_s", args.history_ttl)?;
+        overrides.set_item("max_tasks_per_child", args.max_tasks_per_child)?;
+        overrides.set_item("max_memory_per_child", args.max_memory_per_child)?;
         Ok(())
     })()
     .map_err(|e| internal(py, e))?;

@@ -148,6 +148,20 @@ pub struct RunArgs {
           value_parser = parse_seconds)]
     pub history_ttl: Option<f64>,
 
+    /// Replace a child process of isolated tasks after N tasks [default: the app's
+    /// `max_tasks_per_child`, never]
+    #[arg(long, env = "ARDIQ_MAX_TASKS_PER_CHILD", value_name = "N",
+          help_heading = "Isolated tasks",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tasks_per_child: Option<u32>,
+
+    /// Replace a child process of isolated tasks whose resident memory is above MB after
+    /// a task [default: the app's `max_memory_per_child`, never]
+    #[arg(long, env = "ARDIQ_MAX_MEMORY_PER_CHILD", value_name = "MB",
+          help_heading = "Isolated tasks",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_memory_per_child: Option<u32>,
+
     /// Log line format on stderr
     #[arg(long, env = "ARDIQ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -246,6 +260,14 @@ impl RunArgs {
         );
         opt("--history", self.history.map(|v| v.to_string()));
         opt("--history-ttl", self.history_ttl.map(|v| v.to_string()));
+        opt(
+            "--max-tasks-per-child",
+            self.max_tasks_per_child.map(|v| v.to_string()),
+        );
+        opt(
+            "--max-memory-per-child",
+            self.max_memory_per_child.map(|v| v.to_string()),
+        );
         opt("--log-format", Some(self.log_format.as_str().to_owned()));
         opt(
             "--python",
@@ -320,8 +342,14 @@ mod tests {
             "0",
             "--history-ttl",
             "90",
+            "--max-tasks-per-child",
+            "50",
+            "--max-memory-per-child",
+            "512",
         ])
         .unwrap();
+        assert_eq!(a.max_tasks_per_child, Some(50));
+        assert_eq!(a.max_memory_per_child, Some(512));
         assert_eq!(a.history, Some(0));
         assert_eq!(a.history_ttl, Some(90.0));
         assert!(a.burst && a.verbose);
@@ -358,6 +386,9 @@ mod tests {
         assert!(parse(&["m:app", "--history", "many"]).is_err());
         assert!(parse(&["m:app", "--history-ttl", "0"]).is_err());
         assert!(parse(&["m:app", "-v", "-q"]).is_err());
+        assert!(parse(&["m:app", "--max-tasks-per-child", "0"]).is_err());
+        assert!(parse(&["m:app", "--max-memory-per-child", "0"]).is_err());
+        assert!(parse(&["m:app", "--max-memory-per-child", "lots"]).is_err());
     }
 
     #[test]
@@ -368,7 +399,17 @@ mod tests {
 
     #[test]
     fn child_args_drop_workers_and_keep_the_rest() {
-        let a = parse(&["m:app", "-w", "2", "-b", "--concurrency", "4"]).unwrap();
+        let a = parse(&[
+            "m:app",
+            "-w",
+            "2",
+            "-b",
+            "--concurrency",
+            "4",
+            "--max-tasks-per-child",
+            "7",
+        ])
+        .unwrap();
         let child = a.child_args();
         assert_eq!(
             child,
@@ -377,6 +418,7 @@ mod tests {
                 "m:app",
                 "--burst",
                 "--concurrency=4",
+                "--max-tasks-per-child=7",
                 "--log-format=text"
             ]
         );

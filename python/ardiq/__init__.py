@@ -7,7 +7,7 @@ the ``ardiq`` executable or ``await app.run()``.
 from . import _logsafe
 from .app import Ardiq, CronJob
 from .context import EnqueueContext, ErrorContext, TaskContext, current_task
-from .errors import ArdiqError, BrokerError, NativeUnavailable, Retry
+from .errors import ArdiqError, BrokerError, IsolatedTaskError, NativeUnavailable, Retry
 from .jobs import Attempt, DeadLetter, HistoryEntry, Job, Status, TaskInfo, TaskResult
 from .lifespan import State
 from .progress import Progress
@@ -28,6 +28,7 @@ __all__ = [
     "EnqueueContext",
     "ErrorContext",
     "HistoryEntry",
+    "IsolatedTaskError",
     "Job",
     "NativeUnavailable",
     "PreparedTask",

@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from ._isolated import pack, read_frame, unpack, write_frame
@@ -351,3 +352,8 @@ class ChildPool:
         for child in children:
             child.kill(0)
             child.close()
+        # Reaped here (SIGKILL is quick): no zombie, and no child left "still running".
+        deadline = time.monotonic() + 2.0
+        for child in children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.proc.wait(max(0.0, deadline - time.monotonic()))

@@ -21,6 +21,7 @@ def main() -> int:
     run.add_argument("--burst", "-b", action="store_true")
     run.add_argument("--verbose", "-v", action="store_true")
     run.add_argument("--concurrency", type=int)
+    run.add_argument("--max-tasks-per-child", type=int)
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -31,6 +32,8 @@ def main() -> int:
     app = getattr(importlib.import_module(module_name), attr or "app")
     if args.burst:
         app.burst = True
+    if args.max_tasks_per_child:
+        app._max_tasks_per_child = args.max_tasks_per_child
     if args.concurrency:
         # As `ardiq run --concurrency N`: the prefetch follows (2 x N) unless the app set
         # its own, which must still be at least N.

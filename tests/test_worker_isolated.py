@@ -96,6 +96,19 @@ async def test_stuck_in_c_is_killed_at_its_timeout(
     assert stop_code(worker) == 0, worker.output()
 
 
+async def test_timeout_counts_from_the_body_start(
+    make_app: Callable[..., Ardiq], start_worker: Callable[..., WorkerProcess]
+) -> None:
+    # Importing the task's module in a new child takes 1.5 s, longer than the task's
+    # timeout of 1 s: the body still gets its whole second.
+    app = make_app()
+    worker = start_worker(APP, env={"ISO_SLOW_IMPORT": "1.5"})
+    r = await (await app.ref("quick").enqueue()).result(timeout=20)
+    assert r is not None and r.success and r.value == "in time", r
+    assert r.duration_ms >= 1500
+    assert stop_code(worker) == 0, worker.output()
+
+
 async def test_crashing_child_fails_its_attempt_and_the_worker_keeps_serving(
     make_app: Callable[..., Ardiq], start_worker: Callable[..., WorkerProcess], ledger: Ledger
 ) -> None:

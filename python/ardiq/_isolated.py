@@ -9,7 +9,8 @@ to the child in frames (a 4-byte big-endian length, then msgpack):
 - parent -> child, per task: ``["run", module, qualname, name, task_id, tries, lane,
   enqueue_ms, headers, payload]`` where `payload` is the app's serializer's bytes of
   ``[args, kwargs]``;
-- child -> parent, while the body runs: ``["progress", value_json, message_json]``;
+- child -> parent, as the body starts: ``["started"]`` (the task's timeout counts from
+  there), then while it runs: ``["progress", value_json, message_json]``;
 - child -> parent, once per task: ``["ok", result_bytes, rss]`` or ``["err", type_name,
   repr_text, retry, retry_message, retry_delay_ms, rss]`` (`rss` in bytes, measured
   after the body; the pool recycles a child above ``max_memory_per_child``).
@@ -72,6 +73,9 @@ def unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
+_STARTED = msgpack.packb(["started"])
+
+
 def rss_bytes() -> int:
     """This process's resident memory now (Linux), else its peak (other systems)."""
     try:
@@ -105,16 +109,16 @@ class _Relay:
     up the pipe (checked here, so a bad value raises in the body as in the worker)."""
 
     def __init__(self, fd: int, lock: threading.Lock) -> None:
-        self._fd = fd
-        self._lock = lock
+        self.fd = fd
+        self.lock = lock
 
     def progress(self, _delivery: object, _tries: int, value: object, message: object) -> None:
         from .progress import encode
 
         text, message_text = encode(value, message)
         frame = pack(["progress", text, message_text])
-        with self._lock:
-            write_frame(self._fd, frame)
+        with self.lock:
+            write_frame(self.fd, frame)
 
 
 def _load_main(path: str) -> None:
@@ -174,6 +178,8 @@ def _run(request: list[Any], tasks: dict[tuple[str, str, str], Any], relay: _Rel
         ctx.__dict__["_delivery"] = None
         token = _current.set(ctx)
         try:
+            with relay.lock:
+                write_frame(relay.fd, _STARTED)  # the task's timeout counts from here
             value = task.fn(*args, **kwargs)
         finally:
             _current.reset(token)

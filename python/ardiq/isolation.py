@@ -25,10 +25,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._isolated import pack, read_frame, unpack, write_frame
 from .errors import ArdiqError, IsolatedTaskError, Retry
+from .runtime import _deadline
 
 if TYPE_CHECKING:
     from .app import Ardiq
@@ -40,6 +42,10 @@ __all__ = ["ChildDied", "ChildPool", "python_executable"]
 
 KILL_GRACE_S = 1.0
 """How long a child told to stop (SIGTERM) has before it is killed (SIGKILL)."""
+START_ALLOWANCE_S = 30.0
+"""How long getting an attempt's body started in a child (starting the child, importing
+the task's module, decoding the arguments) may take on top of the task's timeout, which
+counts from the body's start."""
 
 
 class ChildDied(ArdiqError):
@@ -166,12 +172,16 @@ class _Child:
 class _Call:
     """One attempt on its way to a child; cancelling it kills the child it runs on."""
 
-    __slots__ = ("cancelled", "child", "lock")
+    __slots__ = ("cancelled", "child", "done", "lock", "on_start")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.cancelled = False
         self.child: _Child | None = None
+        self.done = False
+        """Set on the loop once the caller stopped waiting."""
+        self.on_start: Callable[[], object] | None = None
+        """Called (on the pool thread) when the child starts the body."""
 
     def cancel(self) -> None:
         with self.lock:
@@ -228,11 +238,26 @@ class ChildPool:
         )
         call = _Call()
         loop = asyncio.get_running_loop()
+        timeout = task.timeout
+        limit = _deadline.get() if timeout is not None else None
+        if limit is not None and timeout is not None:
+            # The timeout bounds the body: starting a child (an interpreter importing the
+            # task's module) is not counted, up to START_ALLOWANCE_S.
+            limit.reschedule(loop.time() + timeout + START_ALLOWANCE_S)
+
+            def body_started() -> None:  # on the loop, once the child runs the body
+                if not call.done:
+                    with contextlib.suppress(RuntimeError):  # the timeout fired meanwhile
+                        limit.reschedule(loop.time() + timeout)
+
+            call.on_start = lambda: loop.call_soon_threadsafe(body_started)
         try:
             reply = await loop.run_in_executor(self._threads, self._run, call, ctx, request)
         except asyncio.CancelledError:
             call.cancel()
             raise
+        finally:
+            call.done = True
         if reply[0] == "ok":
             return app.deserializer(reply[1])
         _, type_name, text, retry, message, delay_ms = reply[:6]
@@ -259,6 +284,11 @@ class ChildPool:
                 reply = unpack(frame)
                 if reply[0] == "progress":
                     self._progress(ctx, reply[1], reply[2])
+                    continue
+                if reply[0] == "started":
+                    if call.on_start is not None:
+                        with contextlib.suppress(RuntimeError):  # the loop is closed
+                            call.on_start()
                     continue
                 child.tasks += 1
                 self._give_back(child, reply[-1])

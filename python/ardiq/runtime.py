@@ -116,10 +116,11 @@ class _Aborted(Exception):
     """Internal: the attempt was cancelled by an abort request."""
 
 
-# When the running attempt's timeout fires, on its event loop's clock (None: no timeout).
-# Code inside the attempt (middleware) is cancelled both by the timeout and by an abort
-# or a hard stop; this tells them apart without guessing from elapsed time.
-_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+# The running attempt's timeout (None: no timeout), read for when it fires, on its event
+# loop's clock. Code inside the attempt (middleware) is cancelled both by the timeout and
+# by an abort or a hard stop; this tells them apart without guessing from elapsed time.
+# (The timeout itself, not its time: an isolated body's moves, see ardiq.isolation.)
+_deadline: contextvars.ContextVar[asyncio.Timeout | None] = contextvars.ContextVar(
     "ardiq_attempt_deadline", default=None
 )
 
@@ -128,7 +129,8 @@ def timed_out() -> bool:
     """Internal: whether the running attempt's timeout has fired (asked on a
     ``CancelledError`` inside the attempt). asyncio fires a timer up to its clock's
     resolution early, hence the millisecond of slack."""
-    deadline = _deadline.get()
+    limit = _deadline.get()
+    deadline = None if limit is None else limit.when()
     return deadline is not None and asyncio.get_running_loop().time() >= deadline - 0.001
 
 
@@ -543,7 +545,7 @@ class Runtime:
                 return await call()
             try:
                 async with asyncio.timeout(task.timeout) as limit:
-                    deadline = _deadline.set(limit.when())
+                    deadline = _deadline.set(limit)
                     try:
                         return await call()
                     finally:

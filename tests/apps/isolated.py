@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
+import time
 from typing import Any
 
 import redis
@@ -28,6 +30,9 @@ app = Ardiq(
     max_tasks_per_child=_env_int("ISO_MAX_TASKS"),
     max_memory_per_child=_env_int("ISO_MAX_MEMORY"),
 )
+
+if os.environ.get("ISO_SLOW_IMPORT") and sys.argv[0].endswith("_isolated.py"):
+    time.sleep(float(os.environ["ISO_SLOW_IMPORT"]))  # a slow import, in children only
 
 _ledger = redis.Redis.from_url(app.redis_url)
 _hoard: list[bytearray] = []  # what `hog` keeps alive in its child
@@ -101,6 +106,11 @@ def hard_exit(code: int) -> None:
 @app.task(isolated=True)
 def pid() -> int:
     return os.getpid()
+
+
+@app.task(isolated=True, timeout=1, max_retries=0)
+def quick() -> str:
+    return "in time"
 
 
 @app.task(isolated=True)

@@ -143,12 +143,14 @@ async def test_abort_kills_the_child(
 ) -> None:
     app = make_app()
     worker = start_worker(APP)
-    job = await app.ref("stuck_no_timeout").enqueue(60)
+    job = await app.ref("stuck_with_grandchild").enqueue(60)
     (pid,) = await ledger.wait_for("stuck", 1, timeout=20)
+    (grandchild,) = await ledger.items("grandchild")
     assert await job.abort() is True
     r = await job.result(timeout=5)
     assert r is not None and r.aborted and r.value == "aborted"
     await gone(int(pid))
+    await gone(int(grandchild))  # what the body started went with it
     assert await ledger.items("hook") == []
     assert stop_code(worker) == 0, worker.output()
 
@@ -268,3 +270,19 @@ async def test_settings_default_off(make_app: Callable[..., Ardiq]) -> None:
     other = make_app()
     assert other.max_tasks_per_child is None and other.max_memory_per_child is None
     await asyncio.sleep(0)
+
+
+def test_recycling_overrides_reach_the_app(make_app: Callable[..., Ardiq]) -> None:
+    from ardiq._bridge import configure
+    from ardiq._cli import parser
+
+    app = make_app(max_tasks_per_child=9)
+    settings = configure(app, {"max_memory_per_child": 256}, "w-1")
+    assert (settings.max_tasks_per_child, settings.max_memory_per_child) == (9, 256)
+    assert (app.max_tasks_per_child, app.max_memory_per_child) == (9, 256)
+    with pytest.raises(ValueError, match="max_tasks_per_child"):
+        configure(app, {"max_tasks_per_child": 0}, "w-1")
+    args = parser().parse_args(
+        ["run", "m:app", "--max-tasks-per-child", "5", "--max-memory-per-child", "64"]
+    )
+    assert (args.max_tasks_per_child, args.max_memory_per_child) == (5, 64)

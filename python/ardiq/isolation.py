@@ -134,21 +134,27 @@ class _Child:
 
     def kill(self, grace: float = KILL_GRACE_S) -> None:
         """SIGTERM now, SIGKILL after `grace` if still alive (0: SIGKILL now); never
-        blocks."""
+        blocks. The signal goes to the child's process group (it leads one), so what
+        the body started goes with it."""
         if grace <= 0:
-            with contextlib.suppress(OSError):
-                self.proc.kill()
+            self._signal(signal.SIGKILL)
             return
-        with contextlib.suppress(OSError):
-            self.proc.send_signal(signal.SIGTERM)
+        self._signal(signal.SIGTERM)
         timer = threading.Timer(grace, self._sigkill)
         timer.daemon = True
         timer.start()
 
+    def _signal(self, sig: int) -> None:
+        if self.proc.returncode is not None:
+            return  # reaped: its pid may belong to another process now
+        with contextlib.suppress(OSError):
+            os.killpg(self.proc.pid, sig)
+        with contextlib.suppress(OSError):
+            self.proc.send_signal(sig)
+
     def _sigkill(self) -> None:
         if self.proc.poll() is None:
-            with contextlib.suppress(OSError):
-                self.proc.kill()
+            self._signal(signal.SIGKILL)
             with contextlib.suppress(Exception):
                 self.proc.wait(5)
 

@@ -92,6 +92,17 @@ def stuck_no_timeout(seconds: int) -> None:
     record("woke", os.getpid())
 
 
+@app.task(isolated=True, max_retries=0)
+def stuck_with_grandchild(seconds: int) -> None:
+    """Starts a process of its own, then sleeps inside a C call."""
+    import subprocess
+
+    helper = subprocess.Popen(["sleep", str(seconds)])
+    record("grandchild", helper.pid)
+    record("stuck", os.getpid())
+    ctypes.CDLL(None).sleep(seconds)
+
+
 @app.task(isolated=True, max_retries=1, backoff_ms=10)
 def segfault() -> None:
     record("crash", os.getpid())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -53,6 +54,8 @@ async def test_results_exceptions_and_context_round_trip(
     assert value["pid"] != worker.pid and value["worker"] == worker.pid  # a child of it
     assert value["task_id"] == job.id and value["name"] == "whoami" and value["tries"] == 1
     assert value["sum"] == 5 and value["data"] == b"\x00bytes"
+    # The environment's own interpreter (inside `ardiq run` too, not the binary).
+    assert Path(value["python"]).parent == Path(sys.executable).parent
 
     failed = await app.ref("fail").enqueue("bad input")
     r = await failed.result(timeout=10)
@@ -286,3 +289,20 @@ def test_recycling_overrides_reach_the_app(make_app: Callable[..., Ardiq]) -> No
         ["run", "m:app", "--max-tasks-per-child", "5", "--max-memory-per-child", "64"]
     )
     assert (args.max_tasks_per_child, args.max_memory_per_child) == (5, 64)
+
+
+def test_children_start_on_a_real_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ardiq.isolation import python_executable
+
+    assert python_executable() == sys.executable
+    # Where sys.executable is the `ardiq` binary itself, the environment's python3.
+    monkeypatch.setattr(sys, "executable", str(Path(sys.prefix) / "bin" / "ardiq"))
+    assert python_executable() == str(Path(sys.prefix) / "bin" / "python3")
+
+
+def test_exit_descriptions() -> None:
+    from ardiq.isolation import describe_exit
+
+    assert describe_exit(-11) == "killed by signal SIGSEGV (11)"
+    assert describe_exit(-9) == "killed by signal SIGKILL (9)"
+    assert describe_exit(3) == "exited with code 3"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from .task import Task
 
 __all__ = ["ChildDied", "ChildPool", "python_executable"]
+
+log = logging.getLogger("ardiq")
 
 KILL_GRACE_S = 1.0
 """How long a child told to stop (SIGTERM) has before it is killed (SIGKILL)."""
@@ -208,14 +211,6 @@ class ChildPool:
         self._lock = threading.Lock()
         self._closed = False
         self._python: str | None = None
-        self.started = 0
-        """Children started so far (tests and logs read it)."""
-
-    @property
-    def pids(self) -> list[int]:
-        """The process ids of the live children."""
-        with self._lock:
-            return [c.pid for c in self._children]
 
     async def call(
         self, task: Task[Any, Any], ctx: TaskContext, args: list[Any], kwargs: dict[str, Any]
@@ -334,8 +329,8 @@ class ChildPool:
                 self._python = python_executable()
             python = self._python
         child = _Child(python, self._init())
+        log.debug("isolated child started pid=%d", child.pid)
         with self._lock:
-            self.started += 1
             self._children.add(child)
             closed = self._closed
         if closed:
@@ -369,6 +364,13 @@ class ChildPool:
                 self._idle.append(child)
                 return
             self._children.discard(child)
+        if recycle:
+            log.debug(
+                "isolated child recycled pid=%d tasks=%d rss_mb=%d",
+                child.pid,
+                child.tasks,
+                rss // (1024 * 1024),
+            )
         child.retire()
 
     def _forget(self, child: _Child) -> None:

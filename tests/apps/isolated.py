@@ -60,6 +60,7 @@ def whoami(x: int, *, y: int = 0) -> dict[str, Any]:
         "tries": ctx.tries,
         "sum": x + y,
         "data": b"\x00bytes",
+        "python": sys.executable,
     }
 
 

@@ -62,7 +62,7 @@ async def test_results_exceptions_and_context_round_trip(
     assert r is not None and not r.success and r.value == "ValueError('bad input')"
     (letter,) = await app.dead_letters()
     assert letter.task_id == failed.id and letter.error == "ValueError('bad input')"
-    assert await ledger.items("hook") == ["fail:IsolatedTaskError:False"]
+    assert await ledger.items("hook") == ["fail:ValueError:False"]
 
     retried = await app.ref("retry_once").enqueue()
     r = await retried.result(timeout=10)
@@ -263,8 +263,16 @@ def test_recycling_settings_are_checked(
 
 
 def test_isolated_task_error_reads_as_the_original() -> None:
+    from ardiq.isolation import remote_error
+
     exc = IsolatedTaskError("KeyError", "KeyError('k')")
     assert repr(exc) == "KeyError('k')" and exc.type_name == "KeyError"
+    builtin = remote_error("KeyError", "KeyError('k')")
+    assert isinstance(builtin, KeyError) and isinstance(builtin, IsolatedTaskError)
+    assert type(builtin).__name__ == "KeyError" and repr(builtin) == "KeyError('k')"
+    own = remote_error("PaymentDeclined", "PaymentDeclined('card')")
+    assert type(own) is IsolatedTaskError and own.type_name == "PaymentDeclined"
+    assert type(remote_error("StopIteration", "StopIteration()")) is IsolatedTaskError
 
 
 async def test_settings_default_off(make_app: Callable[..., Ardiq]) -> None:

@@ -18,6 +18,7 @@ the child's pipe, so the event loop never waits on a child.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import os
@@ -75,6 +76,36 @@ def python_executable() -> str:
         f"isolated tasks need a Python interpreter to start children, and none was found "
         f"(sys.executable is {exe!r}, sys.prefix {sys.prefix!r})"
     )
+
+
+_REMOTE_TYPES: dict[str, type[IsolatedTaskError]] = {}
+
+
+def remote_error(type_name: str, text: str) -> IsolatedTaskError:
+    """The error for what an isolated body raised. For a built-in exception type (such as
+    ``ValueError`` or ``KeyError``) it is also an instance of that type, named like it, so
+    ``on_error`` hooks and ``except`` clauses in middleware that test for it still match;
+    for any other type a plain :class:`~ardiq.errors.IsolatedTaskError`."""
+    cls = _REMOTE_TYPES.get(type_name)
+    if cls is None:
+        cls = IsolatedTaskError
+        builtin = getattr(builtins, type_name, None)
+        if (
+            isinstance(builtin, type)
+            and issubclass(builtin, Exception)
+            # Raised through a coroutine, StopIteration would turn into a RuntimeError;
+            # groups want a list of exceptions.
+            and not issubclass(builtin, StopIteration | StopAsyncIteration | BaseExceptionGroup)
+            and builtin is not Exception
+        ):
+            try:
+                made = type(type_name, (IsolatedTaskError, builtin), {})
+                made(type_name, text)  # some built-in layouts cannot be combined
+                cls = made
+            except Exception:
+                pass
+        _REMOTE_TYPES[type_name] = cls
+    return cls(type_name, text)
 
 
 def describe_exit(code: int) -> str:
@@ -264,7 +295,7 @@ class ChildPool:
         _, type_name, text, retry, message, delay_ms = reply[:6]
         if retry:
             raise Retry(message, delay_ms=delay_ms)
-        raise IsolatedTaskError(type_name, text)
+        raise remote_error(type_name, text)
 
     def _run(self, call: _Call, ctx: TaskContext, request: bytes) -> list[Any]:
         """On a pool thread: take or start a child, hand it the attempt, wait for its

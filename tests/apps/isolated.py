@@ -44,6 +44,7 @@ def record(kind: str, value: object) -> None:
 
 @app.on_error
 def hook(ctx: ErrorContext) -> None:
+    assert ctx.name != "fail" or isinstance(ctx.exc, ValueError)
     record("hook", f"{ctx.name}:{type(ctx.exc).__name__}:{ctx.will_retry}")
 
 

@@ -158,6 +158,22 @@ async def test_abort_kills_the_child(
     assert stop_code(worker) == 0, worker.output()
 
 
+async def test_pool_is_bounded_by_the_concurrency(
+    make_app: Callable[..., Ardiq], start_worker: Callable[..., WorkerProcess]
+) -> None:
+    app = make_app()
+    worker = start_worker(APP)  # concurrency 4
+    slow = app.ref("slow_pid")
+    jobs = await app.enqueue_many([slow.prepare(0.3) for _ in range(12)])
+    pids = set()
+    for job in jobs:
+        r = await job.result(timeout=30)
+        assert r is not None and r.success, r
+        pids.add(r.value)
+    assert 2 <= len(pids) <= 4, pids  # ran side by side, on at most 4 children
+    assert stop_code(worker) == 0, worker.output()
+
+
 async def test_children_are_recycled_after_max_tasks(
     make_app: Callable[..., Ardiq], start_worker: Callable[..., WorkerProcess]
 ) -> None:

@@ -121,6 +121,12 @@ def pid() -> int:
     return os.getpid()
 
 
+@app.task(isolated=True)
+def slow_pid(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
 @app.task(isolated=True, timeout=1, max_retries=0)
 def quick() -> str:
     return "in time"

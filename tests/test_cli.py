@@ -616,6 +616,13 @@ async def test_workers_supervisor(
         return len(await ledger(redis_url, queue, "finished")) == 8
 
     await wait_for(all_done, 20, "all tasks")
+
+    async def both_started() -> bool:
+        # On a loaded machine the second worker may log its start after the first
+        # worker already ran every task: wait for the line rather than race it.
+        return sup.output().count("worker starting") >= 2
+
+    await wait_for(both_started, 20, "both workers' start lines")
     out = sup.output()
     starting = [ln for ln in out.splitlines() if "worker starting" in ln]
     ids = {re.search(r"worker=(\S+)", ln).group(1) for ln in starting}  # type: ignore[union-attr]

@@ -109,5 +109,5 @@ pub use keys::{Keys, GROUP};
 pub use metrics::{Live, Phase};
 pub use progress::ProgressReport;
 pub use report::{Counters, CountersSnapshot, RunReport, StopReason};
-pub use shutdown::{StopHandle, StopLevel};
+pub use shutdown::{Recycle, StopHandle, StopLevel};
 pub use sign::SigningKey;

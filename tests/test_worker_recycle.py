@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ import pytest
 import redis
 from ardiq import Ardiq
 from support.ops_cli import binary, env_for
+from support.redis_server import free_port
 from support.workers import TESTS
 
 APP = "apps.recycle_app:app"
@@ -318,3 +320,31 @@ async def test_under_systemd_a_recycle_is_not_a_stop(
         assert sorted(n for n, _ in ran()) == list(range(9))
     finally:
         sock.close()
+
+
+async def test_each_replacement_serves_the_health_port(
+    make_app: Callable[..., Ardiq],
+    start: Callable[..., Supervisor],
+    ran: Callable[[], list[tuple[int, int]]],
+) -> None:
+    # `--health-port` goes to the one recycled worker, and every replacement binds it.
+    port = free_port()
+    app = make_app()
+    sup = start(APP, "--max-tasks", "2", "--health-port", str(port))
+    sup.wait_for("worker starting")
+    await app.enqueue_many([app.ref("count").prepare(n) for n in range(4)])
+    sup.wait_for("replacing worker 0", 2)
+    sup.wait_for("worker starting", 3)
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    wait_until(ready, 15, "the third worker's /readyz")
+    assert "cannot serve the health endpoint" not in sup.output()
+    sup.proc.send_signal(signal.SIGTERM)
+    assert sup.wait(20) == 0, sup.output()
+    assert sorted(n for n, _ in ran()) == [0, 1, 2, 3]

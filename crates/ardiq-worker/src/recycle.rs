@@ -28,8 +28,9 @@ pub fn resident_bytes() -> Option<u64> {
     Some(pages.saturating_mul(u64::try_from(page).unwrap_or(4096)))
 }
 
-/// Before the engine starts: a limit the worker is over already, with its app imported
-/// and no task run, would recycle it for ever without doing any work. A usage error.
+/// Before the engine starts: a limit the worker is over already, with its app imported,
+/// its lifespan started and no task run, would recycle it for ever without doing any
+/// work. A usage error.
 pub fn check_start(limit_mb: u64) -> Result<(), Failure> {
     let Some(resident) = resident_bytes() else {
         return Err(Failure::new(
@@ -42,7 +43,7 @@ pub fn check_start(limit_mb: u64) -> Result<(), Failure> {
             code::USAGE,
             format!(
                 "`--max-memory {limit_mb}` is below what this worker holds before running any \
-                 task ({} MB resident once the app is imported)",
+                 task ({} MB resident once the app is imported and its lifespan started)",
                 resident.div_ceil(MB)
             ),
         )

@@ -181,9 +181,6 @@ impl Worker<'_> {
             return Ok((code::OK, true));
         }
         loaded.config.max_tasks = args.max_tasks;
-        if let Some(mb) = args.max_memory {
-            crate::recycle::check_start(mb)?;
-        }
         let python = self.found.executable.display().to_string();
         // A log collector reading JSON lines gets no banner: "worker starting" says it all.
         if !args.quiet && self.supervised.is_none() && args.log_format == LogFormat::Text {
@@ -235,6 +232,11 @@ impl Worker<'_> {
             }
         }
 
+        // With the lifespan started (it may load a model, fill a cache): a limit below
+        // this, before any task, would recycle the worker for ever.
+        if let Some(mb) = args.max_memory {
+            crate::recycle::check_start(mb)?;
+        }
         let (executor, inbox) = bridge
             .connect_inbox()
             .map_err(|e| Failure::new(code::RUNTIME, format!("cannot start a thread: {e}")))?;

@@ -11,6 +11,7 @@ import asyncio
 import random
 import signal
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 import redis as sync_redis
 from ardiq import ArdiqError, BrokerError
-from harness import Env
+from harness import Env, Worker
 from ledger import Report, ms
 
 
@@ -33,6 +34,7 @@ class Scale:
     soak_rate: int  # fault 9: tasks per second
     sequences: int = 1  # 10: random seeded sequences (integration/sequences.py)
     sequence_steps: int = 12  # 10: steps per sequence
+    recycle_every: int = 500  # 11: --max-tasks; four times that many tasks are enqueued
 
 
 FAST = Scale(
@@ -45,6 +47,7 @@ FAST = Scale(
     soak_rate=100,
     sequences=2,
     sequence_steps=12,
+    recycle_every=100,
 )
 FULL = Scale(
     "full",
@@ -652,6 +655,97 @@ async def random_sequences(kind: str, scale: Scale, logs: Path) -> Report:
     return await run_sequences(kind, scale.sequences, scale.sequence_steps, logs)
 
 
+# ---------------------------------------------------------------- 11. recycling
+def _recycling_worker(env: Env, **ardiq: str) -> Worker:
+    """A native worker under its supervisor, with `ARDIQ_<NAME>` options set."""
+    w = Worker(
+        env.kind, {**env.env, **{f"ARDIQ_{k.upper()}": v for k, v in ardiq.items()}}, env.log_dir
+    )
+    env.workers.append(w)
+    return w
+
+
+def _pids(env: Env, ids: list[str]) -> Counter[int]:
+    """Starts per worker process, over `ids`."""
+    ex = env.ledger.executions()
+    return Counter(e.pid for tid in ids for e in ex.get(tid, []))
+
+
+async def recycle_tasks(kind: str, scale: Scale, logs: Path) -> Report:
+    """`ardiq run --max-tasks N` over 4 N tasks at concurrency 16: the worker recycles
+    four times (each process runs exactly N), its supervisor replaces it at once and
+    never exits, and nothing is lost or run twice."""
+    n = scale.recycle_every
+    env = Env(kind, logs, idle_ms=LEASE_MS, concurrency=16)
+    try:
+        w = _recycling_worker(env, max_tasks=str(n))
+        await env.wait_ready(w)
+        rnd = random.Random(11)
+        ids = await env.enqueue("work", [(rnd.randint(1, 10),) for _ in range(4 * n)])
+        t0 = time.monotonic()
+        await env.wait_results(ids, 300)
+        elapsed = time.monotonic() - t0
+        # The fourth recycle is under way (its process drains its last tasks): wait for
+        # its replacement, or the stop below would only end it.
+        deadline = time.monotonic() + 30
+        while w.output().count("replacing worker 0") < 4 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        out = w.output()
+        per_pid = _pids(env, ids)
+        rep = await _finish(env, f"--max-tasks {n} over {4 * n} tasks", ids, 60)
+        recycles = out.count(f"reason=recycle (max_tasks={n})")
+        replaced = out.count("replacing worker 0")
+        rep.extra.update(recycles=recycles, replaced=replaced, per_process=sorted(per_pid.values()))
+        rep.notes.append(
+            f"{recycles} recycles, {replaced} replacements, tasks per process "
+            f"{sorted(per_pid.values())}, {len(ids) / elapsed:.0f} tasks/s"
+        )
+        if recycles != 4 or replaced != 4:
+            rep.problems.append(f"{recycles} recycles and {replaced} replacements, expected 4")
+        if sorted(per_pid.values()) != [n] * 4:
+            rep.problems.append(f"tasks per process {sorted(per_pid.values())}, expected 4 x {n}")
+        if "a worker failed" in out:
+            rep.problems.append("the supervisor saw a failure")
+        return rep
+    finally:
+        await env.close()
+
+
+async def recycle_memory(kind: str, scale: Scale, logs: Path) -> Report:
+    """`ardiq run --max-memory 300` while tasks leak 400 MB now and then: each leak
+    recycles the worker within about a second, the tasks around it all complete once."""
+    env = Env(kind, logs, idle_ms=LEASE_MS, concurrency=4)
+    try:
+        w = _recycling_worker(env, max_memory="300")
+        await env.wait_ready(w)
+        ids: list[str] = []
+        leaks = 3
+        for i in range(leaks):
+            ids += await env.enqueue("work", [(5,)] * (scale.recycle_every // 2), prefix=f"w{i}-")
+            ids += await env.enqueue("hog", [(400,)], prefix=f"hog{i}-")
+            # The next leak once this one's worker was replaced: one recycle per leak.
+            deadline = time.monotonic() + 60
+            while w.output().count("replacing worker 0") <= i and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        ids += await env.enqueue("work", [(5,)] * (scale.recycle_every // 2), prefix="last-")
+        await env.wait_results(ids, 120)
+        out = w.output()
+        per_pid = _pids(env, ids)
+        rep = await _finish(env, f"--max-memory 300 with {leaks} leaks of 400 MB", ids, 60)
+        recycles = out.count("reason=recycle (max_memory=300MB")
+        rep.extra.update(recycles=recycles, processes=len(per_pid))
+        rep.notes.append(
+            f"{recycles} recycles for {leaks} leaks, {len(per_pid)} processes ran tasks"
+        )
+        if recycles != leaks:
+            rep.problems.append(f"{recycles} memory recycles, expected {leaks}")
+        if "a worker failed" in out:
+            rep.problems.append("the supervisor saw a failure")
+        return rep
+    finally:
+        await env.close()
+
+
 # The binary, `app.run()` on the Rust engine, `app.run()` on the pure-Python loop.
 ALL_KINDS = ("native", "inproc", "incode")
 
@@ -672,4 +766,7 @@ SCENARIOS: dict[str, tuple[Scenario, tuple[str, ...], bool]] = {
     "sigterm_prefetched": (sigterm_prefetched, ALL_KINDS, True),
     "soak": (soak, ALL_KINDS, False),
     "random_sequences": (random_sequences, ("native",), True),
+    # `ardiq run` options: the binary only.
+    "recycle_tasks": (recycle_tasks, ("native",), True),
+    "recycle_memory": (recycle_memory, ("native",), False),
 }

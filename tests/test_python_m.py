@@ -59,6 +59,14 @@ def test_version_help_and_usage_errors() -> None:
         assert out.returncode == 2, (bad, out)
     out = python_m("info", env=env)
     assert out.returncode == 2 and "needs the native worker" in out.stderr, out
+    # Recycling is the native worker's: refused, never silently ignored.
+    for args, extra in (
+        (["run", APP, "--max-tasks", "5"], {}),
+        (["run", APP], {"ARDIQ_MAX_MEMORY": "512"}),
+    ):
+        out = python_m(*args, env={**env, **extra})
+        assert out.returncode == 2 and "recycling" in out.stderr, out
+        assert "needs the native worker" in out.stderr, out
 
 
 async def test_burst_runs_the_queue_with_the_banner(

@@ -118,3 +118,14 @@ async def fail_first(sleep_ms: int) -> int:
         event("F", ctx.task_id, ctx.tries)
         raise RuntimeError("first run fails")
     return PID
+
+
+_hoard: list[bytes] = []
+
+
+@app.task(max_retries=0)
+async def hog(mb: int) -> int:
+    """Allocates `mb` megabytes, written so they are resident, and keeps them for the
+    process's life: a leak, for the recycling scenario (`--max-memory`)."""
+    _hoard.append(b"\x01" * (mb * 1024 * 1024))
+    return PID

@@ -195,6 +195,13 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("ARDIQ_MAX_MEMORY_PER_CHILD") or None,
         help="isolated tasks: replace a child process above MB of memory after a task",
     )  # fmt: skip
+    # Recycling is the native worker's (its supervisor replaces a recycled process): here
+    # the options, and their environment twins, are refused rather than ignored.
+    for flag, twin in (("--max-tasks", "ARDIQ_MAX_TASKS"), ("--max-memory", "ARDIQ_MAX_MEMORY")):
+        run.add_argument(
+            flag, metavar="N", default=os.environ.get(twin) or None,
+            help="recycle worker processes (native worker only)",
+        )  # fmt: skip
     return top
 
 
@@ -270,6 +277,13 @@ def banner(args: argparse.Namespace, settings: WorkerSettings | None, workers: i
 # ------------------------------------------------------------------------ run
 def run(args: argparse.Namespace) -> int:
     setup_logging(args)
+    if args.max_tasks is not None or args.max_memory is not None:
+        error(
+            "recycling (`--max-tasks`, `--max-memory`) needs the native worker, which is not "
+            "installed here",
+            hint=f"`{NATIVE_HINT}` installs it (`ardiq run ... --max-tasks N`)",
+        )
+        return USAGE
     if args.workers > 1:
         return supervise(args)
     supervised = os.environ.get(SUPERVISED_ENV) or None

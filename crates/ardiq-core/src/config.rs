@@ -66,6 +66,10 @@ pub struct Config {
     /// History entries and `P stats` fields older than this are trimmed, about once a
     /// minute.
     pub history_ttl_ms: i64,
+    /// Recycling (`ardiq run --max-tasks`): the engine starts at most this many tasks,
+    /// then drains as on a stop request and returns [`crate::StopReason::Recycle`], for
+    /// its supervisor to start a fresh process. `None`: no limit (and no cost).
+    pub max_tasks: Option<u64>,
 }
 
 impl Config {
@@ -94,6 +98,7 @@ impl Config {
             max_payload_bytes: 16 * 1024 * 1024,
             history: 0,
             history_ttl_ms: 86_400_000,
+            max_tasks: None,
         }
     }
 
@@ -136,6 +141,9 @@ impl Config {
         }
         if self.max_deliveries == 0 {
             return bad("max_deliveries must be at least 1");
+        }
+        if self.max_tasks == Some(0) {
+            return bad("max_tasks must be at least 1");
         }
         if self.history_ttl_ms <= 0 {
             return bad("history_ttl_ms must be positive");
@@ -186,6 +194,7 @@ impl fmt::Debug for Config {
             .field("max_payload_bytes", &self.max_payload_bytes)
             .field("history", &self.history)
             .field("history_ttl_ms", &self.history_ttl_ms)
+            .field("max_tasks", &self.max_tasks)
             .finish_non_exhaustive()
     }
 }

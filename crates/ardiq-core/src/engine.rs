@@ -33,7 +33,7 @@ use crate::promote;
 use crate::reclaim;
 use crate::report::{Counter, Counters, RunReport, StopReason};
 use crate::scheduler;
-use crate::shutdown::{self, StopHandle, StopLevel};
+use crate::shutdown::{self, Recycle, StopHandle, StopLevel};
 use crate::started;
 use crate::state::RunningTask;
 
@@ -140,6 +140,11 @@ impl Engine {
         drop(serving);
         let (reason, abandoned) = match reason {
             StopReason::Signal => d.drain().await,
+            // Drained as on a first signal; a second signal meanwhile still forces.
+            StopReason::Recycle => match d.drain().await {
+                (StopReason::Signal, n) => (StopReason::Recycle, n),
+                other => other,
+            },
             StopReason::Forced => (StopReason::Forced, ctx.held().in_flight()),
             other => (other, 0),
         };
@@ -148,7 +153,10 @@ impl Engine {
         d.take_back_queued();
         // A forced stop or a missed deadline returns at once: no more round trips. (The
         // script would keep a consumer that owns pending entries anyway.)
-        if matches!(reason, StopReason::Signal | StopReason::Burst) {
+        if matches!(
+            reason,
+            StopReason::Signal | StopReason::Burst | StopReason::Recycle
+        ) {
             retire(&ctx).await;
         }
         drop(core);
@@ -158,7 +166,13 @@ impl Engine {
     fn finish_report(&self, reason: StopReason, abandoned: usize) -> RunReport {
         self.counters.live().set_phase(Phase::Stopped);
         let counters = self.counters.snapshot();
-        info!(worker = %self.config.worker_id, reason = reason.as_str(), abandoned,
+        // `reason=recycle (max_tasks=500)`: why, for whoever reads the log after the
+        // supervisor replaced the process.
+        let reason_text = match (reason, self.stop.recycling()) {
+            (StopReason::Recycle, Some(why)) => format!("recycle ({why})"),
+            _ => reason.as_str().to_owned(),
+        };
+        info!(worker = %self.config.worker_id, reason = %reason_text, abandoned,
             ok = counters.ok, failed = counters.failed, retried = counters.retried,
             "worker stopped");
         RunReport {
@@ -247,6 +261,10 @@ struct Dispatcher {
     fetch_throttle: LogThrottle,
     /// `started` calls in flight for reclaimed deliveries (see [`started`]).
     marking: Vec<JoinHandle<()>>,
+    /// Tasks this run may still start (`Config::max_tasks`); `None`: no limit. It fetches
+    /// no more than it may start; at 0 it starts nothing more and recycles once the tasks
+    /// it started have finished.
+    budget: Option<u64>,
 }
 
 impl Drop for Dispatcher {
@@ -264,8 +282,10 @@ impl Dispatcher {
         stop_rx: watch::Receiver<StopLevel>,
         stop: StopHandle,
     ) -> Self {
+        let budget = ctx.config.max_tasks;
         Dispatcher {
             ctx,
+            budget,
             stop_rx,
             stop,
             reader: Some(BlockingReader::new(redis.clone())),
@@ -298,7 +318,18 @@ impl Dispatcher {
             return 0;
         }
         let reserved = held.buffered() + held.running() + usize::from(self.read_task.is_some());
-        prefetch.saturating_sub(reserved)
+        let free = prefetch.saturating_sub(reserved);
+        match self.budget {
+            None => free,
+            // Near the end of its budget a recycling worker takes only what it may still
+            // start: anything more would only be handed back.
+            Some(left) => {
+                let room = left.saturating_sub(
+                    (held.buffered() + usize::from(self.read_task.is_some())) as u64,
+                );
+                free.min(usize::try_from(room).unwrap_or(usize::MAX))
+            }
+        }
     }
 
     /// Takes work until a stop request (returns `Signal`) or, in burst mode, until the
@@ -312,6 +343,19 @@ impl Dispatcher {
                 StopLevel::Running => {}
                 StopLevel::Graceful => return StopReason::Signal,
                 StopLevel::Immediate => return StopReason::Forced,
+            }
+            if self.budget == Some(0) && self.ctx.held().running() == 0 {
+                // The budget is spent and every task it paid for has its outcome, so none
+                // waits unstarted in the executor's queue, where the drain would take it
+                // back: the process runs exactly `max_tasks` tasks.
+                if let Some(n) = self.ctx.config.max_tasks {
+                    self.stop.recycle(Recycle::MaxTasks(n));
+                }
+            }
+            if let Some(why) = self.stop.recycling() {
+                info!(worker = %self.ctx.worker(), reason = %why,
+                    "recycling: no new work, running tasks finish, then a fresh process takes over");
+                return StopReason::Recycle;
             }
             let now = Instant::now();
             // What is buffered starts before the fetch's round trip: a task the blocking
@@ -506,9 +550,12 @@ impl Dispatcher {
         } else {
             0
         };
+        // Off (`None`) it is never looked at again; on, every delivery started or
+        // expired here spends one.
+        let mut budget = self.budget;
         {
             let mut held = ctx.held();
-            while held.running() < concurrency + ahead {
+            while held.running() < concurrency + ahead && budget != Some(0) {
                 let Some((lane, d)) = held.pop(1).pop() else {
                     break;
                 };
@@ -536,6 +583,9 @@ impl Dispatcher {
                     let mut o = d.outcome(OutcomeKind::Expired, b"expired".to_vec(), 0, 0);
                     o.tries = d.tries;
                     expired.push(o);
+                    if let Some(left) = &mut budget {
+                        *left -= 1;
+                    }
                 } else if started::is_last_chance(&d, cap) && held.last_chance_running() {
                     // One last-chance task at a time: it waits for the running one.
                     deferred.push((lane, d));
@@ -544,6 +594,9 @@ impl Dispatcher {
                         held.mark_last_chance((lane, d.entry_id.clone()));
                     }
                     held.mark_running(lane, &d);
+                    if let Some(left) = &mut budget {
+                        *left -= 1;
+                    }
                     if checked_start {
                         checked.push((lane, d));
                     } else {
@@ -558,6 +611,8 @@ impl Dispatcher {
                 held.push(lane, d);
             }
         }
+        // Spent: `serve` recycles once what it started has finished.
+        self.budget = budget;
         ctx.sink.send(expired);
         if !batch.is_empty() {
             ctx.executor.start(batch, &ctx.sink);

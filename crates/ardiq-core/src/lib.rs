@@ -13,8 +13,9 @@
 //! * [`executor`]: the [`Executor`] trait, [`Delivery`] batches in, [`Outcome`] batches out.
 //! * [`engine`]: [`Engine`]: connects, starts the tasks below, runs the dispatcher
 //!   (fetch → buffer → start) and the graceful drain.
-//! * [`shutdown`]: [`StopHandle`] (first stop drains, second returns at once), handback
-//!   and retire.
+//! * [`shutdown`]: [`StopHandle`] (first stop drains, second returns at once; a
+//!   [`Recycle`] request drains too, for `--max-tasks`/`--max-memory`), handback and
+//!   retire.
 //! * [`report`]: [`RunReport`], [`StopReason`], live [`Counters`].
 //! * [`error`]: the [`EngineError`] type.
 //! * [`metrics`]: live state for health probes ([`Phase`], heartbeats, gauges) and the
@@ -109,5 +110,5 @@ pub use keys::{Keys, GROUP};
 pub use metrics::{Live, Phase};
 pub use progress::ProgressReport;
 pub use report::{Counters, CountersSnapshot, RunReport, StopReason};
-pub use shutdown::{StopHandle, StopLevel};
+pub use shutdown::{Recycle, StopHandle, StopLevel};
 pub use sign::SigningKey;

@@ -16,6 +16,9 @@ pub enum StopReason {
     Forced,
     /// The drain deadline passed with tasks still running (left for reclaim).
     DrainTimeout,
+    /// A recycle request ([`crate::StopHandle::recycle`]: `--max-tasks`, `--max-memory`)
+    /// and every running task finished, as after a graceful stop.
+    Recycle,
 }
 
 impl StopReason {
@@ -26,6 +29,7 @@ impl StopReason {
             StopReason::Burst => "burst",
             StopReason::Forced => "forced",
             StopReason::DrainTimeout => "drain_timeout",
+            StopReason::Recycle => "recycle",
         }
     }
 }

@@ -11,9 +11,16 @@
 //!
 //! The handle also carries the burst switch: `app.burst = True` on a running in-code
 //! worker makes it return once the queue is drained, as the setting read at start does.
+//!
+//! And the recycle request (`ardiq run --max-tasks / --max-memory`): a third way out,
+//! apart from the stop level on purpose. A recycling worker drains exactly as on a first
+//! signal, but a signal arriving meanwhile must still count as the *first* one (drain),
+//! not escalate to an immediate stop; and the run reports why it ended
+//! ([`crate::StopReason::Recycle`]) so that the supervisor replaces the process.
 
+use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use redis::Value;
 use tokio::sync::watch;
@@ -42,13 +49,60 @@ pub enum StopLevel {
 pub struct StopHandle {
     tx: watch::Sender<StopLevel>,
     burst: Arc<AtomicBool>,
+    /// Set once, by the first recycle request.
+    recycle: Arc<OnceLock<Recycle>>,
+}
+
+/// Why a worker recycles itself: it stops taking work, drains as on a first signal, and
+/// the run returns [`crate::StopReason::Recycle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recycle {
+    /// It started the `max_tasks` tasks it was allowed ([`crate::Config::max_tasks`]).
+    MaxTasks(u64),
+    /// Its resident memory went over the limit (both in bytes).
+    MaxMemory {
+        /// The limit it was given.
+        limit: u64,
+        /// What it measured.
+        resident: u64,
+    },
+}
+
+impl fmt::Display for Recycle {
+    /// `max_tasks=500`, `max_memory=200MB rss=231MB`: the parenthesis of the "worker
+    /// stopped" line's `reason=recycle (...)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MB: u64 = 1024 * 1024;
+        match self {
+            Recycle::MaxTasks(n) => write!(f, "max_tasks={n}"),
+            Recycle::MaxMemory { limit, resident } => {
+                write!(f, "max_memory={}MB rss={}MB", limit / MB, resident / MB)
+            }
+        }
+    }
 }
 
 impl StopHandle {
     pub(crate) fn with_burst(burst: bool) -> (Self, watch::Receiver<StopLevel>) {
         let (tx, rx) = watch::channel(StopLevel::Running);
         let burst = Arc::new(AtomicBool::new(burst));
-        (StopHandle { tx, burst }, rx)
+        let recycle = Arc::new(OnceLock::new());
+        (StopHandle { tx, burst, recycle }, rx)
+    }
+
+    /// Asks the run to recycle: stop taking work, drain as on a first [`stop`](Self::stop),
+    /// and return [`crate::StopReason::Recycle`]. The first request's reason is kept;
+    /// later ones change nothing. A stop requested first wins (the run reports it).
+    pub fn recycle(&self, why: Recycle) {
+        if self.recycle.set(why).is_ok() {
+            // Wakes whatever waits on the level, so the dispatcher looks at once.
+            self.tx.send_modify(|_| {});
+        }
+    }
+
+    /// The recycle request, if one came.
+    pub fn recycling(&self) -> Option<Recycle> {
+        self.recycle.get().copied()
     }
 
     /// Turns burst mode on or off while the run serves: on, it returns once the queue is
@@ -139,5 +193,29 @@ mod tests {
         rx.wait_for(|l| *l >= StopLevel::Immediate).await.unwrap();
         h.stop();
         assert_eq!(h.level(), StopLevel::Immediate);
+    }
+
+    #[tokio::test]
+    async fn recycle_keeps_the_first_reason_and_wakes() {
+        let (h, mut rx) = StopHandle::with_burst(false);
+        assert_eq!(h.recycling(), None);
+        rx.mark_unchanged();
+        h.recycle(Recycle::MaxTasks(500));
+        assert!(rx.has_changed().unwrap(), "a recycle wakes the dispatcher");
+        h.clone().recycle(Recycle::MaxMemory {
+            limit: 1 << 20,
+            resident: 2 << 20,
+        });
+        assert_eq!(h.recycling(), Some(Recycle::MaxTasks(500)));
+        // Not a stop: a first signal still only drains.
+        assert_eq!(h.level(), StopLevel::Running);
+        h.stop();
+        assert_eq!(h.level(), StopLevel::Graceful);
+        assert_eq!(Recycle::MaxTasks(500).to_string(), "max_tasks=500");
+        let mem = Recycle::MaxMemory {
+            limit: 200 << 20,
+            resident: 231 << 20,
+        };
+        assert_eq!(mem.to_string(), "max_memory=200MB rss=231MB");
     }
 }

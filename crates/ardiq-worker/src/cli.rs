@@ -68,6 +68,10 @@ Signals: the first SIGINT/SIGTERM stops taking work, hands prefetched tasks back
 running tasks finish, then exits 0; a second signal (or --shutdown-timeout) exits at once
 and leaves running tasks to be reclaimed by another worker. Nothing is lost either way.
 
+Recycling: with --max-tasks or --max-memory a supervisor runs (even for one worker); a
+worker that reaches either limit stops taking work, drains as on SIGTERM and exits 75, and
+the supervisor starts a fresh one at once: whatever started `ardiq run` sees no exit.
+
 Health: --health-port serves /livez (dispatcher and Python event loop both turning),
 /readyz (connected, taking work) and /metrics (Prometheus), to at most 32 clients at once,
 each cut after --health-timeout without a request. Under systemd (NOTIFY_SOCKET)
@@ -80,7 +84,8 @@ Exit codes:
   2  usage error: a bad option, MODULE:ATTR cannot be imported or is not an app, or a
      Python of another version than the one embedded
   3  the embedded Python cannot start: no interpreter found, or no shared libpython
-  N  with --workers: the exit code of the first worker that failed";
+  N  with --workers: the exit code of the first worker that failed
+  75 never seen outside: a recycled worker to its supervisor, which replaces it";
 
 /// Options of `ardiq run`.
 #[derive(Debug, Clone, Args)]
@@ -195,6 +200,16 @@ pub struct RunArgs {
     #[arg(long, env = "ARDIQ_LIVENESS_THRESHOLD", value_name = "SECONDS",
           default_value_t = 30.0, value_parser = parse_seconds)]
     pub liveness_threshold: f64,
+
+    /// Recycle a worker process once it has run N tasks: it drains as on SIGTERM and its
+    /// supervisor starts a fresh one at once [default: never]
+    #[arg(long, env = "ARDIQ_MAX_TASKS", value_name = "N", value_parser = parse_max_tasks)]
+    pub max_tasks: Option<u64>,
+
+    /// Recycle a worker process whose resident memory goes over MB megabytes (checked
+    /// every second): it drains as on SIGTERM and is replaced at once [default: never]
+    #[arg(long, env = "ARDIQ_MAX_MEMORY", value_name = "MB", value_parser = parse_max_memory)]
+    pub max_memory: Option<u64>,
 }
 
 /// How log lines look.
@@ -234,6 +249,12 @@ impl RunArgs {
         }
     }
 
+    /// Does a worker recycle itself (`--max-tasks`, `--max-memory`)? Then a supervisor
+    /// runs even for one worker, to replace it.
+    pub fn recycles(&self) -> bool {
+        self.max_tasks.is_some() || self.max_memory.is_some()
+    }
+
     /// The arguments a supervised child gets: the same options, as explicit flags,
     /// without `--workers` (children run one worker each) and without `--redis-url`,
     /// which may hold a password: the supervisor passes it in the child's environment.
@@ -269,6 +290,18 @@ impl RunArgs {
             self.max_memory_per_child.map(|v| v.to_string()),
         );
         opt("--log-format", Some(self.log_format.as_str().to_owned()));
+        opt("--max-tasks", self.max_tasks.map(|v| v.to_string()));
+        opt("--max-memory", self.max_memory.map(|v| v.to_string()));
+        // A lone recycled worker keeps its health endpoint (`--workers` refuses one).
+        opt("--health-port", self.health_port.map(|v| v.to_string()));
+        if self.health_port.is_some() {
+            opt("--health-host", Some(self.health_host.clone()));
+            opt("--health-timeout", Some(self.health_timeout.to_string()));
+        }
+        opt(
+            "--liveness-threshold",
+            Some(self.liveness_threshold.to_string()),
+        );
         opt(
             "--python",
             self.python
@@ -290,6 +323,27 @@ pub(crate) fn parse_seconds(text: &str) -> Result<f64, String> {
         Ok(v) if v > 0.0 && v <= MAX_SECONDS => Ok(v),
         _ => Err(format!(
             "`{text}` is not a number of seconds above 0 and at most {MAX_SECONDS} (a year)"
+        )),
+    }
+}
+
+/// The most `--max-memory` takes, in MB (16 TB): its value in bytes then fits easily.
+const MAX_MEMORY_MB: u64 = 16 << 20;
+
+/// `--max-tasks`: a whole number of tasks, at least 1.
+fn parse_max_tasks(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{text}` is not a number of tasks of at least 1")),
+    }
+}
+
+/// `--max-memory`: a whole number of megabytes, at least 1.
+fn parse_max_memory(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(n) if (1..=MAX_MEMORY_MB).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{text}` is not a number of megabytes from 1 to {MAX_MEMORY_MB}"
         )),
     }
 }
@@ -389,6 +443,28 @@ mod tests {
         assert!(parse(&["m:app", "--max-tasks-per-child", "0"]).is_err());
         assert!(parse(&["m:app", "--max-memory-per-child", "0"]).is_err());
         assert!(parse(&["m:app", "--max-memory-per-child", "lots"]).is_err());
+        for bad in ["0", "-1", "1.5", "many", ""] {
+            assert!(parse(&["m:app", "--max-tasks", bad]).is_err(), "{bad}");
+            assert!(parse(&["m:app", "--max-memory", bad]).is_err(), "{bad}");
+        }
+        assert!(parse(&["m:app", "--max-memory", "16777217"]).is_err());
+    }
+
+    #[test]
+    fn recycling_options_reach_the_children() {
+        let a = parse(&["m:app"]).unwrap();
+        assert!(!a.recycles());
+        let a = parse(&["m:app", "--max-tasks", "500", "--max-memory", "256"]).unwrap();
+        assert!(a.recycles());
+        assert_eq!((a.max_tasks, a.max_memory), (Some(500), Some(256)));
+        let child = a.child_args();
+        let again = parse(&child[1..].iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        assert_eq!((again.max_tasks, again.max_memory), (Some(500), Some(256)));
+        let a = parse(&["m:app", "--max-tasks", "9", "--health-port", "9464"]).unwrap();
+        let child = a.child_args();
+        let again = parse(&child[1..].iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        assert_eq!(again.health_port, Some(9464));
+        assert_eq!(again.health_host, "127.0.0.1");
     }
 
     #[test]
@@ -419,7 +495,8 @@ mod tests {
                 "--burst",
                 "--concurrency=4",
                 "--max-tasks-per-child=7",
-                "--log-format=text"
+                "--log-format=text",
+                "--liveness-threshold=30"
             ]
         );
         let again = parse(&child[1..].iter().map(String::as_str).collect::<Vec<_>>()).unwrap();

@@ -9,6 +9,10 @@ pub mod code {
     pub const RUNTIME: i32 = 1;
     pub const USAGE: i32 = 2;
     pub const PYTHON: i32 = 3;
+    /// A worker that recycled itself (`--max-tasks`, `--max-memory`): its supervisor
+    /// starts a fresh one. Never the exit of `ardiq run` itself (`EX_TEMPFAIL`: "try
+    /// again", which is what the supervisor does).
+    pub const RECYCLED: i32 = 75;
 }
 
 #[derive(Debug)]

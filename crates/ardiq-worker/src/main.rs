@@ -5,16 +5,17 @@
 //! `embed::exit`).
 //!
 //! Layout: `cli` (clap types), `commands/` (one file per subcommand), `supervisor`
-//! (`--workers N`), `interpreter` (which Python environment) and `embed` (the
+//! (`--workers N`, recycling), `interpreter` (which Python environment) and `embed` (the
 //! interpreter's start and exit), `app` (importing `MODULE:ATTR`, reading settings),
 //! `executor` (the engine's executor over `ardiq._bridge`), `signals`, `logging`,
 //! `banner`, `failure` (errors and exit codes), `escape` (control characters in text
 //! output); `health` (liveness, the `--health-port` endpoint) on `http` (the binary's
 //! HTTP server) and `notify` (systemd's `sd_notify`); `fdlimit` (the open-files limit);
 //! `ops` (what `check` and the ops commands share), `cli_ops` (their clap types);
-//! `secrets` (the Redis URL and signing keys kept out of the environment task code
-//! inherits); `dashboard` (the web dashboard and its JSON API, `cli_dashboard` its clap
-//! types).
+//! `recycle` (`--max-tasks`, `--max-memory`: the worker's half; the supervisor replaces
+//! recycled workers); `secrets` (the Redis URL and signing keys kept out of the
+//! environment task code inherits); `dashboard` (the web dashboard and its JSON API,
+//! `cli_dashboard` its clap types).
 
 mod app;
 mod banner;
@@ -35,6 +36,7 @@ mod launch;
 mod logging;
 mod notify;
 mod ops;
+mod recycle;
 mod secrets;
 mod signals;
 mod supervisor;

@@ -9,14 +9,15 @@
 //!   while the worker is live (dispatcher and Python event loop both turning, see
 //!   `health::Liveness`): a wedged worker stops petting and systemd restarts it. Sent from
 //!   tokio, never from Python;
-//! * `STOPPING=1` when the drain starts (or the run ends without one).
+//! * `STOPPING=1` when the drain starts (or the run ends without one), unless the worker
+//!   drains to recycle (its supervisor replaces it: the service goes on).
 
 use std::io;
 use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ardiq_core::{Live, Phase};
+use ardiq_core::{Live, Phase, StopHandle};
 use tracing::{debug, warn};
 
 use crate::health::Liveness;
@@ -81,8 +82,17 @@ pub fn watchdog_interval() -> Option<Duration> {
 
 /// Sends `READY=1` and `STOPPING=1` as the engine's phase moves, and `WATCHDOG=1`
 /// while live. Runs until the phase is `Stopped` (then makes sure `STOPPING=1` went out).
-pub async fn watch(notifier: Notifier, live: Arc<Liveness>, engine: Arc<ardiq_core::Counters>) {
-    let phases = phases(notifier.clone(), engine.clone());
+///
+/// A worker that drains to recycle (`--max-tasks`, `--max-memory`) says no `STOPPING=1`:
+/// the service is not stopping, its supervisor starts a fresh worker at once (under
+/// systemd, with `NotifyAccess=all`, the new one says `READY=1` and pets the watchdog).
+pub async fn watch(
+    notifier: Notifier,
+    live: Arc<Liveness>,
+    engine: Arc<ardiq_core::Counters>,
+    stop: StopHandle,
+) {
+    let phases = phases(notifier.clone(), engine.clone(), stop);
     let Some(every) = watchdog_interval() else {
         phases.await;
         return;
@@ -111,14 +121,16 @@ pub async fn watch(notifier: Notifier, live: Arc<Liveness>, engine: Arc<ardiq_co
     }
 }
 
-async fn phases(notifier: Notifier, engine: Arc<ardiq_core::Counters>) {
+async fn phases(notifier: Notifier, engine: Arc<ardiq_core::Counters>, stop: StopHandle) {
     let live: &Live = engine.live();
     live.wait_for_phase(Phase::Serving).await;
     if live.phase() == Phase::Serving {
         notifier.send("READY=1");
     }
     live.wait_for_phase(Phase::Draining).await;
-    notifier.send("STOPPING=1");
+    if stop.recycling().is_none() {
+        notifier.send("STOPPING=1");
+    }
     live.wait_for_phase(Phase::Stopped).await;
 }
 

@@ -41,7 +41,10 @@ pub fn run(args: RunArgs) -> i32 {
         f.print();
         return f.code;
     }
-    if args.workers > 1 {
+    let supervised = std::env::var(SUPERVISED_ENV).ok().filter(|s| !s.is_empty());
+    // A recycling worker always has a supervisor to replace it, even alone: the service
+    // manager above never sees it exit.
+    if args.workers > 1 || (args.recycles() && supervised.is_none()) {
         return crate::supervisor::run(&args);
     }
     // One thread runs the whole engine (fetch, finish, leases, health).
@@ -53,7 +56,6 @@ pub fn run(args: RunArgs) -> i32 {
         }
     };
     let stopper = Stopper::default();
-    let supervised = std::env::var(SUPERVISED_ENV).ok().filter(|s| !s.is_empty());
     {
         let _guard = runtime.enter();
         match signals::listen(stopper.clone()) {
@@ -160,7 +162,7 @@ impl Worker<'_> {
     fn serve(self, runtime: &tokio::runtime::Runtime) -> Result<(i32, bool), Failure> {
         let args = self.args;
         let verbosity = args.verbosity();
-        let loaded = Python::attach(|py| {
+        let mut loaded = Python::attach(|py| {
             let bridge = app::bridge(py)?;
             let emit = wrap_pyfunction!(emit_log, py).map_err(|e| {
                 Failure::new(code::RUNTIME, "cannot install the log handler")
@@ -178,6 +180,7 @@ impl Worker<'_> {
             info!("stopped before the worker started");
             return Ok((code::OK, true));
         }
+        loaded.config.max_tasks = args.max_tasks;
         let python = self.found.executable.display().to_string();
         // A log collector reading JSON lines gets no banner: "worker starting" says it all.
         if !args.quiet && self.supervised.is_none() && args.log_format == LogFormat::Text {
@@ -229,18 +232,31 @@ impl Worker<'_> {
             }
         }
 
+        // With the lifespan started (it may load a model, fill a cache): a limit below
+        // this, before any task, would recycle the worker for ever.
+        if let Some(mb) = args.max_memory {
+            crate::recycle::check_start(mb)?;
+        }
         let (executor, inbox) = bridge
             .connect_inbox()
             .map_err(|e| Failure::new(code::RUNTIME, format!("cannot start a thread: {e}")))?;
+        let stop = engine.stop_handle();
         let probes = crate::health::Probes::start(
             runtime,
             args,
             &loaded.config,
             engine.counters(),
             &bridge,
+            &stop,
         )?;
-        self.stopper.attach(engine.stop_handle());
+        self.stopper.attach(stop.clone());
+        let memory = args
+            .max_memory
+            .map(|mb| runtime.spawn(crate::recycle::watch_memory(mb, stop.clone())));
         let result = runtime.block_on(engine.run(executor));
+        if let Some(m) = memory {
+            m.abort();
+        }
         probes.stop(runtime);
         drop(started);
 
@@ -248,7 +264,16 @@ impl Worker<'_> {
             Ok(report) => {
                 let hard = report.abandoned > 0
                     || matches!(report.reason, StopReason::Forced | StopReason::DrainTimeout);
-                (code::OK, hard)
+                // Recycled (even if the drain deadline cut it short: what it left is
+                // reclaimed), unless a signal asked it to stop meanwhile: then it only
+                // stopped, and its supervisor, stopping too, must not replace it.
+                let recycled = matches!(
+                    report.reason,
+                    StopReason::Recycle | StopReason::DrainTimeout
+                ) && stop.recycling().is_some()
+                    && self.stopper.requested() == 0;
+                let code = if recycled { code::RECYCLED } else { code::OK };
+                (code, hard)
             }
             Err(e) => {
                 error!(error = %e, "the worker cannot go on");

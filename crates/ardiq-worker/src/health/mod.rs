@@ -17,7 +17,7 @@ mod routes;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ardiq_core::{Config, Counters, Keys, Phase};
+use ardiq_core::{Config, Counters, Keys, Phase, StopHandle};
 use tokio::net::TcpListener;
 use tracing::info;
 
@@ -74,6 +74,7 @@ impl Probes {
         config: &Config,
         counters: Arc<Counters>,
         bridge: &Bridge,
+        stop: &StopHandle,
     ) -> Result<Probes, Failure> {
         let threshold = Duration::from_secs_f64(args.liveness_threshold);
         let liveness = Arc::new(Liveness::new(threshold));
@@ -125,7 +126,7 @@ impl Probes {
             info!(addr = %addr, "health endpoint listening (/livez, /readyz, /metrics)");
         }
         if let Some(n) = notifier.clone() {
-            tasks.push(runtime.spawn(notify::watch(n, liveness, counters.clone())));
+            tasks.push(runtime.spawn(notify::watch(n, liveness, counters.clone(), stop.clone())));
         }
         Ok(Probes {
             pulse,

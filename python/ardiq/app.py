@@ -484,12 +484,19 @@ class Ardiq:
         backoff_ms: int = 0,
         timeout: float | None = None,
         priority: str | None = None,
+        tz: str | None = None,
     ) -> Callable[[Callable[[], Any]], Task[[], Any]]:
-        """Run a function with no arguments on a 5-field UTC cron ``spec`` or ``every=``
-        seconds (or a timedelta), once per occurrence across all workers."""
+        """Run a function with no arguments on a 5-field cron ``spec`` or ``every=``
+        seconds (or a timedelta), once per occurrence across all workers.
+
+        The spec is read in UTC, or in the IANA time zone ``tz`` (``"Europe/Paris"``;
+        ``ValueError`` for an unknown zone). Across daylight-saving changes each matching
+        wall time fires once: one the clocks skip fires at the first instant after the
+        gap, one they repeat fires at its first instance. ``every=`` ignores ``tz``.
+        """
         from .cron import parse_schedule  # only apps with crons pay for the cron parser
 
-        schedule = parse_schedule(spec, every)
+        schedule = parse_schedule(spec, every, tz)
 
         def register(fn: Callable[[], Any]) -> Task[[], Any]:
             task = self._register(

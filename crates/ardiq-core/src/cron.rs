@@ -133,9 +133,8 @@ impl CronSpec {
     /// The same spec read in the IANA time zone `name` (such as `Europe/Paris`); an
     /// unknown zone is an error.
     pub fn in_time_zone(mut self, name: &str) -> Result<Self, CronError> {
-        let tz = TimeZone::get(name).map_err(|e| {
-            CronError(format!("unknown time zone `{name}`: {e}"))
-        })?;
+        let tz = TimeZone::get(name)
+            .map_err(|e| CronError(format!("unknown time zone `{name}`: {e}")))?;
         self.tz = Some(tz);
         Ok(self)
     }
@@ -456,7 +455,10 @@ mod tests {
             Some(at(2024, 12, 1, 23, 10))
         );
         // UTC stays the default, with no zone lookups.
-        assert_eq!(next("30 9 * * *", at(2024, 7, 1, 0, 0)), at(2024, 7, 1, 9, 30));
+        assert_eq!(
+            next("30 9 * * *", at(2024, 7, 1, 0, 0)),
+            at(2024, 7, 1, 9, 30)
+        );
     }
 
     #[test]

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 from apps.ledger import Ledger, stop_code
 from ardiq import Ardiq, CronState
 from support.ops_cli import ardiq, env_for
-from support.workers import WorkerProcess
+from support.redis_server import RedisServer
+from support.workers import TESTS, WorkerProcess
 
 KEY = "c2lnbmluZy1rZXktZm9yLWNyb24tdGVzdHMtMzItYnl0ZXMh"
 
@@ -188,3 +191,62 @@ def test_cli_refuses_unknown_names_and_trigger_without_app(redis_url: str, queue
     assert out.returncode == 8 and "--app" in out.stderr, out
     out = ardiq("cron", "trigger", "tick", "--queue", queue, env=env)
     assert out.returncode == 2 and "needs the app" in out.stderr, out
+
+
+async def test_readme_acl_users_pause_resume_trigger_and_fire(
+    own_redis: Callable[..., RedisServer],
+    queue: str,
+    worker_kind: str,
+    tmp_path: Path,
+) -> None:
+    """The README's least-privilege users: a producer pauses, resumes and triggers, a
+    worker fires (reading the pause inside the `cron` script); nothing refused."""
+    section = (TESTS.parent / "README.md").read_text().split("## Security", 1)[1]
+    args: list[str] = []
+    for line in section.split("\n## ", 1)[0].splitlines():
+        if line.startswith(("ACL SETUSER ardiq-producer ", "ACL SETUSER ardiq-worker ")):
+            words = line.split()[2:]
+            args += ["--user", *(f">{words[0]}-pw" if w.startswith(">") else w for w in words)]
+    server = own_redis(*args)
+
+    def url(user: str) -> str:
+        return f"redis://{user}:{user}-pw@127.0.0.1:{server.port}/0"
+
+    app = control_app(lambda **kw: Ardiq(url("ardiq-producer"), queue_name=queue, **kw))
+    ledger = Ledger(server.url, queue)
+    env = {
+        "ARDIQ_REDIS_URL": url("ardiq-worker"),
+        "ARDIQ_TEST_QUEUE": queue,
+        "CRON_LEDGER_URL": server.url,
+    }
+    worker = WorkerProcess(worker_kind, "apps.cron_control:app", env=env, log_dir=tmp_path)
+    try:
+        assert await app.pause_cron("tick") is True
+        await ledger.wait_for("tock", 3, timeout=15)
+        job = await app.trigger_cron("tick")
+        result = await job.result(timeout=15)
+        assert result is not None and result.success, result
+        assert await app.resume_cron("tick") is True
+        ticks = await ledger.wait_for("tick", 2, timeout=15)
+        assert job.id in ticks
+        assert [s.paused for s in await app.cron_states()] == [False, False, False]
+        assert stop_code(worker) == 0, worker.output()
+        admin = Ledger(server.url, queue).client
+        try:
+            denied = []
+            for e in await admin.execute_command("ACL", "LOG"):
+                pairs = e.items() if isinstance(e, dict) else zip(e[::2], e[1::2], strict=True)
+                fields = {_text(k): _text(v) for k, v in pairs}
+                if fields["object"] != "config|get":  # the optional eviction-policy probe
+                    denied.append(fields)
+            assert denied == [], denied
+        finally:
+            await admin.aclose()
+    finally:
+        worker.close()
+        await ledger.close()
+        await app.aclose()
+
+
+def _text(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)

@@ -6,7 +6,12 @@ differential test below walks a year of several zones on both."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -138,3 +143,42 @@ def _native() -> Any:
     except ImportError:
         pytest.fail("the `ardiq_native` extension is not built: run `make build` first")
     return ardiq_native
+
+
+NO_SYSTEM_TZ = """
+import json, zoneinfo
+import ardiq_native
+from ardiq.cron import CronSpec
+spec, zone, start = "30 2 * * *", "Europe/Paris", 1711800000000  # 2024-03-30 12:00 UTC
+ours = []
+at = start
+for _ in range(3):
+    at = CronSpec.parse(spec, zone).next_after(at)
+    ours.append(at)
+print(json.dumps({
+    "tzpath": list(zoneinfo.TZPATH),
+    "ours": ours,
+    "engine": ardiq_native._cron_occurrences(spec, zone, start, 2**62, 3),
+}))
+"""
+
+
+def test_zones_work_without_a_system_database(tmp_path: Path) -> None:
+    """As in a slim image with no /usr/share/zoneinfo: Python falls back to the `tzdata`
+    package, the engine to the database built into it, and both agree."""
+    _native()
+    env = {**os.environ, "PYTHONTZPATH": "", "TZDIR": str(tmp_path / "none")}
+    out = subprocess.run(
+        [sys.executable, "-c", NO_SYSTEM_TZ], env=env, capture_output=True, text=True, check=True
+    )
+    doc = json.loads(out.stdout)
+    assert doc["tzpath"] == []
+    assert (
+        doc["ours"]
+        == doc["engine"]
+        == [
+            ms("2024-03-31T03:00:00+02:00"),
+            ms("2024-04-01T02:30:00+02:00"),
+            ms("2024-04-02T02:30:00+02:00"),
+        ]
+    )

@@ -12,7 +12,7 @@
 local crons, stream, job, result, paused = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local name, occ = ARGV[1], tonumber(ARGV[2])
 if occ > 0 then
-  if redis.call('HEXISTS', paused, name) == 1 then return 2 end
+  if redis.call('HGET', paused, name) then return 2 end
   local last = tonumber(redis.call('HGET', crons, name))
   if last and last >= occ then return 0 end
   redis.call('HSET', crons, name, occ)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from apps.ledger import Ledger, stop_code
-from ardiq import Ardiq, CronState
+from ardiq import Ardiq, CronState, current_task
 from support.ops_cli import ardiq, env_for
 from support.redis_server import RedisServer
 from support.workers import TESTS, WorkerProcess
@@ -250,3 +250,28 @@ async def test_readme_acl_users_pause_resume_trigger_and_fire(
 
 def _text(x: Any) -> str:
     return x.decode() if isinstance(x, bytes) else str(x)
+
+
+async def test_inline_keeps_pauses_in_memory_and_runs_triggers_at_once(
+    make_app: Callable[..., Ardiq],
+) -> None:
+    from ardiq.testing import inline
+
+    app = make_app()
+    runs: list[str] = []
+
+    @app.cron("0 9 * * *", tz="Europe/Paris")
+    async def report() -> None:
+        task = current_task()
+        assert task is not None
+        runs.append(task.task_id)
+
+    async with inline(app):
+        assert await app.pause_cron("report") is True
+        assert [s.paused for s in await app.cron_states()] == [True]
+        job = await app.trigger_cron("report")
+        assert runs == [job.id] and job.id.startswith("cron:report:now:")
+        result = await job.result()
+        assert result is not None and result.success
+        assert await app.resume_cron("report") is True
+        assert [s.paused for s in await app.cron_states()] == [False]

@@ -15,6 +15,7 @@ import itertools
 import json
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -384,6 +385,8 @@ def test_crons_from_the_app_and_from_redis(
             "lane": None,
             "next_runs_ms": None,
             "last_fired_ms": 1_700_000_000_000,
+            "paused": False,
+            "paused_ms": None,
         }
     ]
 
@@ -466,6 +469,46 @@ def test_a_signed_dead_letter_is_replayed_with_the_key(
     assert key not in keyed.output()
 
 
+def test_crons_paused_resumed_and_triggered(
+    seeded: Seeded, dashboards: Callable[..., DashboardProcess]
+) -> None:
+    """As `ardiq cron pause|resume|trigger --json`: a pause holds in Redis (the worker's
+    `cron` script reads it), a trigger needs the app (its task, lane and key)."""
+    q = seeded.queue
+    with_app = dashboards(seeded.url, "--app", APP, env={"ARDIQ_TEST_QUEUE": q})
+    base = f"api/queues/{q}/crons"
+    pause = with_app.action(f"{base}/every_five/pause")
+    assert pause.status == 200 and pause.json() == {"name": "every_five", "status": "paused"}
+    assert ok(with_app.action(f"{base}/every_five/pause"))["status"] == "unchanged"
+    crons = {c["name"]: c for c in ok(with_app.get(base))["crons"]}
+    assert crons["every_five"]["paused"] is True
+    assert crons["every_five"]["paused_ms"] > 0
+    assert crons["<i>minutely</i>"]["paused"] is False
+    # The same pause, seen by the command line and by a dashboard without the app.
+    assert seeded.ops("cron", "list")["crons"][0]["paused"] is True
+    plain = dashboards(seeded.url, "--queue", q, "--lanes", ",".join(LANES))
+    (listed,) = ok(plain.get(base))["crons"]
+    assert (listed["name"], listed["paused"], listed["last_fired_ms"]) == (
+        "every_five",
+        True,
+        None,
+    )
+    assert plain.action(f"{base}/every_five/trigger").status == 409
+    assert plain.action(f"{base}/nope/pause").status == 404
+    assert ok(plain.action(f"{base}/every_five/resume"))["status"] == "resumed"
+    assert ok(with_app.action(f"{base}/every_five/resume"))["status"] == "unchanged"
+    # Without the app, a cron that neither fired nor is paused is unknown to Redis.
+    assert plain.action(f"{base}/every_five/resume").status == 404
+
+    trigger = ok(with_app.action(f"{base}/%3Ci%3Eminutely%3C%2Fi%3E/trigger"))
+    assert trigger["status"] == "queued" and trigger["name"] == "<i>minutely</i>"
+    assert trigger["id"].startswith("cron:<i>minutely</i>:now:")
+    job = ok(with_app.get(f"api/queues/{q}/jobs/{urllib.parse.quote(trigger['id'], safe='')}"))
+    assert job["status"] == "queued"
+    assert with_app.action(f"{base}/nope/trigger").status == 404
+    assert with_app.get(f"{base}/every_five/pause").status == 405
+
+
 def test_actions_need_the_header_and_the_same_origin(
     seeded: Seeded, dash: DashboardProcess
 ) -> None:
@@ -504,6 +547,8 @@ def test_read_only_refuses_every_action(
         f"api/queues/{q}/dead/{seeded.flaky}/replay",
         f"api/queues/{q}/dead/{seeded.flaky}/delete",
         f"api/queues/{q}/purge",
+        f"api/queues/{q}/crons/every_five/pause",
+        f"api/queues/{q}/crons/every_five/trigger",
     ):
         answer = ro.action(path)
         assert answer.status == 403 and "read-only" in answer.json()["error"], path

@@ -400,7 +400,7 @@ def test_exit_codes_are_documented_alike(seeded: Seeded) -> None:
     documented = {
         int(m.group(1)) for m in map(re.compile(r"^\| (\d) \|").match, table.splitlines()) if m
     }
-    for command in ("check", "info", "dlq", "purge", "job"):
+    for command in ("check", "info", "dlq", "cron", "purge", "job"):
         out = ardiq(command, "--help", env=seeded.env).stdout
         codes = {
             int(x.split()[0])

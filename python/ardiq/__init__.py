@@ -8,7 +8,7 @@ from . import _logsafe
 from .app import Ardiq, CronJob
 from .context import EnqueueContext, ErrorContext, TaskContext, current_task
 from .errors import ArdiqError, BrokerError, IsolatedTaskError, NativeUnavailable, Retry
-from .jobs import Attempt, DeadLetter, HistoryEntry, Job, Status, TaskInfo, TaskResult
+from .jobs import Attempt, CronState, DeadLetter, HistoryEntry, Job, Status, TaskInfo, TaskResult
 from .lifespan import State
 from .progress import Progress
 from .task import BoundTask, PreparedTask, Task
@@ -24,6 +24,7 @@ __all__ = [
     "BoundTask",
     "BrokerError",
     "CronJob",
+    "CronState",
     "DeadLetter",
     "EnqueueContext",
     "ErrorContext",

@@ -13,6 +13,7 @@ from .context import EnqueueContext, ErrorContext, TaskContext
 from .errors import ArdiqError
 from .jobs import (
     Attempt,
+    CronState,
     DeadLetter,
     HistoryEntry,
     Job,
@@ -517,13 +518,20 @@ class Ardiq:
         timeout: float | None = None,
         priority: str | None = None,
         isolated: bool = False,
+        tz: str | None = None,
     ) -> Callable[[Callable[[], Any]], Task[[], Any]]:
-        """Run a function with no arguments on a 5-field UTC cron ``spec`` or ``every=``
+        """Run a function with no arguments on a 5-field cron ``spec`` or ``every=``
         seconds (or a timedelta), once per occurrence across all workers.
-        ``isolated=True`` runs it in a child process, as for :meth:`task`."""
+
+        The spec is read in UTC, or in the IANA time zone ``tz`` (``"Europe/Paris"``;
+        ``ValueError`` for an unknown zone). Across daylight-saving changes each matching
+        wall time fires once: one the clocks skip fires at the first instant after the
+        gap, one they repeat fires at its first instance. ``every=`` ignores ``tz``.
+        ``isolated=True`` runs it in a child process, as for :meth:`task`.
+        """
         from .cron import parse_schedule  # only apps with crons pay for the cron parser
 
-        schedule = parse_schedule(spec, every)
+        schedule = parse_schedule(spec, every, tz)
 
         def register(fn: Callable[[], Any]) -> Task[[], Any]:
             task = self._register(
@@ -805,7 +813,95 @@ class Ardiq:
             return self._inline.delete_dead(task_id)
         return await self._client().delete_dead(task_id)
 
+    # ------------------------------------------------------------------- crons
+    def _cron(self, name: str) -> CronJob:
+        job = self._crons.get(name)
+        if job is None:
+            known = ", ".join(repr(n) for n in self._crons) or "none"
+            raise ValueError(f"no cron named {name!r} in this app (its crons: {known})")
+        return job
+
+    async def pause_cron(self, name: str) -> bool:
+        """Pause cron `name` on every worker of the queue: its occurrences are skipped
+        (not queued, not kept for later) until :meth:`resume_cron`. False if it was
+        paused already. ``ValueError`` if the app has no such cron."""
+        self._cron(name)
+        if self._inline is not None:
+            fresh = name not in self._inline.paused_crons
+            self._inline.paused_crons.setdefault(name, _now_ms())
+            return fresh
+        return await self._client().pause_cron(name)
+
+    async def resume_cron(self, name: str) -> bool:
+        """Resume cron `name`: it fires again from its next occurrence; the ones skipped
+        while it was paused are not made up. False if it was not paused."""
+        self._cron(name)
+        if self._inline is not None:
+            return self._inline.paused_crons.pop(name, None) is not None
+        return await self._client().resume_cron(name)
+
+    async def trigger_cron(self, name: str) -> Job[Any]:
+        """Enqueue one run of cron `name` now, paused or not, under an id of its own
+        (``cron:<name>:now:<hex>``), sealed when the app signs as its occurrences are. The
+        schedule is left alone: the next occurrence fires as planned."""
+        job = self._cron(name)
+        if self._inline is not None:
+            task_id = f"cron:{name}:now:{os.urandom(16).hex()}"
+            return await job.task.options(task_id=task_id).enqueue()
+        body = self.serializer([[], {}, None])
+        task_id = await self._client().trigger_cron(name, job.task.priority, body)
+        return Job(self, task_id)
+
+    async def cron_states(self) -> list[CronState]:
+        """The app's crons, in registration order, with what the queue knows of each:
+        paused or not, the last occurrence fired, the next one."""
+        from .cron import CronSpec, Every
+
+        if self._inline is not None:
+            fired: dict[str, int] = {}
+            paused = dict(self._inline.paused_crons)
+        else:
+            fired, paused = await self._client().cron_records()
+        now = _now_ms()
+        states = []
+        for job in self._crons.values():
+            schedule = job.schedule
+            tz = schedule.tz if isinstance(schedule, CronSpec) else None
+            text = (
+                f"every {schedule.interval_ms / 1000:g}s"
+                if isinstance(schedule, Every)
+                else schedule.text
+            )
+            states.append(
+                CronState(
+                    job.name,
+                    text,
+                    tz,
+                    job.name in paused,
+                    paused.get(job.name),
+                    fired.get(job.name),
+                    schedule.next_after(now),
+                )
+            )
+        return states
+
     # ---------------------------------------------------------- blocking twins
+    def pause_cron_sync(self, name: str) -> bool:
+        """Blocking twin of :meth:`pause_cron`."""
+        return self.sync.run(self.pause_cron(name))
+
+    def resume_cron_sync(self, name: str) -> bool:
+        """Blocking twin of :meth:`resume_cron`."""
+        return self.sync.run(self.resume_cron(name))
+
+    def trigger_cron_sync(self, name: str) -> Job[Any]:
+        """Blocking twin of :meth:`trigger_cron`."""
+        return self.sync.run(self.trigger_cron(name))
+
+    def cron_states_sync(self) -> list[CronState]:
+        """Blocking twin of :meth:`cron_states`."""
+        return self.sync.run(self.cron_states())
+
     def send_sync(self, name: str, /, *args: Any, **kwargs: Any) -> Job[Any]:
         """Blocking twin of :meth:`send`."""
         return self.sync.run(self.send(name, *args, **kwargs))

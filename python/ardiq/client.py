@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import secrets
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -449,3 +450,48 @@ class RedisClient:
         k = self.keys
         reply = await self.broker.script("delete_dead", [k.dead, k.dead_letter(task_id)], [task_id])
         return int(reply) > 0
+
+    # ------------------------------------------------------------------- crons
+    async def pause_cron(self, name: str) -> bool:
+        added = await self.broker.command("HSETNX", self.keys.crons_paused, name, now_ms())
+        return int(added) == 1
+
+    async def resume_cron(self, name: str) -> bool:
+        return int(await self.broker.command("HDEL", self.keys.crons_paused, name)) == 1
+
+    async def cron_records(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(`P crons`: last occurrence fired, `P crons:paused`: when paused), by name."""
+        fired = await self.broker.command("HGETALL", self.keys.crons)
+        paused = await self.broker.command("HGETALL", self.keys.crons_paused)
+        return _ms_map(fired), _ms_map(paused)
+
+    async def trigger_cron(self, name: str, lane: str, body: bytes) -> str:
+        """Enqueue one run of cron `name` now under a fresh id, sealed as its occurrences
+        are (the `cron` script with occurrence 0: the pause and the schedule are left
+        alone)."""
+        from .signing import Binding
+
+        task_id = f"cron:{name}:now:{secrets.token_hex(16)}"
+        payload, nonce = self.signer.seal(
+            Binding(self.keys.queue, lane, task_id, name), body, now_ms()
+        )
+        k = self.keys
+        await self.broker.script(
+            "cron",
+            [k.crons, k.stream(lane), k.job(task_id), k.result(task_id), k.crons_paused],
+            [name, 0, task_id, name, payload, lane, nonce],
+        )
+        return task_id
+
+
+def _ms_map(reply: Any) -> dict[str, int]:
+    """A hash of name -> epoch ms, as HGETALL returns it (a dict, or a flat list)."""
+    items = reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2], strict=True)
+    out: dict[str, int] = {}
+    for key, value in items:
+        name = key.decode() if isinstance(key, bytes) else str(key)
+        try:
+            out[name] = int(value)
+        except (TypeError, ValueError):
+            out[name] = 0
+    return out

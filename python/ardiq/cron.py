@@ -1,4 +1,10 @@
-"""Cron schedules: 5-field UTC specs and fixed intervals."""
+"""Cron schedules: 5-field specs (in UTC or an IANA time zone) and fixed intervals.
+
+In a time zone, each matching wall time fires once: a wall time that a daylight-saving
+change skips (the spring-forward gap) fires at the first instant after the gap, and one
+that happens twice (the fall-back overlap) fires at its first instance only. The engine
+computes the same instants (crates/ardiq-core/src/cron.rs).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,9 @@ import calendar
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-__all__ = ["CronSpec", "Every", "Schedule", "parse_schedule"]
+__all__ = ["CronSpec", "Every", "Schedule", "parse_schedule", "time_zone"]
 
 _FIELDS = (
     ("minute", 0, 59),
@@ -68,9 +75,44 @@ def _number(text: str, field: str, name: str, low: int, high: int) -> int:
     return value
 
 
+def time_zone(name: str) -> ZoneInfo:
+    """The IANA time zone `name` (ValueError if there is no such zone)."""
+    if not isinstance(name, str):
+        raise TypeError(f"tz must be an IANA time zone name such as 'Europe/Paris', got {name!r}")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(
+            f"unknown time zone `{name}`: use an IANA name such as 'Europe/Paris'"
+        ) from exc
+
+
+def _resolve(zone: ZoneInfo, wall: datetime) -> int:
+    """Epoch ms of the naive `wall` time in `zone`: its first instance when the wall time
+    happens twice (fold=0 is the earlier one), the first instant after the gap when a
+    daylight-saving change skips it."""
+    first = int(wall.replace(tzinfo=zone).timestamp())
+    if datetime.fromtimestamp(first, zone).replace(tzinfo=None) == wall:
+        return first * 1000
+    # In a gap: fold=0 reads the wall time with the offset before the change (`first`
+    # lies after it), fold=1 with the offset after (before it). The change is the first
+    # second in between whose offset differs from the one at `low`.
+    low = int(wall.replace(tzinfo=zone, fold=1).timestamp())
+    before = datetime.fromtimestamp(low, zone).utcoffset()
+    high = first
+    while high - low > 1:
+        mid = (low + high) // 2
+        if datetime.fromtimestamp(mid, zone).utcoffset() == before:
+            low = mid
+        else:
+            high = mid
+    return high * 1000
+
+
 @dataclass(frozen=True, slots=True)
 class CronSpec:
-    """A 5-field cron spec in UTC: minute hour day-of-month month day-of-week."""
+    """A 5-field cron spec: minute hour day-of-month month day-of-week, read in UTC or,
+    with `tz`, in that IANA time zone."""
 
     text: str
     minutes: frozenset[int]
@@ -80,12 +122,17 @@ class CronSpec:
     weekdays: frozenset[int]  # 0 = Sunday ... 6 = Saturday
     days_restricted: bool
     weekdays_restricted: bool
+    tz: str | None = None
+    """The IANA time zone the spec is read in (None: UTC)."""
+    zone: ZoneInfo | None = None
 
     @classmethod
-    def parse(cls, text: str) -> CronSpec:
+    def parse(cls, text: str, tz: str | None = None) -> CronSpec:
         """Parse a spec; rejects syntax errors, out-of-range values and specs that can
         never fire (such as ``0 0 30 2 *``). ``@hourly``, ``@daily``/``@midnight``,
-        ``@weekly``, ``@monthly`` and ``@yearly``/``@annually`` are accepted too."""
+        ``@weekly``, ``@monthly`` and ``@yearly``/``@annually`` are accepted too. `tz`
+        (an IANA name) must be a known zone (ValueError otherwise)."""
+        zone = None if tz is None else time_zone(tz)
         expanded = _ALIASES.get(text.strip(), text)
         parts = expanded.split()
         if len(parts) != 5:
@@ -106,6 +153,8 @@ class CronSpec:
             # `*/2`) counts as unrestricted, so it is AND-ed, not OR-ed, with the other.
             not parts[2].startswith("*"),
             not parts[4].startswith("*"),
+            tz,
+            zone,
         )
         if spec.next_after(0) is None:
             raise ValueError(f"cron spec `{text}` can never fire")
@@ -123,6 +172,8 @@ class CronSpec:
 
     def next_after(self, epoch_ms: int) -> int | None:
         """The first occurrence strictly after `epoch_ms`, in epoch ms (None: never)."""
+        if self.zone is not None:
+            return self._next_in_zone(self.zone, epoch_ms)
         start = datetime.fromtimestamp(epoch_ms // 60000 * 60 + 60, UTC)
         day = start.replace(hour=0, minute=0)
         for offset in range(_HORIZON_DAYS):
@@ -134,6 +185,27 @@ class CronSpec:
                     when = current.replace(hour=hour, minute=minute)
                     if when >= start:
                         return calendar.timegm(when.timetuple()) * 1000
+        return None
+
+    def _next_in_zone(self, zone: ZoneInfo, epoch_ms: int) -> int | None:
+        # Wall times map to instants in order (a gap's all map to its end, an overlap's
+        # to their first instance), so the walk starts at the wall minute of `epoch_ms`
+        # and returns the first matching wall time whose instant is after it.
+        local = datetime.fromtimestamp(epoch_ms // 1000, zone).replace(tzinfo=None)
+        start = local.replace(second=0, microsecond=0)
+        day = start.replace(hour=0, minute=0)
+        for offset in range(_HORIZON_DAYS):
+            current = day + timedelta(days=offset)
+            if not self._day_matches(current):
+                continue
+            for hour in sorted(self.hours):
+                for minute in sorted(self.minutes):
+                    wall = current.replace(hour=hour, minute=minute)
+                    if wall < start:
+                        continue
+                    when = _resolve(zone, wall)
+                    if when > epoch_ms:
+                        return when
         return None
 
 
@@ -150,14 +222,19 @@ class Every:
 Schedule = CronSpec | Every
 
 
-def parse_schedule(spec: str | None, every: float | timedelta | None) -> Schedule:
-    """Exactly one of a cron spec or an interval (TypeError otherwise)."""
+def parse_schedule(
+    spec: str | None, every: float | timedelta | None, tz: str | None = None
+) -> Schedule:
+    """Exactly one of a cron spec or an interval (TypeError otherwise). `tz` applies to
+    the spec; an interval ignores it (it is still checked)."""
     if (spec is None) == (every is None):
         raise TypeError("app.cron needs exactly one of a cron spec or every=")
+    if tz is not None:
+        time_zone(tz)
     if spec is not None:
         if not isinstance(spec, str):
             raise TypeError("the cron spec must be a string like '*/5 * * * *'")
-        return CronSpec.parse(spec)
+        return CronSpec.parse(spec, tz)
     seconds = every.total_seconds() if isinstance(every, timedelta) else every
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
         raise ValueError(f"every= must be a positive number of seconds, got {every!r}")

@@ -128,6 +128,26 @@ class Attempt:
 
 
 @dataclass(frozen=True, slots=True)
+class CronState:
+    """One cron of the app as the queue sees it (``await app.cron_states()``). Times are
+    epoch milliseconds."""
+
+    name: str
+    schedule: str
+    """The spec (``"0 9 * * 1-5"``) or the interval (``"every 60s"``)."""
+    tz: str | None
+    """The time zone the spec is read in (None: UTC, and always for ``every=``)."""
+    paused: bool
+    paused_ms: int | None
+    """When it was paused (None: it is not)."""
+    last_fired_ms: int | None
+    """The last occurrence a worker fired (None: none yet). Triggered runs do not count."""
+    next_ms: int | None
+    """Its next occurrence after now, by this process's clock (skipped while paused; None:
+    it never fires again)."""
+
+
+@dataclass(frozen=True, slots=True)
 class HistoryEntry:
     """A completed task in the queue's history (``await app.history()``). Times are epoch
     milliseconds."""

@@ -163,6 +163,11 @@ class Keys:
         return f"{self.prefix}crons"
 
     @property
+    def crons_paused(self) -> str:
+        """Paused crons: name -> when it was paused, epoch ms (PROTOCOL.md, Cron)."""
+        return f"{self.prefix}crons:paused"
+
+    @property
     def workers(self) -> str:
         return f"{self.prefix}workers"
 

@@ -39,6 +39,8 @@ class InlineQueue:
         self.results: dict[str, TaskResult[Any]] = {}
         self.dead: dict[str, tuple[EncodedTask, DeadLetter]] = {}
         self.progress: dict[str, Progress] = {}
+        self.paused_crons: dict[str, int] = {}
+        """Crons paused while inline (crons do not fire inline; triggers run at once)."""
         self._running: set[str] = set()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._runs = itertools.count()

@@ -26,6 +26,8 @@ class CronSetting:
     lane: str
     payload: bytes
     """The serializer's bytes of ``[[], {}, None]`` (the engine seals each occurrence)."""
+    tz: str = ""
+    """The IANA time zone a ``"cron"`` spec is read in (``""``: UTC)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,13 +125,14 @@ class WorkerSettings:
         crons = []
         for job in app.cron_jobs:
             schedule = job.schedule
+            tz = ""
             if isinstance(schedule, Every):
                 kind, spec = "every", str(schedule.interval_ms)
             elif isinstance(schedule, CronSpec):
-                kind, spec = "cron", schedule.text
+                kind, spec, tz = "cron", schedule.text, schedule.tz or ""
             else:  # pragma: no cover - parse_schedule returns one of the two
                 raise ValueError(f"cron {job.name!r} has an unknown schedule type")
-            crons.append(CronSetting(job.name, kind, spec, job.task.priority, payload))
+            crons.append(CronSetting(job.name, kind, spec, job.task.priority, payload, tz))
         return cls(
             redis_url=check_redis_url(o.redis_url) if o.redis_url is not None else app.redis_url,
             queue_name=app.queue_name,

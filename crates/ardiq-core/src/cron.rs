@@ -1,11 +1,21 @@
-//! When cron jobs fire: the [`CronSchedule`] trait, a 5-field UTC cron parser
-//! ([`CronSpec`]) and fixed intervals ([`Every`]).
+//! When cron jobs fire: the [`CronSchedule`] trait, a 5-field cron parser ([`CronSpec`],
+//! read in UTC or in an IANA time zone) and fixed intervals ([`Every`]).
 //!
 //! Occurrence times are pure functions of the spec, so every worker names the same
 //! occurrence (`cron:<name>:<ms>`) whatever its clock says, and the `cron` script fires
 //! each once.
+//!
+//! In a time zone each matching wall time fires once: a wall time that a daylight-saving
+//! change skips (the spring-forward gap) fires at the first instant after the gap, one
+//! that happens twice (the fall-back overlap) at its first instance. The Python side
+//! (`python/ardiq/cron.py`) computes the same instants; tests/test_cron_tz.py holds the
+//! two to it over a year of a zone with daylight saving.
 
 use std::fmt;
+
+use jiff::civil::DateTime;
+use jiff::tz::{AmbiguousOffset, TimeZone};
+use jiff::Timestamp;
 
 /// A schedule: the first occurrence strictly after a time.
 pub trait CronSchedule: Send + Sync {
@@ -58,8 +68,8 @@ impl fmt::Display for CronError {
 
 impl std::error::Error for CronError {}
 
-/// A parsed 5-field cron spec, evaluated in UTC: `minute hour day-of-month month
-/// day-of-week`. Each field takes `*`, values, ranges `a-b`, lists `a,b`, and steps
+/// A parsed 5-field cron spec, evaluated in UTC (or, after [`CronSpec::in_time_zone`],
+/// in that zone's wall time): `minute hour day-of-month month day-of-week`. Each field takes `*`, values, ranges `a-b`, lists `a,b`, and steps
 /// (`*/n`, `a-b/n`, `a/n`). Day-of-week is 0-6 with 7 also meaning Sunday. As in Vixie
 /// cron, when both day fields are restricted (neither starts with `*`) a day matches if
 /// either does; otherwise both must. `@hourly`, `@daily`/`@midnight`, `@weekly`,
@@ -73,6 +83,8 @@ pub struct CronSpec {
     dow: u64,
     dom_star: bool,
     dow_star: bool,
+    /// The zone the fields are read in (`None`: UTC, with no lookups).
+    tz: Option<TimeZone>,
 }
 
 /// How far ahead `next_after` looks: long enough for any satisfiable spec (Feb 29 comes
@@ -110,11 +122,21 @@ impl CronSpec {
             dow,
             dom_star: fields[2].starts_with('*'),
             dow_star: fields[4].starts_with('*'),
+            tz: None,
         };
         if parsed.next_after(0).is_none() {
             return Err(CronError(format!("cron spec `{spec}` can never fire")));
         }
         Ok(parsed)
+    }
+
+    /// The same spec read in the IANA time zone `name` (such as `Europe/Paris`); an
+    /// unknown zone is an error.
+    pub fn in_time_zone(mut self, name: &str) -> Result<Self, CronError> {
+        let tz = TimeZone::get(name)
+            .map_err(|e| CronError(format!("unknown time zone `{name}`: {e}")))?;
+        self.tz = Some(tz);
+        Ok(self)
     }
 
     fn day_matches(&self, days_since_epoch: i64) -> bool {
@@ -135,6 +157,9 @@ impl CronSpec {
 
 impl CronSchedule for CronSpec {
     fn next_after(&self, epoch_ms: i64) -> Option<i64> {
+        if let Some(tz) = &self.tz {
+            return self.next_in_zone(tz, epoch_ms);
+        }
         let first = epoch_ms.div_euclid(60_000).checked_add(1)?;
         let mut day = first.div_euclid(1440);
         let mut from = first.rem_euclid(1440);
@@ -155,6 +180,69 @@ impl CronSchedule for CronSpec {
         }
         None
     }
+}
+
+impl CronSpec {
+    /// Wall times map to instants in order (all of a gap's to its end, an overlap's to
+    /// their first instance), so the walk starts at the wall minute of `epoch_ms` and
+    /// returns the first matching wall time whose instant is after it.
+    fn next_in_zone(&self, tz: &TimeZone, epoch_ms: i64) -> Option<i64> {
+        let second = epoch_ms.div_euclid(1000);
+        let offset = tz.to_offset(Timestamp::from_second(second).ok()?).seconds();
+        let local = (second + i64::from(offset)).div_euclid(60);
+        let mut day = local.div_euclid(1440);
+        let mut from = local.rem_euclid(1440);
+        for _ in 0..SEARCH_DAYS {
+            if self.day_matches(day) {
+                for hour in from / 60..24 {
+                    if self.hours & (1 << hour) == 0 {
+                        continue;
+                    }
+                    let start = if hour == from / 60 { from % 60 } else { 0 };
+                    for minute in (start..60).filter(|m| self.minutes & (1 << m) != 0) {
+                        let when = resolve(tz, day, hour, minute)?;
+                        if when > epoch_ms {
+                            return Some(when);
+                        }
+                    }
+                }
+            }
+            day += 1;
+            from = 0;
+        }
+        None
+    }
+}
+
+/// Epoch ms of a wall time in `tz`: its first instance when it happens twice, the first
+/// instant after the gap when a daylight-saving change skips it. `None` out of range.
+fn resolve(tz: &TimeZone, day: i64, hour: i64, minute: i64) -> Option<i64> {
+    let (y, mo, d) = civil_from_days(day);
+    let wall = DateTime::new(
+        i16::try_from(y).ok()?,
+        mo as i8,
+        d as i8,
+        hour as i8,
+        minute as i8,
+        0,
+        0,
+    )
+    .ok()?;
+    let wall_s = (day * 1440 + hour * 60 + minute) * 60;
+    let second = match tz.to_ambiguous_timestamp(wall).offset() {
+        AmbiguousOffset::Unambiguous { offset } => wall_s - i64::from(offset.seconds()),
+        AmbiguousOffset::Fold { before, .. } => wall_s - i64::from(before.seconds()),
+        AmbiguousOffset::Gap { before, after } => {
+            // Read with the later offset, the wall time lies before the change: the
+            // next transition from there is the end of the gap.
+            let early = Timestamp::from_second(wall_s - i64::from(after.seconds())).ok()?;
+            match tz.following(early).next() {
+                Some(t) => t.timestamp().as_second(),
+                None => wall_s - i64::from(before.seconds()),
+            }
+        }
+    };
+    second.checked_mul(1000)
 }
 
 /// One field as a bit set over `min..=max`.
@@ -339,6 +427,82 @@ mod tests {
         ] {
             assert!(CronSpec::parse(bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    fn paris(spec: &str) -> CronSpec {
+        CronSpec::parse(spec)
+            .unwrap()
+            .in_time_zone("Europe/Paris")
+            .unwrap()
+    }
+
+    #[test]
+    fn wall_times_in_a_zone() {
+        // Summer (UTC+2) and winter (UTC+1).
+        let s = paris("30 9 * * *");
+        assert_eq!(
+            s.next_after(at(2024, 7, 1, 0, 0)),
+            Some(at(2024, 7, 1, 7, 30))
+        );
+        assert_eq!(
+            s.next_after(at(2024, 12, 1, 0, 0)),
+            Some(at(2024, 12, 1, 8, 30))
+        );
+        // The day rolls over in the zone, not in UTC: 00:10 Paris is 23:10 UTC.
+        let s = paris("10 0 * * 1"); // Mondays
+        assert_eq!(
+            s.next_after(at(2024, 12, 1, 12, 0)), // a Sunday
+            Some(at(2024, 12, 1, 23, 10))
+        );
+        // UTC stays the default, with no zone lookups.
+        assert_eq!(
+            next("30 9 * * *", at(2024, 7, 1, 0, 0)),
+            at(2024, 7, 1, 9, 30)
+        );
+    }
+
+    #[test]
+    fn spring_forward_gap_fires_once_at_its_end() {
+        // 2024-03-31: Paris skips 02:00-03:00 (01:00 UTC).
+        let s = paris("30 2 * * *");
+        let from = at(2024, 3, 30, 12, 0);
+        let gap = s.next_after(from).unwrap();
+        assert_eq!(gap, at(2024, 3, 31, 1, 0));
+        assert_eq!(s.next_after(gap), Some(at(2024, 4, 1, 0, 30)));
+        // Every wall time in the gap maps to its end: one firing, not four.
+        let s = paris("*/15 2 * * *");
+        let first = s.next_after(from).unwrap();
+        assert_eq!(first, at(2024, 3, 31, 1, 0));
+        assert_eq!(s.next_after(first), Some(at(2024, 4, 1, 0, 0)));
+    }
+
+    #[test]
+    fn fall_back_overlap_fires_the_first_instance() {
+        // 2024-10-27: Paris goes through 02:00-03:00 twice (00:00-01:00 UTC in summer
+        // time, then 01:00-02:00 UTC in winter time).
+        let s = paris("30 2 * * *");
+        let first = s.next_after(at(2024, 10, 26, 12, 0)).unwrap();
+        assert_eq!(first, at(2024, 10, 27, 0, 30));
+        assert_eq!(s.next_after(first), Some(at(2024, 10, 28, 1, 30)));
+        // Asked during the second pass, the repeated wall times are already done.
+        let s = paris("*/20 * * * *");
+        assert_eq!(
+            s.next_after(at(2024, 10, 27, 1, 10)),
+            Some(at(2024, 10, 27, 2, 0))
+        );
+        assert_eq!(
+            s.next_after(at(2024, 10, 27, 0, 20)),
+            Some(at(2024, 10, 27, 0, 40))
+        );
+    }
+
+    #[test]
+    fn unknown_zones_are_refused() {
+        let e = CronSpec::parse("* * * * *")
+            .unwrap()
+            .in_time_zone("Mars/Olympus_Mons")
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown time zone"), "{e}");
     }
 
     #[test]

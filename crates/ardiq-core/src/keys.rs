@@ -116,6 +116,11 @@ impl Keys {
         format!("{}crons", self.prefix)
     }
 
+    /// `P crons:paused`: paused crons, name -> when it was paused (epoch ms).
+    pub fn crons_paused(&self) -> String {
+        format!("{}crons:paused", self.prefix)
+    }
+
     /// `P workers`
     pub fn workers(&self) -> String {
         format!("{}workers", self.prefix)
@@ -152,6 +157,7 @@ mod tests {
         assert_eq!(k.history(), "ardiq:{emails}:history");
         assert_eq!(k.stats(), "ardiq:{emails}:stats");
         assert_eq!(k.crons(), "ardiq:{emails}:crons");
+        assert_eq!(k.crons_paused(), "ardiq:{emails}:crons:paused");
         assert_eq!(k.workers(), "ardiq:{emails}:workers");
         assert_eq!(k.abort_channel(), "ardiq:{emails}:abort");
         assert_eq!(k.done_channel(), "ardiq:{emails}:done");

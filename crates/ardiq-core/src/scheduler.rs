@@ -11,8 +11,9 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 
 use crate::backoff::{Backoff, LogThrottle};
-use crate::config::CronEntry;
+use crate::config::{Config, CronEntry};
 use crate::context::Ctx;
+use crate::keys::Keys;
 use crate::reply;
 use crate::report::Counter;
 use crate::scripts;
@@ -41,9 +42,15 @@ pub async fn run(ctx: Arc<Ctx>, cron: CronEntry) {
                 if throttle.success() {
                     info!(cron = %cron.name, "cron firing works again");
                 }
-                if fired {
-                    ctx.counters.add(Counter::CronsFired, 1);
-                    debug!(cron = %cron.name, occurrence, "cron occurrence enqueued");
+                match fired {
+                    Fired::Enqueued => {
+                        ctx.counters.add(Counter::CronsFired, 1);
+                        debug!(cron = %cron.name, occurrence, "cron occurrence enqueued");
+                    }
+                    Fired::Paused => {
+                        debug!(cron = %cron.name, occurrence, "cron paused, occurrence skipped");
+                    }
+                    Fired::Already => {}
                 }
                 // Strictly after both: skips occurrences missed while this one was late.
                 next = cron.schedule.next_after(occurrence.max(ctx.now_ms()));
@@ -65,22 +72,57 @@ pub async fn run(ctx: Arc<Ctx>, cron: CronEntry) {
     info!(cron = %cron.name, "cron schedule has no further occurrences");
 }
 
-async fn fire(ctx: &Ctx, cron: &CronEntry, occurrence: i64) -> Result<bool, redis::RedisError> {
-    let keys = &ctx.keys;
-    let lane = keys.lane_index(&cron.lane).unwrap_or(0);
+/// What the `cron` script did with an occurrence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fired {
+    /// Enqueued now.
+    Enqueued,
+    /// Another worker fired it (or a later one) already.
+    Already,
+    /// The cron is paused (`P crons:paused`): skipped, not recorded.
+    Paused,
+}
+
+async fn fire(ctx: &Ctx, cron: &CronEntry, occurrence: i64) -> Result<Fired, redis::RedisError> {
     let id = occurrence_id(&cron.name, occurrence);
+    let mut conn = ctx.conn.clone();
+    invoke(
+        &mut conn,
+        &ctx.keys,
+        &ctx.config,
+        cron,
+        &id,
+        occurrence,
+        occurrence,
+    )
+    .await
+}
+
+/// Runs the `cron` script for `cron` under the task id `id`: a scheduled `occurrence`, or
+/// (`occurrence` 0) a run triggered now, sealed as due at `due_ms`. Shared by the
+/// scheduler and `ardiq cron trigger`.
+pub async fn invoke<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
+    keys: &Keys,
+    config: &Config,
+    cron: &CronEntry,
+    id: &str,
+    occurrence: i64,
+    due_ms: i64,
+) -> Result<Fired, redis::RedisError> {
+    let lane = keys.lane_index(&cron.lane).unwrap_or(0);
     // Workers that hold the signing key refuse unsigned payloads: seal each occurrence,
     // with a nonce of its own that the job record keeps (a replayed occurrence finds none).
-    let (payload, nonce) = match &ctx.config.signing_key {
+    let (payload, nonce) = match &config.signing_key {
         Some(key) => {
             let nonce = sign::new_nonce();
             let binding = sign::Binding {
-                queue: &ctx.config.queue,
+                queue: &config.queue,
                 lane: &keys.lanes()[lane],
-                task_id: &id,
+                task_id: id,
                 fn_name: &cron.fn_name,
             };
-            let not_after = occurrence.saturating_add(ctx.config.signature_ttl_ms);
+            let not_after = due_ms.saturating_add(config.signature_ttl_ms);
             let sealed = key.seal(&binding, &nonce, not_after, &cron.payload);
             (sealed, sign::nonce_hex(&nonce))
         }
@@ -89,18 +131,22 @@ async fn fire(ctx: &Ctx, cron: &CronEntry, occurrence: i64) -> Result<bool, redi
     let mut inv = scripts::CRON.prepare_invoke();
     inv.key(keys.crons())
         .key(keys.stream(lane))
-        .key(keys.job(&id))
-        .key(keys.result(&id));
+        .key(keys.job(id))
+        .key(keys.result(id))
+        .key(keys.crons_paused());
     inv.arg(&cron.name)
         .arg(occurrence)
-        .arg(&id)
+        .arg(id)
         .arg(&cron.fn_name)
         .arg(&payload[..])
         .arg(&keys.lanes()[lane])
         .arg(&nonce);
-    let mut conn = ctx.conn.clone();
-    let value: redis::Value = inv.invoke_async(&mut conn).await?;
-    Ok(reply::int(&value) == Some(1))
+    let value: redis::Value = inv.invoke_async(conn).await?;
+    Ok(match reply::int(&value) {
+        Some(1) => Fired::Enqueued,
+        Some(2) => Fired::Paused,
+        _ => Fired::Already,
+    })
 }
 
 #[cfg(test)]

@@ -89,3 +89,73 @@ async fn burst_mode_fires_no_crons() {
     assert_eq!(report.counters.crons_fired, 0);
     assert_eq!(exec.total_calls(), 0);
 }
+
+/// The ids `exec` ran that start with `prefix`.
+fn ran(exec: &TestExecutor, prefix: &str) -> Vec<String> {
+    let calls = exec.calls.lock().unwrap();
+    calls
+        .keys()
+        .filter(|id| id.starts_with(prefix))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_cron_skips_its_occurrences_and_a_trigger_runs_anyway() {
+    let server = RedisServer::start();
+    let mut cfg = config(&server, "cronpause");
+    let entry = |name: &str| CronEntry {
+        name: name.into(),
+        fn_name: "echo".into(),
+        lane: "default".into(),
+        payload: b"c".to_vec(),
+        schedule: Arc::new(Every::new(200).unwrap()),
+    };
+    cfg.crons = vec![entry("tick"), entry("tock")];
+    let keys = Keys::new(&cfg.queue, &cfg.lanes);
+    let mut ops = ardiq_core::ops::Client::connect(&server.url(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(ops.pause_cron(&keys, "tick").await.unwrap());
+    assert!(!ops.pause_cron(&keys, "tick").await.unwrap());
+    let exec = TestExecutor::new();
+    let run = spawn_engine(cfg.clone(), exec.clone());
+    // `tock` shares tick's schedule: five of its occurrences mean tick's were skipped.
+    let deadline = now_ms() + 10_000;
+    while ran(&exec, "cron:tock:").len() < 5 {
+        assert!(now_ms() < deadline, "tock did not fire");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(ran(&exec, "cron:tick:"), Vec::<String>::new());
+    let id = ops.trigger_cron(&keys, &cfg, &cfg.crons[0]).await.unwrap();
+    assert!(id.starts_with("cron:tick:now:"), "{id}");
+    while ran(&exec, "cron:tick:") != vec![id.clone()] {
+        assert!(now_ms() < deadline, "the trigger did not run");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let paused = ops.cron_paused(&keys).await.unwrap();
+    assert_eq!(paused.len(), 1);
+    assert_eq!(paused[0].0, "tick");
+    // A trigger is no occurrence: `P crons` has none for tick.
+    let fired = ops.cron_fired(&keys).await.unwrap();
+    assert!(fired.iter().all(|(n, _)| n != "tick"), "{fired:?}");
+    assert!(ops.resume_cron(&keys, "tick").await.unwrap());
+    let resumed = now_ms();
+    while ran(&exec, "cron:tick:").len() < 3 {
+        assert!(now_ms() < deadline, "tick did not fire after resume");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    run.stop(Duration::from_secs(5)).await;
+    for id in ran(&exec, "cron:tick:") {
+        if let Some(occ) = id
+            .strip_prefix("cron:tick:")
+            .and_then(|o| o.parse::<i64>().ok())
+        {
+            // From the next occurrence on (one may have been due as it resumed).
+            assert!(
+                occ >= resumed - 200,
+                "{id} is a backfill (resumed at {resumed})"
+            );
+        }
+    }
+}

@@ -30,5 +30,38 @@ fn ardiq_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("BRIDGE_VERSION", BRIDGE_VERSION)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<engine::NativeEngine>()?;
+    m.add_function(wrap_pyfunction!(cron_occurrences, m)?)?;
     Ok(())
+}
+
+/// The engine's occurrences of cron `spec` (read in time zone `tz`, `""`: UTC) after
+/// `after_ms` up to `until_ms`, at most `limit`: what the differential test
+/// (tests/test_cron_tz.py) compares with `ardiq.cron`. Not part of the bridge.
+#[pyfunction]
+#[pyo3(name = "_cron_occurrences")]
+fn cron_occurrences(
+    spec: &str,
+    tz: &str,
+    after_ms: i64,
+    until_ms: i64,
+    limit: usize,
+) -> PyResult<Vec<i64>> {
+    use ardiq_core::{CronSchedule, CronSpec};
+    let parsed = CronSpec::parse(spec).and_then(|c| match tz {
+        "" => Ok(c),
+        zone => c.in_time_zone(zone),
+    });
+    let schedule = parsed.map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    let mut out = Vec::new();
+    let mut at = after_ms;
+    while out.len() < limit {
+        match schedule.next_after(at) {
+            Some(next) if next <= until_ms => {
+                out.push(next);
+                at = next;
+            }
+            _ => break,
+        }
+    }
+    Ok(out)
 }

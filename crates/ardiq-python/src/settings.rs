@@ -56,7 +56,12 @@ pub fn read_config(s: &Bound<'_, PyAny>) -> PyResult<Config> {
                 pyo3::exceptions::PyValueError::new_err(format!("cron {name}: bad interval"))
             })?)
         } else {
-            Arc::new(CronSpec::parse(&spec).map_err(|e| {
+            let tz: String = cron.getattr("tz")?.extract()?;
+            let parsed = CronSpec::parse(&spec).and_then(|c| match tz.as_str() {
+                "" => Ok(c),
+                zone => c.in_time_zone(zone),
+            });
+            Arc::new(parsed.map_err(|e| {
                 pyo3::exceptions::PyValueError::new_err(format!("cron {name}: {e}"))
             })?)
         };

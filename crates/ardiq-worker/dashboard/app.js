@@ -842,7 +842,7 @@
       fill(history, [hist, pages.history, historyFilter], () => historyTable(queue, hist, pages.history));
       fill(scheduled, [sched, pages.scheduled, state.readOnly, coarse], () => scheduledTable(queue, sched, pages.scheduled));
       fill(dead, [dl, pages.dead, state.readOnly], () => deadTable(queue, dl, pages.dead));
-      fill(crons, [cr && cr.crons, coarse], () => cronsTable(cr));
+      fill(crons, [cr && cr.crons, coarse, state.readOnly], () => cronsTable(queue, cr));
     }
     return { refresh };
   }
@@ -972,22 +972,43 @@
     ];
   }
 
-  function cronsTable(data) {
+  function cronsTable(queue, data) {
     const list = (data && data.crons) || [];
     const fromApp = data && data.source === "app";
+    const columns = [["Cron"], ["Task"], ["Lane"], ["State"], ["Last fired"], ["Next run"]];
+    if (!state.readOnly) columns.push(["Actions", "actions"]);
     return [
       table(
         "Crons",
-        [["Cron"], ["Task"], ["Lane"], ["Last fired"], ["Next run"]],
+        columns,
         list.map((c) => {
           const next = Array.isArray(c.next_runs_ms) ? c.next_runs_ms : [];
-          return [
+          const row = [
             h("span", { class: "mono", text: c.name }),
             c.task ? h("span", { class: "mono", text: c.task }) : "–",
             c.lane || "–",
+            c.paused ? h("span", { title: `Paused since ${fmtTime(c.paused_ms)}`, text: "Paused" }) : "Active",
             timeEl(c.last_fired_ms, true),
-            next.length ? h("span", { title: next.map(fmtTime).join(", "), text: fmtRelative(next[0]) }) : h("span", { class: "muted", text: fromApp ? "never" : "unknown" }),
+            next.length ? h("span", { title: next.map(fmtTime).join(", "), text: (c.paused ? "(skipped) " : "") + fmtRelative(next[0]) }) : h("span", { class: "muted", text: fromApp ? "never" : "unknown" }),
           ];
+          if (!state.readOnly) {
+            const path = `${qpath(queue)}/crons/${enc(c.name)}`;
+            row.push(h("span", { class: "buttons" },
+              c.paused
+                ? actionButton("Resume", `Resume the cron ${c.name}`, async () => {
+                  await post(`${path}/resume`);
+                  return `Resumed ${c.name}: it fires from its next run`;
+                })
+                : actionButton("Pause", `Pause the cron ${c.name}`, async () => {
+                  await post(`${path}/pause`);
+                  return `Paused ${c.name} on every worker`;
+                }),
+              fromApp ? actionButton("Trigger", `Run the cron ${c.name} now`, async () => {
+                const r = await post(`${path}/trigger`);
+                return `Queued ${c.name} to run now (${r && r.id})`;
+              }) : null));
+          }
+          return row;
         }),
         "No cron on this queue.",
       ),

@@ -7,8 +7,8 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 pub use crate::cli_dashboard::{DashboardArgs, DASHBOARD_HELP};
 pub use crate::cli_ops::{
-    CheckArgs, DlqAction, DlqArgs, FunctionsAction, FunctionsArgs, IdsArgs, InfoArgs, JobArgs,
-    PurgeArgs, QueueArgs, OPS_EXIT_CODES,
+    CheckArgs, CronAction, CronArgs, DlqAction, DlqArgs, FunctionsAction, FunctionsArgs, IdsArgs,
+    InfoArgs, JobArgs, PurgeArgs, QueueArgs, OPS_EXIT_CODES,
 };
 
 /// Documented in `--help` and the README; the same failure always gives the same code.
@@ -45,6 +45,9 @@ pub enum Command {
     /// List, replay or delete dead letters
     #[command(after_help = OPS_EXIT_CODES)]
     Dlq(DlqArgs),
+    /// List, pause, resume or trigger crons
+    #[command(after_help = OPS_EXIT_CODES)]
+    Cron(CronArgs),
     /// Drop every queued and scheduled task (needs --yes)
     #[command(after_help = OPS_EXIT_CODES)]
     Purge(PurgeArgs),

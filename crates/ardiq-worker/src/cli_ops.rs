@@ -1,5 +1,5 @@
 //! The command line of `check` and the ops commands (`info`, `dlq`, `purge`, `job`,
-//! `functions`):
+//! `functions`, `cron`):
 //! clap types only. What each does lives in `commands/`.
 
 use std::path::PathBuf;
@@ -17,7 +17,7 @@ Exit codes:
   5  Redis refused: wrong credentials, or the ACL user lacks a command, key or channel
   6  the queue is not served: a lane has no consumer group yet (check)
   7  the worker on --health-port is not live, or not answering (check)
-  8  not found: no such job, or an id is not a dead letter (job, dlq)";
+  8  not found: no such job, an id is not a dead letter, or no such cron (job, dlq, cron)";
 
 /// Which queue an ops command acts on: `--queue` (with `--redis-url` and `--lanes`), or an
 /// app to read them from, or (`info` only) every queue in the database.
@@ -203,4 +203,36 @@ pub enum FunctionsAction {
     Install,
     /// Show whether this version's library is loaded, and which ArdiQ libraries are
     Status,
+}
+
+/// Options of `ardiq cron`.
+#[derive(Debug, Clone, Args)]
+pub struct CronArgs {
+    #[command(subcommand)]
+    pub action: CronAction,
+
+    #[command(flatten)]
+    pub queue: QueueArgs,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum CronAction {
+    /// List the crons: paused or not, the last occurrence fired and (with --app) the
+    /// next one
+    List,
+    /// Pause a cron on every worker: its occurrences are skipped until it is resumed
+    Pause(CronName),
+    /// Resume a paused cron from its next occurrence (skipped ones are not made up)
+    Resume(CronName),
+    /// Enqueue one run of a cron now, paused or not, leaving its schedule alone (needs
+    /// --app: the task, its lane and the signing key are the app's)
+    Trigger(CronName),
+}
+
+/// The cron a `cron` action acts on.
+#[derive(Debug, Clone, Args)]
+pub struct CronName {
+    /// The cron's name (its task's name)
+    #[arg(value_name = "NAME")]
+    pub name: String,
 }

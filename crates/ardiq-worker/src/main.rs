@@ -63,6 +63,7 @@ fn main() {
         cli::Command::Check(args) => commands::check::run(args),
         cli::Command::Info(args) => commands::info::run(args),
         cli::Command::Dlq(args) => commands::dlq::run(args),
+        cli::Command::Cron(args) => commands::cron::run(args),
         cli::Command::Purge(args) => commands::purge::run(args),
         cli::Command::Job(args) => commands::job::run(args),
         cli::Command::Functions(args) => commands::functions::run(args),

@@ -68,6 +68,12 @@ pub struct Target {
 
 /// Flags first, then the app (if given), then `REDIS_URL` and the default URL.
 pub fn resolve(args: &QueueArgs) -> Result<Target, Failure> {
+    Ok(resolve_with_app(args)?.0)
+}
+
+/// [`resolve`], also handing back the app's settings when `--app` was given.
+pub fn resolve_with_app(args: &QueueArgs) -> Result<(Target, Option<Config>), Failure> {
+    let mut loaded = None;
     let mut t = Target {
         url: args.redis_url.clone().unwrap_or_default(),
         queue: args.queue.clone(),
@@ -82,11 +88,12 @@ pub fn resolve(args: &QueueArgs) -> Result<Target, Failure> {
     if let Some(app) = &args.app {
         let config = load_app(app, args.redis_url.as_deref(), args.python.as_deref())?;
         if t.url.is_empty() {
-            t.url = config.redis_url;
+            t.url = config.redis_url.clone();
         }
-        t.queue.get_or_insert(config.queue);
-        t.lanes.get_or_insert(config.lanes);
+        t.queue.get_or_insert(config.queue.clone());
+        t.lanes.get_or_insert(config.lanes.clone());
         t.result_ttl_ms = Some(config.result_ttl_ms);
+        loaded = Some(config);
     }
     if t.url.is_empty() {
         t.url = std::env::var("REDIS_URL")
@@ -94,7 +101,7 @@ pub fn resolve(args: &QueueArgs) -> Result<Target, Failure> {
             .filter(|u| !u.is_empty())
             .unwrap_or_else(|| "redis://localhost:6379".to_owned());
     }
-    Ok(t)
+    Ok((t, loaded))
 }
 
 /// A current-thread tokio runtime, or the failure to report. Every command uses one: the

@@ -43,11 +43,13 @@ async def run(w: Worker) -> None:
             )
             fired = await w.broker.script(
                 "cron",
-                [k.crons, k.stream(lane), k.job(task_id), k.result(task_id)],
+                [k.crons, k.stream(lane), k.job(task_id), k.result(task_id), k.crons_paused],
                 [name, when, task_id, name, payload, lane, nonce],
             )
-            if fired:
+            if fired == 1:
                 log.debug("cron fired name=%s id=%s worker=%s", name, task_id, w.worker_id)
+            elif fired == 2:
+                log.debug("cron paused name=%s occurrence=%s skipped", name, when)
         except ArdiqError as exc:
             log.warning("cron %s could not be enqueued (%s); skipping this occurrence", name, exc)
         upcoming[name] = job.schedule.next_after(max(when, now_ms()))

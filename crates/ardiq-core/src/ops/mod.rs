@@ -19,11 +19,13 @@
 //! * `result`: [`ResultRecord`], the result record (`msgpack` reads it);
 //! * `functions`: installing and listing the function library;
 //! * `check`: what `ardiq check` verifies;
-//! * `browse`: paged reads for the dashboard, and `run_now`.
+//! * `browse`: paged reads for the dashboard, and `run_now`;
+//! * `cron`: pausing, resuming and triggering crons.
 
 mod browse;
 mod check;
 mod client;
+mod cron;
 mod dead;
 mod discover;
 mod error;
@@ -41,6 +43,7 @@ pub use browse::{
     HISTORY_SCAN, STAT_KINDS,
 };
 pub use client::Client;
+pub use cron::triggered_id;
 pub use dead::DeadLetter;
 pub use error::OpsError;
 pub use job::{Holder, JobInfo};

@@ -58,6 +58,8 @@ fn serve(args: &DashboardArgs) -> Result<(), Failure> {
             queue: config.queue,
             crons: config.crons,
             result_ttl_ms: config.result_ttl_ms,
+            signing_key: config.signing_key,
+            signature_ttl_ms: config.signature_ttl_ms,
         });
     }
     if url.is_empty() {

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod check;
+pub mod cron;
 pub mod dashboard;
 pub mod dlq;
 pub mod functions;

@@ -1,6 +1,7 @@
 //! The write side of the JSON API: each function answers one `POST api/...` action.
 //! Every change goes through a protocol script, as the ops commands' do: `run_now`,
-//! `replay`, `delete_dead`, `purge`. Answers have the shapes of `ardiq dlq --json` and
+//! `replay`, `delete_dead`, `purge`, `cron` (a trigger; a pause is one field of
+//! `P crons:paused`, as `ardiq cron pause` writes it). Answers have the shapes of `ardiq dlq --json` and
 //! `ardiq purge --json`; the status code says whether it happened (200), the task was not
 //! there (404) or something else stood in the way (409).
 
@@ -9,6 +10,7 @@ use ardiq_core::Keys;
 use hyper::StatusCode;
 use serde_json::{json, Map, Value};
 
+use super::catalog::AppInfo;
 use super::params::Query;
 use super::reply::ApiError;
 use crate::commands::dlq::outcome;
@@ -88,4 +90,58 @@ pub async fn purge(
             "skipped": report.skipped,
         }),
     ))
+}
+
+/// `POST api/queues/{q}/crons/{name}/pause|resume|trigger`, as `ardiq cron ... --json`
+/// answers: `{"name", "status": "paused" | "resumed" | "unchanged"}`, or for a trigger
+/// `{"name", "id", "status": "queued"}`. A name that is no cron (of the app with `--app`,
+/// else one Redis knows) is a 404; a trigger without `--app` a 409 (the task, lane and
+/// key are the app's).
+pub async fn cron(
+    client: &mut Client,
+    keys: &Keys,
+    app: Option<&AppInfo>,
+    name: &str,
+    action: &str,
+) -> Result<(StatusCode, Value), ApiError> {
+    let entry = app.and_then(|a| a.crons.iter().find(|c| c.name == name));
+    let known = match app {
+        Some(_) => entry.is_some(),
+        None => {
+            let fired = client.cron_fired(keys).await?;
+            let paused = client.cron_paused(keys).await?;
+            fired.iter().chain(&paused).any(|(n, _)| n == name)
+        }
+    };
+    if !known {
+        return Err(ApiError::not_found(format!(
+            "no cron `{name}` on this queue"
+        )));
+    }
+    let done = match action {
+        "pause" => client.pause_cron(keys, name).await?,
+        "resume" => client.resume_cron(keys, name).await?,
+        _ => {
+            let (Some(app), Some(entry)) = (app, entry) else {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "triggering a cron needs the app: start the dashboard with --app",
+                ));
+            };
+            let mut config = ardiq_core::Config::new("", &app.queue);
+            config.signing_key = app.signing_key.clone();
+            config.signature_ttl_ms = app.signature_ttl_ms;
+            let id = client.trigger_cron(keys, &config, entry).await?;
+            return Ok((
+                StatusCode::OK,
+                json!({ "name": name, "id": id, "status": "queued" }),
+            ));
+        }
+    };
+    let status = match (action, done) {
+        (_, false) => "unchanged",
+        ("pause", true) => "paused",
+        _ => "resumed",
+    };
+    Ok((StatusCode::OK, json!({ "name": name, "status": status })))
 }

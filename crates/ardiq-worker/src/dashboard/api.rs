@@ -232,15 +232,18 @@ pub async fn dead(client: &mut Client, keys: &Keys, q: &Query) -> Result<Value, 
 }
 
 /// `api/queues/{q}/crons`: with `--app`, the app's crons and their next runs (from the
-/// Redis clock); otherwise the crons that fired, as `P crons` remembers them.
+/// Redis clock); otherwise the crons that fired, as `P crons` remembers them, and the
+/// paused ones (`P crons:paused`). Each says whether it is paused, and since when.
 pub async fn crons(
     client: &mut Client,
     keys: &Keys,
     app_crons: Option<&[CronEntry]>,
 ) -> Result<Value, ApiError> {
     let fired = client.cron_fired(keys).await?;
+    let paused = client.cron_paused(keys).await?;
     let now = client.server_ms().await?;
     let last = |name: &str| fired.iter().find(|(n, _)| n == name).map(|(_, ms)| *ms);
+    let since = |name: &str| paused.iter().find(|(n, _)| n == name).map(|(_, ms)| *ms);
     let list: Vec<Value> = match app_crons {
         Some(entries) => entries
             .iter()
@@ -251,21 +254,32 @@ pub async fn crons(
                     "lane": c.lane,
                     "next_runs_ms": next_runs(c, now),
                     "last_fired_ms": last(&c.name),
+                    "paused": since(&c.name).is_some(),
+                    "paused_ms": since(&c.name),
                 })
             })
             .collect(),
-        None => fired
-            .iter()
-            .map(|(name, ms)| {
-                json!({
-                    "name": name,
-                    "task": null,
-                    "lane": null,
-                    "next_runs_ms": null,
-                    "last_fired_ms": ms,
+        None => {
+            // The crons that fired, and the paused ones that never did.
+            let mut names: Vec<&str> = fired.iter().map(|(n, _)| n.as_str()).collect();
+            names.extend(paused.iter().map(|(n, _)| n.as_str()));
+            names.sort_unstable();
+            names.dedup();
+            names
+                .into_iter()
+                .map(|name| {
+                    json!({
+                        "name": name,
+                        "task": null,
+                        "lane": null,
+                        "next_runs_ms": null,
+                        "last_fired_ms": last(name),
+                        "paused": since(name).is_some(),
+                        "paused_ms": since(name),
+                    })
                 })
-            })
-            .collect(),
+                .collect()
+        }
     };
     let source = if app_crons.is_some() { "app" } else { "redis" };
     Ok(json!({

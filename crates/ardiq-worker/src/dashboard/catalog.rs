@@ -38,6 +38,10 @@ pub struct AppInfo {
     pub crons: Vec<CronEntry>,
     /// The app's `result_ttl_ms` (what `purge` keeps its `purged` results for).
     pub result_ttl_ms: i64,
+    /// The app's signing key and seal lifetime: a cron triggered here is sealed as the
+    /// app's workers seal its occurrences.
+    pub signing_key: Option<ardiq_core::SigningKey>,
+    pub signature_ttl_ms: i64,
 }
 
 pub struct Catalog {
@@ -144,6 +148,11 @@ impl Catalog {
             .as_ref()
             .filter(|a| a.queue == queue)
             .map(|a| a.crons.as_slice())
+    }
+
+    /// The app's settings when `queue` is the app's (`None`: no app, or another queue).
+    pub fn app_for(&self, queue: &str) -> Option<&AppInfo> {
+        self.app.as_ref().filter(|a| a.queue == queue)
     }
 
     /// The app's `result_ttl_ms` (with `--app`).

@@ -198,6 +198,7 @@ impl Dashboard {
             ["queues", _, "scheduled", _, "run"]
                 | ["queues", _, "dead", _, "replay" | "delete"]
                 | ["queues", _, "purge"]
+                | ["queues", _, "crons", _, "pause" | "resume" | "trigger"]
         );
         if is_action {
             if method != Method::POST {
@@ -296,6 +297,10 @@ impl Dashboard {
             ["dead", id, "replay"] => actions::dead_letter(client, keys, id, true).await,
             ["dead", id, "delete"] => actions::dead_letter(client, keys, id, false).await,
             ["crons"] => ok(api::crons(client, keys, self.catalog.app_crons(keys.queue())).await?),
+            ["crons", name, action @ ("pause" | "resume" | "trigger")] => {
+                let app = self.catalog.app_for(keys.queue());
+                actions::cron(client, keys, app, name, action).await
+            }
             ["purge"] => actions::purge(client, keys, q, self.catalog.app_result_ttl_ms()).await,
             _ => Err(ApiError::not_found("no such API route")),
         }

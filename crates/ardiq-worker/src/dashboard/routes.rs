@@ -197,7 +197,7 @@ impl Dashboard {
             seg.as_slice(),
             ["queues", _, "scheduled", _, "run"]
                 | ["queues", _, "dead", _, "replay" | "delete"]
-                | ["queues", _, "purge"]
+                | ["queues", _, "purge" | "pause" | "resume"]
         );
         if is_action {
             if method != Method::POST {
@@ -297,6 +297,8 @@ impl Dashboard {
             ["dead", id, "delete"] => actions::dead_letter(client, keys, id, false).await,
             ["crons"] => ok(api::crons(client, keys, self.catalog.app_crons(keys.queue())).await?),
             ["purge"] => actions::purge(client, keys, q, self.catalog.app_result_ttl_ms()).await,
+            ["pause"] => actions::pause(client, keys, q, true).await,
+            ["resume"] => actions::pause(client, keys, q, false).await,
             _ => Err(ApiError::not_found("no such API route")),
         }
     }

@@ -344,7 +344,8 @@ def test_pause_and_resume(seeded: Seeded) -> None:
     app = Ardiq(redis_url=seeded.url, queue_name=seeded.queue, priorities=LANES)
     try:
         out = seeded.run("pause", "--lane", "high")
-        assert out.returncode == 0 and out.stdout == f"paused lane `high` of queue `{seeded.queue}`\n"
+        assert out.returncode == 0
+        assert out.stdout == f"paused lane `high` of queue `{seeded.queue}`\n"
         assert app.paused_sync() == {"high"}
         assert seeded.json("pause") == {
             "queue": seeded.queue,

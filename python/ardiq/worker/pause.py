@@ -86,8 +86,10 @@ async def hand_back_paused(w: Worker) -> None:
             heapq.heappush(w.buffer, (w.buffer_rank(ref[0]), next(w.seq), ref))
         return
     for ref in back:
-        d = w.held.pop(ref, None)
-        if d is not None and w.by_task.get(d.task_id) == ref:
+        if ref not in w.held:
+            continue
+        d = w.held.pop(ref)
+        if w.by_task.get(d.task_id) == ref:
             del w.by_task[d.task_id]
     w.changed.set()
     log.info("handed back %d prefetched tasks of paused lanes worker=%s", count, w.worker_id)

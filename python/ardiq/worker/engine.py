@@ -167,8 +167,13 @@ class Worker:
         try:
             async with lifespan(self.app):
                 await self._wait_for_redis()
-                with contextlib.suppress(ArdiqError):
+                try:
                     await pause.refresh(self)  # before the first fetch
+                except ArdiqError as exc:
+                    log.warning(
+                        "could not read the paused lanes (%s); reading them again in a second",
+                        exc,
+                    )
                 background = [self._spawn(c) for c in self._duties()]
                 await asyncio.wait_for(self.abort_ready.wait(), 10)
                 reason = await self._consume()

@@ -91,6 +91,29 @@ async def test_paused_lane_waits_and_resume_starts_it(
     assert stop_code(worker) == 0, worker.output()
 
 
+async def test_delayed_tasks_of_a_paused_lane_are_promoted_not_run(
+    make_app: Callable[..., Ardiq], start_worker: Callable[..., WorkerProcess], ledger: Ledger
+) -> None:
+    app = make_app(priorities=LANES)
+    await app.pause("low")
+    job = await app.ref("lane_order").options(priority="low", delay_ms=300).enqueue("late")
+    worker = start_worker("apps.basic:app")
+
+    async def queued() -> bool:
+        return await job.status() == "queued"
+
+    # Promotion goes on while the lane is paused: the task waits in its stream.
+    await wait_until(queued, 30, "the delayed task promoted")
+    await app.ref("lane_order").options(priority="high").enqueue("sentinel")
+    await ledger.wait_for("order", 1, timeout=30)
+    assert await ledger.items("order") == ["sentinel"], worker.output()
+    assert await job.status() == "queued"
+    await app.resume("low")
+    result = await job.result(timeout=30)
+    assert result is not None and result.value == "late", worker.output()
+    assert stop_code(worker) == 0, worker.output()
+
+
 async def test_pausing_hands_back_the_buffer_and_lets_running_tasks_finish(
     make_app: Callable[..., Ardiq],
     start_worker: Callable[..., WorkerProcess],

@@ -409,6 +409,31 @@ def test_purge_as_ardiq_purge(seeded: Seeded, dash: DashboardProcess) -> None:
     assert seeded.ops("job", seeded.queued[1])["result"]["error"] == "purged"
 
 
+def test_pause_and_resume_as_ardiq_pause(seeded: Seeded, dash: DashboardProcess) -> None:
+    q = seeded.queue
+    doc = ok(dash.action(f"api/queues/{q}/pause?lane=high"))
+    assert doc == {"queue": q, "lane": "high", "changed": True, "paused": ["high"]}
+    assert ok(dash.action(f"api/queues/{q}/pause?lane=high"))["changed"] is False
+    assert ok(dash.action(f"api/queues/{q}/pause"))["paused"] == ["*", "high"]
+    # The queue and its lanes show it, as `ardiq info --json` does.
+    (info,) = ok(dash.get("api/queues"))["queues"]
+    assert info["paused"] is True and all(lane["paused"] for lane in info["lanes"])
+    assert seeded.ops("info")["queues"][0]["paused"] is True
+    doc = ok(dash.action(f"api/queues/{q}/resume"))
+    assert doc == {"queue": q, "lane": None, "changed": True, "paused": ["high"]}
+    (info,) = ok(dash.get("api/queues"))["queues"]
+    assert info["paused"] is False
+    assert {lane["lane"]: lane["paused"] for lane in info["lanes"]} == {
+        "low": False,
+        "default": False,
+        "high": True,
+    }
+    bad = dash.action(f"api/queues/{q}/pause?lane=nope")
+    assert bad.status == 400 and "low, default, high" in bad.json()["error"]
+    assert dash.get(f"api/queues/{q}/pause").status == 405
+    assert ok(dash.action(f"api/queues/{q}/resume?lane=high"))["paused"] == []
+
+
 # ------------------------------------------------------------------------ the actions
 def test_replay_of_a_dead_letter_then_a_worker_runs_it(
     seeded: Seeded, dash: DashboardProcess
@@ -549,6 +574,8 @@ def test_read_only_refuses_every_action(
         f"api/queues/{q}/purge",
         f"api/queues/{q}/crons/every_five/pause",
         f"api/queues/{q}/crons/every_five/trigger",
+        f"api/queues/{q}/pause",
+        f"api/queues/{q}/resume?lane=high",
     ):
         answer = ro.action(path)
         assert answer.status == 403 and "read-only" in answer.json()["error"], path

@@ -340,6 +340,38 @@ def test_check_sees_a_live_worker(seeded: Seeded, tmp_path: Path) -> None:
         log.close()
 
 
+def test_pause_and_resume(seeded: Seeded) -> None:
+    app = Ardiq(redis_url=seeded.url, queue_name=seeded.queue, priorities=LANES)
+    try:
+        out = seeded.run("pause", "--lane", "high")
+        assert out.returncode == 0
+        assert out.stdout == f"paused lane `high` of queue `{seeded.queue}`\n"
+        assert app.paused_sync() == {"high"}
+        assert seeded.json("pause") == {
+            "queue": seeded.queue,
+            "lane": None,
+            "changed": True,
+            "paused": ["*", "high"],
+        }
+        assert "already paused" in seeded.run("pause").stdout
+        assert seeded.json("info")["queues"][0]["paused"] is True
+        # Resuming the queue leaves the lane paused, and says so.
+        out = seeded.run("resume")
+        assert out.returncode == 0 and "still paused: high" in out.stdout
+        text = seeded.run("info").stdout
+        assert "(paused)" in text and "the whole queue" not in text
+        # By the app, as the other ops commands.
+        out = ardiq("resume", "--app", APP, "--lane", "high", "--json", env=seeded.env)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["paused"] == []
+        assert app.paused_sync() == set()
+        bad = seeded.run("pause", "--lane", "nope")
+        assert bad.returncode == 2 and "low, default, high" in bad.stderr, bad.stderr
+        assert app.paused_sync() == set()
+    finally:
+        app.close_sync()
+
+
 def test_ops_usage_errors(seeded: Seeded) -> None:
     out = ardiq("job", "x", env=seeded.env)
     assert out.returncode == 2 and "which queue" in out.stderr

@@ -35,11 +35,11 @@ from .settings import (
     check_history_ttl_s,
     check_int,
     check_lane,
-    check_lanes,
     check_max_connections,
     check_optional_positive_int,
     check_positive_int,
     check_redis_url,
+    check_weights,
     default_redis_url,
 )
 from .signing import DEFAULT_TTL_MS, Binding, Signer, check_signing_keys
@@ -129,7 +129,7 @@ class Ardiq:
         self,
         redis_url: str | None = None,
         queue_name: str = "default",
-        priorities: Iterable[str] | None = None,
+        priorities: Iterable[str] | Mapping[str, int] | None = None,
         worker_id: str | None = None,
         **settings: Any,
     ) -> None:
@@ -147,7 +147,7 @@ class Ardiq:
                 f"queue_name must be a non-empty string without '}}', got {queue_name!r}"
             )
         self._queue_name = queue_name
-        self._priorities = check_lanes(priorities)
+        self._priorities, self._weights = check_weights(priorities)
         default_priority = settings.get("default_priority")
         self._default_priority = (
             check_lane(default_priority, self._priorities, "default_priority")
@@ -266,6 +266,14 @@ class Ardiq:
     def priorities(self) -> list[str]:
         """Lane names, lowest first."""
         return list(self._priorities)
+
+    @property
+    def lane_weights(self) -> dict[str, int] | None:
+        """Lane weights (lowest lane first) when ``priorities`` was a mapping; ``None``
+        for strict priorities."""
+        if self._weights is None:
+            return None
+        return dict(zip(self._priorities, self._weights, strict=True))
 
     @property
     def default_priority(self) -> str:
@@ -901,6 +909,50 @@ class Ardiq:
     def cron_states_sync(self) -> list[CronState]:
         """Blocking twin of :meth:`cron_states`."""
         return self.sync.run(self.cron_states())
+    # ----------------------------------------------------------------- pausing
+    def _pause_field(self, lane: str | None) -> str:
+        if lane is None:
+            return "*"
+        return check_lane(lane, self._priorities, "lane")
+
+    async def pause(self, lane: str | None = None) -> None:
+        """Pause the whole queue (``lane=None``) or one lane: every worker of the queue
+        stops taking its tasks within about a second; running tasks finish, prefetched
+        ones are handed back. Idempotent (the first pause time is kept). An unknown lane
+        raises ValueError listing the lanes."""
+        field = self._pause_field(lane)
+        if self._inline is not None:
+            raise ArdiqError("pausing needs Redis; ardiq.testing.inline runs tasks at once")
+        await self._client().broker.command("HSETNX", self.keys.paused, field, _now_ms())
+
+    async def resume(self, lane: str | None = None) -> None:
+        """Undo :meth:`pause` for the queue (``lane=None``: only the whole-queue pause;
+        lanes paused one by one stay paused) or for one lane. Resuming what is not paused
+        does nothing."""
+        field = self._pause_field(lane)
+        if self._inline is not None:
+            raise ArdiqError("pausing needs Redis; ardiq.testing.inline runs tasks at once")
+        await self._client().broker.command("HDEL", self.keys.paused, field)
+
+    async def paused(self) -> set[str]:
+        """What is paused: lane names, and ``"*"`` when the whole queue is."""
+        if self._inline is not None:
+            return set()
+        reply = await self._client().broker.command("HKEYS", self.keys.paused)
+        return {k.decode() if isinstance(k, bytes) else str(k) for k in reply}
+
+    # ---------------------------------------------------------- blocking twins
+    def pause_sync(self, lane: str | None = None) -> None:
+        """Blocking twin of :meth:`pause`."""
+        return self.sync.run(self.pause(lane))
+
+    def resume_sync(self, lane: str | None = None) -> None:
+        """Blocking twin of :meth:`resume`."""
+        return self.sync.run(self.resume(lane))
+
+    def paused_sync(self) -> set[str]:
+        """Blocking twin of :meth:`paused`."""
+        return self.sync.run(self.paused())
 
     def send_sync(self, name: str, /, *args: Any, **kwargs: Any) -> Job[Any]:
         """Blocking twin of :meth:`send`."""

@@ -172,6 +172,11 @@ class Keys:
         return f"{self.prefix}workers"
 
     @property
+    def paused(self) -> str:
+        """Paused lanes (``*``: the whole queue) -> paused-at ms (PROTOCOL.md, Pausing)."""
+        return f"{self.prefix}paused"
+
+    @property
     def done_channel(self) -> str:
         return f"{self.prefix}done"
 

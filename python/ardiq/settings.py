@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from urllib.parse import parse_qsl, urlsplit
 
 from . import _secrets
@@ -119,6 +120,25 @@ def check_lanes(priorities: object) -> list[str]:
     if len(set(lanes)) != len(lanes):
         raise ValueError(f"lane names must be unique, got {lanes}")
     return lanes
+
+
+def check_weights(priorities: object) -> tuple[list[str], list[int] | None]:
+    """Lane names (lowest first) and, when `priorities` is a mapping, their weights.
+
+    A mapping ``{"low": 1, "default": 3, "high": 6}`` asks for lane weights (insertion
+    order is lowest first, as with a list); each weight is a positive int. Anything else
+    goes through :func:`check_lanes` (strict priorities, no weights).
+    """
+    if not isinstance(priorities, Mapping):
+        return check_lanes(priorities), None
+    lanes = check_lanes(list(priorities))
+    weights = []
+    for lane in lanes:
+        w = priorities[lane]
+        if isinstance(w, bool) or not isinstance(w, int) or w <= 0:
+            raise ValueError(f"the weight of lane {lane!r} must be a positive int, got {w!r}")
+        weights.append(w)
+    return lanes, weights
 
 
 def check_lane(lane: str, lanes: list[str], what: str = "priority") -> str:

@@ -53,6 +53,8 @@ class WorkerSettings:
     queue_name: str
     priorities: tuple[str, ...]
     """Lane names, lowest first."""
+    weights: tuple[int, ...] | None
+    """Lane weights, same order as ``priorities`` (``None``: strict priorities)."""
     worker_id: str
     concurrency: int
     prefetch: int
@@ -137,6 +139,7 @@ class WorkerSettings:
             redis_url=check_redis_url(o.redis_url) if o.redis_url is not None else app.redis_url,
             queue_name=app.queue_name,
             priorities=tuple(app.priorities),
+            weights=None if app.lane_weights is None else tuple(app.lane_weights.values()),
             worker_id=worker_id or app.worker_id,
             concurrency=concurrency,
             prefetch=prefetch,

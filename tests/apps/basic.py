@@ -2,8 +2,8 @@
 
 Settings come from the environment so one module serves every test:
 ARDIQ_REDIS_URL, ARDIQ_TEST_QUEUE, ARDIQ_TEST_IDLE_MS, ARDIQ_TEST_MAX_DELIVERIES,
-ARDIQ_TEST_CONCURRENCY, ARDIQ_TEST_PREFETCH. Tasks record what happened in Redis lists
-(`ledger:*`) so tests can count executions across processes.
+ARDIQ_TEST_CONCURRENCY, ARDIQ_TEST_PREFETCH, ARDIQ_TEST_WEIGHTS. Tasks record what
+happened in Redis lists (`ledger:*`) so tests can count executions across processes.
 
 The app also has a lifespan (records start/stop, sets `app.state.greeting`), two
 middlewares (trace `mw_trace` only), and two error hooks: the first always raises (it
@@ -23,9 +23,14 @@ from ardiq import Ardiq, Retry, current_task
 from ardiq.context import ErrorContext, TaskContext
 
 _prefetch = os.environ.get("ARDIQ_TEST_PREFETCH")
+# ARDIQ_TEST_WEIGHTS="1,3,6": lane weights for low, default, high (strict priorities without).
+_weights = os.environ.get("ARDIQ_TEST_WEIGHTS")
+_lanes = ["low", "default", "high"]
 app = Ardiq(
     queue_name=os.environ.get("ARDIQ_TEST_QUEUE", "test"),
-    priorities=["low", "default", "high"],
+    priorities=(
+        dict(zip(_lanes, map(int, _weights.split(",")), strict=True)) if _weights else _lanes
+    ),
     history=1000,  # on, as a dashboard user runs it (the default is off)
     idle_timeout_ms=int(os.environ.get("ARDIQ_TEST_IDLE_MS", "60000")),
     max_deliveries=int(os.environ.get("ARDIQ_TEST_MAX_DELIVERIES", "5")),

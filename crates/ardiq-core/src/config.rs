@@ -21,6 +21,10 @@ pub struct Config {
     pub queue: String,
     /// Lane (priority) names, lowest first, as the app's `priorities`. Read highest first.
     pub lanes: Vec<String>,
+    /// Lane weights, same order as `lanes` (`None`: strict priorities, highest lane
+    /// first). With weights each fetch shares its free slots among the lanes by smooth
+    /// weighted round-robin, and the buffer starts entries in arrival order.
+    pub weights: Option<Vec<u32>>,
     /// This worker's consumer name in every lane's group. Must be unique per process:
     /// two processes sharing one name would renew and ack each other's entries.
     pub worker_id: String,
@@ -80,6 +84,7 @@ impl Config {
             redis_url: redis_url.into(),
             queue: queue.into(),
             lanes: vec!["default".to_owned()],
+            weights: None,
             worker_id: default_worker_id(),
             concurrency: 16,
             prefetch: 32,
@@ -119,6 +124,11 @@ impl Config {
                 return Err(EngineError::Config(format!(
                     "lane `{lane}` is listed twice"
                 )));
+            }
+        }
+        if let Some(w) = &self.weights {
+            if w.len() != self.lanes.len() || w.contains(&0) {
+                return bad("lane weights must be positive, one per lane");
             }
         }
         if self.worker_id.is_empty() {
@@ -178,6 +188,7 @@ impl fmt::Debug for Config {
             .field("redis_url", &self.masked_url())
             .field("queue", &self.queue)
             .field("lanes", &self.lanes)
+            .field("weights", &self.weights)
             .field("worker_id", &self.worker_id)
             .field("concurrency", &self.concurrency)
             .field("prefetch", &self.prefetch)

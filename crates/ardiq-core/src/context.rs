@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, Notify};
 use crate::config::Config;
 use crate::executor::{Executor, Outcome, OutcomeSink};
 use crate::keys::Keys;
+use crate::pause::PauseState;
 use crate::report::Counters;
 use crate::state::Held;
 
@@ -24,6 +25,8 @@ pub struct Ctx {
     pub conn: ConnectionManager,
     /// Entries this worker holds.
     held: Mutex<Held>,
+    /// The lanes `P paused` names, as last read (see [`crate::pause`]).
+    pub pause: PauseState,
     /// Statistics.
     pub counters: Arc<Counters>,
     /// Wakes the dispatcher: a concurrency slot freed, an entry was dropped, ...
@@ -58,11 +61,13 @@ impl Ctx {
         tx: mpsc::UnboundedSender<Vec<Outcome>>,
     ) -> Self {
         let keys = Keys::new(&config.queue, &config.lanes);
+        let fifo = config.weights.is_some();
         Ctx {
             config,
             keys,
             conn,
-            held: Mutex::new(Held::default()),
+            held: Mutex::new(Held::new(fifo)),
+            pause: PauseState::default(),
             counters,
             wake: Notify::new(),
             sink: OutcomeSink::new(tx),

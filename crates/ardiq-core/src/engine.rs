@@ -28,6 +28,7 @@ use crate::finish;
 use crate::heartbeat;
 use crate::lease;
 use crate::metrics::{self, Phase};
+use crate::pause;
 use crate::progress;
 use crate::promote;
 use crate::reclaim;
@@ -122,8 +123,14 @@ impl Engine {
             }
         }
 
+        // Paused lanes are known before the first fetch (best effort: the poller retries).
+        if let Err(e) = pause::refresh(&ctx).await {
+            warn!(error = %e, "could not read the paused lanes; reading them again in a second");
+        }
+
         // Tasks that only make sense while taking work.
         let mut serving = Tasks::default();
+        serving.spawn(pause::run(ctx.clone()));
         serving.spawn(reclaim::run(ctx.clone()));
         serving.spawn(promote::run(ctx.clone()));
         serving.spawn(heartbeat::run(ctx.clone()));
@@ -265,6 +272,13 @@ struct Dispatcher {
     /// no more than it may start; at 0 it starts nothing more and recycles once the tasks
     /// it started have finished.
     budget: Option<u64>,
+    /// Every lane in read order (highest first): what is read when nothing is paused.
+    all_lanes: Vec<usize>,
+    /// The pause generation last seen: a change means the streams may hold work for us.
+    pause_generation: u64,
+    /// Lane weights' running credit per lane (smooth weighted round-robin, carried from
+    /// one fetch to the next; see [`fetch::quotas`]).
+    credit: Vec<i64>,
 }
 
 impl Drop for Dispatcher {
@@ -283,6 +297,8 @@ impl Dispatcher {
         stop: StopHandle,
     ) -> Self {
         let budget = ctx.config.max_tasks;
+        let all_lanes = ctx.keys.read_order().collect();
+        let credit = vec![0; ctx.keys.lanes().len()];
         Dispatcher {
             ctx,
             budget,
@@ -298,7 +314,23 @@ impl Dispatcher {
             read_backoff: Backoff::redis(),
             fetch_throttle: LogThrottle::default(),
             marking: Vec::new(),
+            all_lanes,
+            pause_generation: 0,
+            credit,
         }
+    }
+
+    /// The lanes to read (read order), leaving out paused ones.
+    fn active_lanes(&self) -> Vec<usize> {
+        if !self.ctx.pause.any() {
+            return self.all_lanes.clone();
+        }
+        let paused = self.ctx.pause.snapshot();
+        self.all_lanes
+            .iter()
+            .copied()
+            .filter(|&l| !paused.get(l).copied().unwrap_or(false))
+            .collect()
     }
 
     fn level(&self) -> StopLevel {
@@ -339,6 +371,12 @@ impl Dispatcher {
         loop {
             let burst = self.stop.burst();
             metrics::beat(&self.ctx);
+            let generation = self.ctx.pause.generation();
+            if generation != self.pause_generation {
+                // Lanes were paused or resumed: a resumed one may hold work.
+                self.pause_generation = generation;
+                self.maybe_more = true;
+            }
             match self.level() {
                 StopLevel::Running => {}
                 StopLevel::Graceful => return StopReason::Signal,
@@ -381,6 +419,8 @@ impl Dispatcher {
                 && self.read_task.is_none()
                 && self.read_retry_at.is_none_or(|t| now >= t)
             {
+                // With every lane paused there is nothing to wait on but the poller (it
+                // wakes us on a change) and the tick.
                 self.spawn_read();
             }
             // Wait for something to change.
@@ -412,9 +452,25 @@ impl Dispatcher {
         }
     }
 
-    /// One `fetch` call for `count` entries.
+    /// One `fetch` call for `count` entries, over the lanes not paused, shared by the
+    /// lane weights when there are some.
     async fn fetch(&mut self, count: usize) {
-        match fetch::fetch(&self.ctx, count).await {
+        let paused = self.ctx.pause.any();
+        let owned;
+        let lanes: &[usize] = if paused {
+            owned = self.active_lanes();
+            &owned
+        } else {
+            &self.all_lanes
+        };
+        let quotas = self
+            .ctx
+            .config
+            .weights
+            .as_ref()
+            .map(|w| fetch::quotas(w, &mut self.credit, lanes, count));
+        let result = fetch::fetch(&self.ctx, count, lanes, quotas.as_deref()).await;
+        match result {
             Ok(entries) => {
                 self.ctx.counters.live().set_redis_ok(true);
                 self.fetch_backoff.reset();
@@ -543,6 +599,8 @@ impl Dispatcher {
         // Signed payloads): the same `started` call reports the job's `e` and `n`.
         let signing = ctx.config.signing_key.is_some();
         let concurrency = ctx.config.concurrency;
+        // Buffered entries of paused lanes wait (the pause poller hands them back).
+        let paused = ctx.pause.any().then(|| ctx.pause.snapshot());
         // Up to concurrency more than run, within prefetch (entries awaiting their ack
         // do not count against it, so fetching goes on meanwhile).
         let ahead = if ctx.executor.queues_ahead() {
@@ -559,6 +617,13 @@ impl Dispatcher {
                 let Some((lane, d)) = held.pop(1).pop() else {
                     break;
                 };
+                if paused
+                    .as_ref()
+                    .is_some_and(|p| p.get(lane).copied().unwrap_or(false))
+                {
+                    deferred.push((lane, d));
+                    continue;
+                }
                 let marked_start = check_ownership || started::is_suspect(&d);
                 let checked_start = marked_start || signing;
                 if marked_start && held.running() >= concurrency {
@@ -628,6 +693,10 @@ impl Dispatcher {
     }
 
     fn spawn_read(&mut self) {
+        let lanes = self.active_lanes();
+        if lanes.is_empty() {
+            return;
+        }
         let Some(mut reader) = self.reader.take() else {
             return;
         };
@@ -636,6 +705,7 @@ impl Dispatcher {
             let out = reader
                 .read(
                     &ctx.keys,
+                    &lanes,
                     ctx.worker(),
                     ctx.config.poll_block_ms,
                     ctx.config.command_timeout,
@@ -708,7 +778,12 @@ impl Dispatcher {
         // a dead worker left pending past its lease. Take it over before calling the
         // queue drained, or it would sit there after every burst worker exited.
         match reclaim::burst_round(&self.ctx).await {
-            Ok(round) if round.claimed == 0 && !round.more => true,
+            Ok(round) if round.claimed == 0 && !round.more => {
+                if self.ctx.pause.any() {
+                    log_paused_backlog(&self.ctx).await;
+                }
+                true
+            }
             Ok(round) => {
                 info!(worker = %self.ctx.worker(), claimed = round.claimed,
                     "burst: took over entries of a lost worker before finishing");
@@ -798,6 +873,27 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// A burst run ends with lanes paused: say how many entries they hold (`XLEN`, so
+/// entries other workers hold count too). They are left for a worker after the resume.
+async fn log_paused_backlog(ctx: &Ctx) {
+    let paused = ctx.pause.snapshot();
+    let mut conn = ctx.conn.clone();
+    let mut waiting = 0i64;
+    let mut lanes = Vec::new();
+    for (i, lane) in ctx.keys.lanes().iter().enumerate() {
+        if paused.get(i).copied().unwrap_or(false) {
+            lanes.push(lane.as_str());
+            let n: Result<i64, _> = redis::cmd("XLEN")
+                .arg(ctx.keys.stream(i))
+                .query_async(&mut conn)
+                .await;
+            waiting += n.unwrap_or(0);
+        }
+    }
+    info!(worker = %ctx.worker(), waiting, lanes = ?lanes,
+        "burst: done; entries wait in paused lanes");
 }
 
 /// The failure text of an entry whose payload is over `max_payload_bytes`.

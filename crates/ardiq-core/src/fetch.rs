@@ -15,14 +15,23 @@ use crate::keys::{Keys, GROUP};
 use crate::reply;
 use crate::scripts;
 
-/// Reads up to `count` new entries, highest lane first. Returns them with their lane
-/// index (lowest-first numbering).
+/// Reads up to `count` new entries from `lanes` (lowest-first indexes, in read order:
+/// the lanes not paused), each lane up to its quota first when `quotas` (one per entry
+/// of `lanes`) is given. Returns them with their lane index (lowest-first numbering).
 ///
 /// With one lane that is a plain `XREADGROUP`; the `fetch` script (which orders lanes
 /// and creates a missing group) runs only with several lanes or after `NOGROUP`. The
 /// script costs Redis about as much again as the read itself: every entry is copied
 /// into Lua and back out.
-pub async fn fetch(ctx: &Ctx, count: usize) -> Result<Vec<(usize, Parsed)>> {
+pub async fn fetch(
+    ctx: &Ctx,
+    count: usize,
+    lanes: &[usize],
+    quotas: Option<&[usize]>,
+) -> Result<Vec<(usize, Parsed)>> {
+    if lanes.is_empty() {
+        return Ok(Vec::new());
+    }
     if ctx.keys.lanes().len() == 1 {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
@@ -43,21 +52,51 @@ pub async fn fetch(ctx: &Ctx, count: usize) -> Result<Vec<(usize, Parsed)>> {
             Err(e) => return Err(e.into()),
         }
     }
-    fetch_script(ctx, count).await
+    fetch_script(ctx, count, lanes, quotas).await
 }
 
-/// The `fetch` script: every lane, highest first, creating missing groups.
-async fn fetch_script(ctx: &Ctx, count: usize) -> Result<Vec<(usize, Parsed)>> {
+/// The `fetch` script over `order` (lowest-first indexes, read order), with optional
+/// per-lane quotas; it creates missing groups.
+async fn fetch_script(
+    ctx: &Ctx,
+    count: usize,
+    order: &[usize],
+    quotas: Option<&[usize]>,
+) -> Result<Vec<(usize, Parsed)>> {
     let keys = &ctx.keys;
     let mut inv = scripts::FETCH.prepare_invoke();
-    let order: Vec<usize> = keys.read_order().collect();
-    for &lane in &order {
+    for &lane in order {
         inv.key(keys.stream(lane));
     }
     inv.arg(GROUP).arg(ctx.worker()).arg(count);
+    for q in quotas.unwrap_or_default() {
+        inv.arg(*q);
+    }
     let mut conn = ctx.conn.clone();
     let value: Value = inv.invoke_async(&mut conn).await?;
-    parse_fetch_reply(keys, &order, &value)
+    parse_fetch_reply(keys, order, &value)
+}
+
+/// Shares `count` slots among the `active` lanes (indexes into `weights` and `credit`)
+/// by smooth weighted round-robin: per slot every active lane gains its weight, the one
+/// with the most credit takes the slot and pays the active lanes' total (ties: the
+/// first in `active`, the higher lane). `credit` carries over between calls, so many
+/// small fetches add up to the weights' shares. Returns one quota per active lane.
+pub fn quotas(weights: &[u32], credit: &mut [i64], active: &[usize], count: usize) -> Vec<usize> {
+    let total: i64 = active.iter().map(|&i| i64::from(weights[i])).sum();
+    let mut out = vec![0; active.len()];
+    for _ in 0..count {
+        let mut best = 0;
+        for (j, &i) in active.iter().enumerate() {
+            credit[i] += i64::from(weights[i]);
+            if credit[i] > credit[active[best]] {
+                best = j;
+            }
+        }
+        credit[active[best]] -= total;
+        out[best] += 1;
+    }
+    out
 }
 
 /// The reply is flat: KEYS index (1-based), entry id, fields, repeated.
@@ -118,11 +157,12 @@ impl BlockingReader {
     pub async fn read(
         &mut self,
         keys: &Keys,
+        lanes: &[usize],
         worker: &str,
         block_ms: u64,
         grace: Duration,
     ) -> ReadOutcome {
-        match self.try_read(keys, worker, block_ms, grace).await {
+        match self.try_read(keys, lanes, worker, block_ms, grace).await {
             Ok(out) => {
                 if self.throttle.success() {
                     info!(url = %self.redis.masked_url(), "blocking read reconnected");
@@ -145,6 +185,7 @@ impl BlockingReader {
     async fn try_read(
         &mut self,
         keys: &Keys,
+        order: &[usize],
         worker: &str,
         block_ms: u64,
         grace: Duration,
@@ -158,11 +199,10 @@ impl BlockingReader {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP").arg(GROUP).arg(worker).arg("COUNT").arg(1);
         cmd.arg("BLOCK").arg(block_ms).arg("STREAMS");
-        let order: Vec<usize> = keys.read_order().collect();
-        for &lane in &order {
+        for &lane in order {
             cmd.arg(keys.stream(lane));
         }
-        for _ in &order {
+        for _ in order {
             cmd.arg(">");
         }
         // The connection has no response timeout (it must stay silent for `block_ms`),
@@ -245,6 +285,28 @@ mod tests {
         assert!(matches!(got[1].1, Parsed::Malformed { .. }));
         let bad = Value::Array(vec![Value::Int(3), bs("1-0"), fields]);
         assert!(parse_fetch_reply(&keys, &order, &bad).is_err());
+    }
+
+    #[test]
+    fn quotas_follow_the_weights_across_calls() {
+        // Lowest first: low 1, default 3, high 6; read order high, default, low.
+        let weights = [1, 3, 6];
+        let mut credit = [0i64; 3];
+        let active = [2, 1, 0];
+        let mut got = [0usize; 3];
+        for count in [1, 7, 3, 2, 5, 32, 1, 1, 9, 19, 4, 16] {
+            let q = quotas(&weights, &mut credit, &active, count);
+            assert_eq!(q.iter().sum::<usize>(), count);
+            for (j, &i) in active.iter().enumerate() {
+                got[i] += q[j];
+            }
+        }
+        // 100 slots in all: exactly 10 / 30 / 60 (smooth WRR is exact per cycle).
+        assert_eq!(got, [10, 30, 60]);
+        // A paused lane is left out: the others share its slots by their weights.
+        let mut credit = [0i64; 3];
+        let q = quotas(&weights, &mut credit, &[1, 0], 8);
+        assert_eq!(q, [6, 2]);
     }
 
     #[test]

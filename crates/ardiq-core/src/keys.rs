@@ -126,6 +126,11 @@ impl Keys {
         format!("{}workers", self.prefix)
     }
 
+    /// `P paused` (paused lanes, `*` for the whole queue)
+    pub fn paused(&self) -> String {
+        format!("{}paused", self.prefix)
+    }
+
     /// The pub/sub channel `P abort`.
     pub fn abort_channel(&self) -> String {
         format!("{}abort", self.prefix)
@@ -159,6 +164,7 @@ mod tests {
         assert_eq!(k.crons(), "ardiq:{emails}:crons");
         assert_eq!(k.crons_paused(), "ardiq:{emails}:crons:paused");
         assert_eq!(k.workers(), "ardiq:{emails}:workers");
+        assert_eq!(k.paused(), "ardiq:{emails}:paused");
         assert_eq!(k.abort_channel(), "ardiq:{emails}:abort");
         assert_eq!(k.done_channel(), "ardiq:{emails}:done");
         assert_eq!(k.read_order().collect::<Vec<_>>(), vec![1, 0]);

@@ -88,6 +88,7 @@ pub mod keys;
 mod lease;
 pub mod metrics;
 pub mod ops;
+mod pause;
 pub mod progress;
 mod promote;
 mod reclaim;

@@ -33,6 +33,10 @@ pub struct Held {
     buffer: BTreeMap<(usize, u64), (usize, Delivery)>,
     /// Arrival counter for FIFO order within a lane.
     seq: u64,
+    /// Start in arrival order whatever the lane (lane weights: the fetch already shared
+    /// the slots by weight, and a low lane's entries must not wait behind every later
+    /// high one).
+    fifo: bool,
     /// Handed to the executor, outcome not yet reported.
     running: HashMap<EntryKey, RunningTask>,
     /// Outcome known, `finish` not yet acknowledged: still pending, still renewed, no
@@ -45,10 +49,30 @@ pub struct Held {
 }
 
 impl Held {
+    /// An empty set; `fifo`: start buffered entries in arrival order (lane weights).
+    pub fn new(fifo: bool) -> Self {
+        Held {
+            fifo,
+            ..Held::default()
+        }
+    }
+
     /// Adds a fetched delivery to the buffer.
     pub fn push(&mut self, lane: usize, d: Delivery) {
         self.seq += 1;
-        self.buffer.insert((usize::MAX - lane, self.seq), (lane, d));
+        let rank = if self.fifo { 0 } else { usize::MAX - lane };
+        self.buffer.insert((rank, self.seq), (lane, d));
+    }
+
+    /// Takes the buffered deliveries of the lanes flagged in `lanes` (lowest-first).
+    pub fn take_lanes(&mut self, lanes: &[bool]) -> Vec<(usize, Delivery)> {
+        let keys: Vec<(usize, u64)> = self
+            .buffer
+            .iter()
+            .filter(|(_, (lane, _))| lanes.get(*lane).copied().unwrap_or(false))
+            .map(|(k, _)| *k)
+            .collect();
+        keys.iter().filter_map(|k| self.buffer.remove(k)).collect()
     }
 
     /// Takes up to `n` deliveries in start order (highest lane, then oldest).
@@ -238,6 +262,23 @@ mod tests {
         h.push(0, test_delivery("2-0", "low2"));
         let order: Vec<_> = h.pop(10).into_iter().map(|(_, d)| d.task_id).collect();
         assert_eq!(order, ["top1", "top2", "mid1", "low1", "low2"]);
+    }
+
+    #[test]
+    fn fifo_buffer_ignores_lanes_and_lanes_can_be_taken_out() {
+        let mut h = Held::new(true);
+        h.push(0, test_delivery("1-0", "low1"));
+        h.push(2, test_delivery("1-0", "top1"));
+        h.push(1, test_delivery("1-0", "mid1"));
+        h.push(0, test_delivery("2-0", "low2"));
+        let taken: Vec<_> = h
+            .take_lanes(&[true, false, false])
+            .into_iter()
+            .map(|(_, d)| d.task_id)
+            .collect();
+        assert_eq!(taken, ["low1", "low2"]);
+        let order: Vec<_> = h.pop(10).into_iter().map(|(_, d)| d.task_id).collect();
+        assert_eq!(order, ["top1", "mid1"]);
     }
 
     #[test]

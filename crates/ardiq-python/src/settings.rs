@@ -18,6 +18,7 @@ pub fn read_config(s: &Bound<'_, PyAny>) -> PyResult<Config> {
     let queue: String = s.getattr("queue_name")?.extract()?;
     let mut c = Config::new(redis_url, queue);
     c.lanes = s.getattr("priorities")?.extract()?;
+    c.weights = s.getattr("weights")?.extract()?;
     c.worker_id = s.getattr("worker_id")?.extract()?;
     c.concurrency = s.getattr("concurrency")?.extract()?;
     c.prefetch = s.getattr("prefetch")?.extract()?;

@@ -574,6 +574,27 @@
     return t;
   }
 
+  /** Pause or resume a queue (lane null) or one lane; null when read-only. */
+  function pauseButton(queue, lane, paused) {
+    const what = lane === null ? `queue ${queue}` : `lane ${lane}`;
+    const verb = paused ? "resume" : "pause";
+    const label = `${paused ? "Resume" : "Pause"}${lane === null ? " queue" : ""}`;
+    const query = lane === null ? "" : `?lane=${enc(lane)}`;
+    const button = actionButton(label, `${label} ${what}`, async () => {
+      await post(`${qpath(queue)}/${verb}${query}`);
+      return `${paused ? "Resumed" : "Paused"} ${what}`;
+    }, "secondary small");
+    if (button) button.setAttribute("data-action", verb);
+    return button;
+  }
+
+  /** The queue's paused state and its Pause/Resume action. */
+  function pauseBar(queue) {
+    return h("div", { class: "pause-bar" },
+      queue.paused ? h("span", { class: "paused", text: "Queue paused: workers take no task from it. ", attrs: { "data-col": "queue-paused" } }) : null,
+      pauseButton(queue.queue, null, Boolean(queue.paused)));
+  }
+
   function countTiles(queue) {
     const t = totals(queue);
     const tile = (label, value, cls) =>
@@ -598,7 +619,9 @@
       `Lanes of ${queue.queue}`,
       [["Lane"], ["Waiting", "n"], ["Pending", "n"], ["Running", "n"], ["Oldest waiting", "n"]],
       (queue.lanes || []).map((lane) => [
-        h("span", { class: "mono" }, lane.lane, lane.group === false ? h("span", { class: "muted", text: " (not served yet)" }) : null),
+        h("span", { class: "mono" }, lane.lane, lane.group === false ? h("span", { class: "muted", text: " (not served yet)" }) : null,
+          lane.paused ? h("span", { class: "paused", text: " paused", attrs: { "data-lane": lane.lane, "data-col": "paused" } }) : null,
+          queue.paused ? null : pauseButton(queue.queue, lane.lane, lane.paused)),
         cell(lane, "waiting", fmtNum(lane.waiting)),
         cell(lane, "pending", fmtNum(lane.pending)),
         cell(lane, "running", fmtNum(lane.running)),
@@ -741,7 +764,7 @@
         list.append(card.root); // keeps the API's order
         const { server_ms: _ignored, ...shape } = queue;
         fill(card.counts, [shape.lanes, shape.scheduled, shape.dead], () => countTiles(queue));
-        fill(card.lanes, shape.lanes, () => lanesTable(queue));
+        fill(card.lanes, [shape.lanes, shape.paused, state.readOnly], () => lanesTable(queue));
         const alive = (queue.workers || []).filter((w) => w.alive).length;
         const gone = (queue.workers || []).length - alive;
         fill(card.workers, [alive, gone], () =>
@@ -774,6 +797,7 @@
     let historyFilter = "all";
 
     const counts = h("div");
+    const pausing = h("div");
     const lanes = h("div");
     const chartBox = h("div");
     const workers = h("div");
@@ -804,7 +828,7 @@
     clear(main).append(
       h("nav", { class: "crumbs", attrs: { "aria-label": "Breadcrumb" } }, h("a", { href: routes.overview(), text: "Queues" }), " / ", h("span", { text: queue })),
       h("h1", null, "Queue ", h("span", { class: "mono", text: queue })),
-      section("Lanes", counts, lanes, chartBox),
+      section("Lanes", counts, pausing, lanes, chartBox),
       section("Workers", workers),
       section("Recent tasks", filterGroup, history),
       section("Scheduled and retries", scheduled),
@@ -836,7 +860,8 @@
       const info = all.find((x) => x.queue === queue) || { queue, lanes: [], scheduled: 0, dead: 0 };
       const coarse = Math.floor(serverNow() / 5000); // relative times move on every 5 s
       fill(counts, [info.lanes, info.scheduled, info.dead], () => countTiles(info));
-      fill(lanes, info.lanes, () => lanesTable(info));
+      fill(pausing, [info.paused, state.readOnly], () => pauseBar(info));
+      fill(lanes, [info.lanes, info.paused, state.readOnly], () => lanesTable(info));
       fill(chartBox, chartKey(chartBox, stats), () => chart(`Queue ${queue}`, stats, chartBox));
       fill(workers, [w && w.workers, w && w.total, pages.workers], () => workersTable(queue, w, pages.workers));
       fill(history, [hist, pages.history, historyFilter], () => historyTable(queue, hist, pages.history));

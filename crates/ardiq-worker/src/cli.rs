@@ -8,7 +8,7 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 pub use crate::cli_dashboard::{DashboardArgs, DASHBOARD_HELP};
 pub use crate::cli_ops::{
     CheckArgs, CronAction, CronArgs, DlqAction, DlqArgs, FunctionsAction, FunctionsArgs, IdsArgs,
-    InfoArgs, JobArgs, PurgeArgs, QueueArgs, OPS_EXIT_CODES,
+    InfoArgs, JobArgs, PauseArgs, PurgeArgs, QueueArgs, OPS_EXIT_CODES,
 };
 
 /// Documented in `--help` and the README; the same failure always gives the same code.
@@ -54,6 +54,13 @@ pub enum Command {
     /// Show one task: status, attempts, timings
     #[command(after_help = OPS_EXIT_CODES)]
     Job(JobArgs),
+    /// Pause a queue or one lane: workers stop taking its tasks within about a second
+    /// (running tasks finish; prefetched ones are handed back)
+    #[command(after_help = OPS_EXIT_CODES)]
+    Pause(PauseArgs),
+    /// Resume a paused queue or lane
+    #[command(after_help = OPS_EXIT_CODES)]
+    Resume(PauseArgs),
     /// Install ArdiQ's scripts as a Redis function library, or show its status (README,
     /// Security: producers and workers then need no script-loading right)
     #[command(after_help = OPS_EXIT_CODES)]

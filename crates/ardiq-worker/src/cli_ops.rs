@@ -1,5 +1,5 @@
 //! The command line of `check` and the ops commands (`info`, `dlq`, `purge`, `job`,
-//! `functions`, `cron`):
+//! `functions`, `cron`, `pause`, `resume`):
 //! clap types only. What each does lives in `commands/`.
 
 use std::path::PathBuf;
@@ -170,6 +170,17 @@ pub struct PurgeArgs {
     /// app's, else 300000]
     #[arg(long, value_name = "MS", allow_negative_numbers = true)]
     pub result_ttl_ms: Option<i64>,
+
+    #[command(flatten)]
+    pub queue: QueueArgs,
+}
+
+/// Options of `ardiq pause` and `ardiq resume`.
+#[derive(Debug, Clone, Args)]
+pub struct PauseArgs {
+    /// Only this lane [default: the whole queue]
+    #[arg(long, value_name = "LANE")]
+    pub lane: Option<String>,
 
     #[command(flatten)]
     pub queue: QueueArgs,

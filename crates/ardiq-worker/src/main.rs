@@ -66,6 +66,8 @@ fn main() {
         cli::Command::Cron(args) => commands::cron::run(args),
         cli::Command::Purge(args) => commands::purge::run(args),
         cli::Command::Job(args) => commands::job::run(args),
+        cli::Command::Pause(args) => commands::pause::run(args, true),
+        cli::Command::Resume(args) => commands::pause::run(args, false),
         cli::Command::Functions(args) => commands::functions::run(args),
         cli::Command::Dashboard(args) => commands::dashboard::run(args),
     };

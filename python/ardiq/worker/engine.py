@@ -40,6 +40,7 @@ from . import (
     finish,
     heartbeat,
     lease,
+    pause,
     promote,
     reclaim,
     scheduler,
@@ -67,6 +68,13 @@ class Worker:
         self.worker_id = self.settings.worker_id
         self.lanes = list(reversed(app.priorities))  # highest first: the fetch order
         self.rank = {lane: i for i, lane in enumerate(self.lanes)}
+        # Lane weights, highest lane first like `lanes` (None: strict priorities), and the
+        # smooth weighted round-robin's running credit per lane (carried between fetches).
+        w = self.settings.weights
+        self.weights: list[int] | None = None if w is None else list(reversed(w))
+        self.credit = [0] * len(self.lanes)
+        # Lanes `P paused` names (all of them when the whole queue is): not read.
+        self.paused: set[str] = set()
         self.runtime = Runtime(app, self.worker_id)
         self.held: dict[Ref, Delivery] = {}  # every entry we hold: buffered, running, finishing
         # When the last renewal round that succeeded began (time.monotonic()).
@@ -159,6 +167,13 @@ class Worker:
         try:
             async with lifespan(self.app):
                 await self._wait_for_redis()
+                try:
+                    await pause.refresh(self)  # before the first fetch
+                except ArdiqError as exc:
+                    log.warning(
+                        "could not read the paused lanes (%s); reading them again in a second",
+                        exc,
+                    )
                 background = [self._spawn(c) for c in self._duties()]
                 await asyncio.wait_for(self.abort_ready.wait(), 10)
                 reason = await self._consume()
@@ -181,6 +196,7 @@ class Worker:
             promote.run,
             heartbeat.run,
             abort.run,
+            pause.run,
         ]
         if self.app.crons and not self.app.burst:
             duties.append(scheduler.run)
@@ -323,6 +339,17 @@ class Worker:
                 self.worker_id,
             )
             return False
+        if self.paused:
+            waiting = 0
+            for lane in self.paused:
+                with contextlib.suppress(ArdiqError):
+                    waiting += int(await self.broker.command("XLEN", self.app.keys.stream(lane)))
+            log.info(
+                "burst: done; %d entries wait in paused lanes (%s) worker=%s",
+                waiting,
+                ",".join(sorted(self.paused)),
+                self.worker_id,
+            )
         return True
 
     def _accept(self, entries: list[tuple[str, str, dict[bytes, bytes]]]) -> None:
@@ -355,8 +382,13 @@ class Worker:
                 # Held back (leased, not startable) until its job's flag is checked.
                 self.spawn_once(abort.check_flag(self, ref, parsed))
                 continue
-            heapq.heappush(self.buffer, (self.rank[lane], next(self.seq), ref))
+            heapq.heappush(self.buffer, (self.buffer_rank(lane), next(self.seq), ref))
         self.dispatch()
+
+    def buffer_rank(self, lane: str) -> int:
+        """Start order in the buffer: highest lane first with strict priorities; arrival
+        order with weights (the fetch already shared the slots by weight)."""
+        return 0 if self.weights is not None else self.rank[lane]
 
     def dispatch(self) -> None:
         if self.stops:
@@ -375,6 +407,9 @@ class Worker:
             d = self.held.get(ref)
             if d is None or ref in self.running:
                 continue  # dropped (lease lost or aborted) while it waited
+            if self.paused and ref[0] in self.paused:
+                deferred.append(item)  # handed back by the pause duty
+                continue
             if self._last_chance(d) and any(
                 self._last_chance(self.held[r]) for r in self.running if r in self.held
             ):

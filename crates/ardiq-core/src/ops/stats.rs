@@ -32,6 +32,12 @@ impl Client {
             lanes.push(stats);
         }
         let workers = workers::list(&beats, now, &alive, held_by);
+        let paused = self
+            .paused(keys)
+            .await?
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
         Ok(QueueStats {
             queue: queue_of_prefix(keys.prefix()).to_owned(),
             server_ms: now,
@@ -39,6 +45,7 @@ impl Client {
             scheduled,
             dead,
             workers,
+            paused,
         })
     }
 
@@ -159,6 +166,22 @@ pub struct QueueStats {
     /// Workers with a heartbeat (and consumers holding entries without one), alive
     /// first.
     pub workers: Vec<WorkerInfo>,
+    /// The fields of `P paused`, sorted: paused lanes, and `*` when the whole queue is.
+    pub paused: Vec<String>,
+}
+
+impl QueueStats {
+    /// Is the whole queue paused?
+    pub fn queue_paused(&self) -> bool {
+        self.paused.iter().any(|p| p == super::PAUSE_ALL)
+    }
+
+    /// Is `lane` paused (by itself or with the queue)?
+    pub fn lane_paused(&self, lane: &str) -> bool {
+        self.paused
+            .iter()
+            .any(|p| p == lane || p == super::PAUSE_ALL)
+    }
 }
 
 /// One lane of a queue.

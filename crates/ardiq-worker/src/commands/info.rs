@@ -76,10 +76,11 @@ fn print_text(s: &QueueStats, url: &str) {
     // Highest priority first: the order workers read in.
     for l in s.lanes.iter().rev() {
         let oldest = l.oldest_waiting_age_ms.map_or("-".to_owned(), human_ms);
-        let note = if l.group {
-            ""
-        } else {
-            "  (no consumer group yet)"
+        let note = match (l.group, s.lane_paused(&l.lane)) {
+            (true, false) => "",
+            (true, true) => "  (paused)",
+            (false, false) => "  (no consumer group yet)",
+            (false, true) => "  (no consumer group yet, paused)",
         };
         println!(
             "  {:<16} {:>9} {:>9} {:>9}  {oldest}{note}",
@@ -90,6 +91,9 @@ fn print_text(s: &QueueStats, url: &str) {
         );
     }
     println!("  scheduled {}, dead {}", s.scheduled, s.dead);
+    if s.queue_paused() {
+        println!("  paused: the whole queue (`ardiq resume` resumes it)");
+    }
     let alive = s.workers.iter().filter(|w| w.alive).count();
     println!("  workers: {alive} alive, {} gone", s.workers.len() - alive);
     for w in &s.workers {
@@ -125,6 +129,8 @@ struct QueueJson<'a> {
     server_ms: i64,
     scheduled: u64,
     dead: u64,
+    /// The whole queue is paused (`ardiq pause` without `--lane`).
+    paused: bool,
     lanes: Vec<LaneJson<'a>>,
     workers: Vec<WorkerJson<'a>>,
 }
@@ -138,6 +144,8 @@ struct LaneJson<'a> {
     running: u64,
     depth: u64,
     oldest_waiting_ms: Option<i64>,
+    /// Workers take nothing from it: paused by itself or with the queue.
+    paused: bool,
 }
 
 #[derive(Serialize)]
@@ -158,7 +166,15 @@ impl<'a> From<&'a QueueStats> for QueueJson<'a> {
             server_ms: s.server_ms,
             scheduled: s.scheduled,
             dead: s.dead,
-            lanes: s.lanes.iter().map(LaneJson::from).collect(),
+            paused: s.queue_paused(),
+            lanes: s
+                .lanes
+                .iter()
+                .map(|l| LaneJson {
+                    paused: s.lane_paused(&l.lane),
+                    ..LaneJson::from(l)
+                })
+                .collect(),
             workers: s.workers.iter().map(WorkerJson::from).collect(),
         }
     }
@@ -174,6 +190,7 @@ impl<'a> From<&'a LaneStats> for LaneJson<'a> {
             running: l.running,
             depth: l.depth(),
             oldest_waiting_ms: l.oldest_waiting_age_ms,
+            paused: false,
         }
     }
 }

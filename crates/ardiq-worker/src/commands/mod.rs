@@ -7,5 +7,6 @@ pub mod dlq;
 pub mod functions;
 pub mod info;
 pub mod job;
+pub mod pause;
 pub mod purge;
 pub mod run;

@@ -1,7 +1,8 @@
 //! The write side of the JSON API: each function answers one `POST api/...` action.
 //! Every change goes through a protocol script, as the ops commands' do: `run_now`,
 //! `replay`, `delete_dead`, `purge`, `cron` (a trigger; a pause is one field of
-//! `P crons:paused`, as `ardiq cron pause` writes it). Answers have the shapes of `ardiq dlq --json` and
+//! `P crons:paused`, as `ardiq cron pause` writes it), `pause`/`resume` (one field of
+//! `P paused`, as `ardiq pause` writes it: PROTOCOL.md, Pausing). Answers have the shapes of `ardiq dlq --json` and
 //! `ardiq purge --json`; the status code says whether it happened (200), the task was not
 //! there (404) or something else stood in the way (409).
 
@@ -66,6 +67,43 @@ pub async fn dead_letter(
     );
     let doc = Value::Object(doc);
     Ok((status_of(r), doc))
+}
+
+/// `POST api/queues/{q}/pause?lane=` (`pause` set) or `.../resume?lane=`: the queue, or
+/// one lane, as `ardiq pause|resume [--lane L] --json` answers.
+pub async fn pause(
+    client: &mut Client,
+    keys: &Keys,
+    q: &Query,
+    pause: bool,
+) -> Result<(StatusCode, Value), ApiError> {
+    let lane = q.get("lane").filter(|l| !l.is_empty());
+    let field = match lane {
+        None => ardiq_core::ops::PAUSE_ALL,
+        Some(l) if keys.lane_index(l).is_some() => l,
+        Some(l) => {
+            return Err(ApiError::bad_request(format!(
+                "lane `{l}` is not one of the lanes of `{}` ({})",
+                keys.queue(),
+                keys.lanes().join(", ")
+            )))
+        }
+    };
+    let changed = if pause {
+        client.pause(keys, field).await?
+    } else {
+        client.resume(keys, field).await?
+    };
+    let paused: Vec<String> = client
+        .paused(keys)
+        .await?
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect();
+    Ok((
+        StatusCode::OK,
+        json!({ "queue": keys.queue(), "lane": lane, "changed": changed, "paused": paused }),
+    ))
 }
 
 /// `POST api/queues/{q}/purge?force=&result_ttl_ms=`: as `ardiq purge --yes` (the POST

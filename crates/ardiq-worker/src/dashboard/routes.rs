@@ -197,7 +197,7 @@ impl Dashboard {
             seg.as_slice(),
             ["queues", _, "scheduled", _, "run"]
                 | ["queues", _, "dead", _, "replay" | "delete"]
-                | ["queues", _, "purge"]
+                | ["queues", _, "purge" | "pause" | "resume"]
                 | ["queues", _, "crons", _, "pause" | "resume" | "trigger"]
         );
         if is_action {
@@ -302,6 +302,8 @@ impl Dashboard {
                 actions::cron(client, keys, app, name, action).await
             }
             ["purge"] => actions::purge(client, keys, q, self.catalog.app_result_ttl_ms()).await,
+            ["pause"] => actions::pause(client, keys, q, true).await,
+            ["resume"] => actions::pause(client, keys, q, false).await,
             _ => Err(ApiError::not_found("no such API route")),
         }
     }

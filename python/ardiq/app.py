@@ -909,6 +909,7 @@ class Ardiq:
     def cron_states_sync(self) -> list[CronState]:
         """Blocking twin of :meth:`cron_states`."""
         return self.sync.run(self.cron_states())
+
     # ----------------------------------------------------------------- pausing
     def _pause_field(self, lane: str | None) -> str:
         if lane is None:

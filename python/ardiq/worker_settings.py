@@ -29,6 +29,20 @@ class CronSetting:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitSetting:
+    """One task's rate limit and concurrency cap, as the workers pass them to ``admit``
+    (PROTOCOL.md, Limits)."""
+
+    name: str
+    rate_per_ms: float
+    """Tokens per millisecond (0: no rate limit)."""
+    burst: float
+    """Tokens that may be spent at once."""
+    max_concurrency: int
+    """0: no cap."""
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerOverrides:
     """Settings the command line may change (``None``: keep the app's)."""
 
@@ -68,6 +82,9 @@ class WorkerSettings:
     crons: tuple[CronSetting, ...]
     tasks: int
     """How many tasks the app registered (for the banner)."""
+    limits: tuple[LimitSetting, ...] = ()
+    """The tasks with a rate limit or a concurrency cap. Empty: the worker never calls
+    ``admit`` or ``unpark`` (its hot path is unchanged)."""
 
     @classmethod
     def of(
@@ -142,4 +159,9 @@ class WorkerSettings:
             history_ttl_ms=max(1, round(history_ttl_s * 1000)),
             crons=tuple(crons),
             tasks=len(app.tasks),
+            limits=tuple(
+                LimitSetting(t.name, t.limits.rate_per_ms, t.limits.burst, t.limits.max_concurrency)
+                for t in app._tasks.values()
+                if t.limits is not None
+            ),
         )

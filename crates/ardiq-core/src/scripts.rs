@@ -34,6 +34,7 @@ macro_rules! sources {
 /// text, and so its name, depends on it).
 const SOURCES: &[(&str, &str)] = sources!(
     "abort",
+    "admit",
     "cron",
     "delete_dead",
     "enqueue",
@@ -51,6 +52,7 @@ const SOURCES: &[(&str, &str)] = sources!(
     "retire",
     "run_now",
     "started",
+    "unpark",
     "wait",
 );
 

@@ -40,6 +40,7 @@ from . import (
     finish,
     heartbeat,
     lease,
+    limits,
     promote,
     reclaim,
     scheduler,
@@ -68,6 +69,9 @@ class Worker:
         self.lanes = list(reversed(app.priorities))  # highest first: the fetch order
         self.rank = {lane: i for i, lane in enumerate(self.lanes)}
         self.runtime = Runtime(app, self.worker_id)
+        # Tasks with a rate limit or concurrency cap, by name: their entries go through
+        # `admit` before the buffer (PROTOCOL.md, Limits). Empty: no call is ever made.
+        self.limits = {lim.name: lim for lim in self.settings.limits}
         self.held: dict[Ref, Delivery] = {}  # every entry we hold: buffered, running, finishing
         # When the last renewal round that succeeded began (time.monotonic()).
         self.renewed_at = time.monotonic()
@@ -184,6 +188,8 @@ class Worker:
         ]
         if self.app.crons and not self.app.burst:
             duties.append(scheduler.run)
+        if self.limits:
+            duties.append(limits.run)
         return duties
 
     def _spawn(self, duty: Callable[[Worker], Awaitable[None]]) -> asyncio.Task[None]:
@@ -266,7 +272,12 @@ class Worker:
                 await backoff.wait(exc)
                 continue
             if entries:
+                fetched = len(entries)
+                if self.limits:
+                    entries = await limits.admit(self, entries)
                 self._accept(entries)
+                if len(entries) < fetched:
+                    self.changed.set()  # parked ones freed their slots: fetch again
                 continue
             if app.burst:
                 if self.held:
@@ -279,7 +290,10 @@ class Worker:
                     await backoff.wait(exc)
                     continue
             try:
-                self._accept(await fetch.block_read(self))
+                entries = await fetch.block_read(self)
+                if self.limits and entries:
+                    entries = await limits.admit(self, entries)
+                self._accept(entries)
                 backoff.reset()
             except ArdiqError as exc:
                 await backoff.wait(exc)
@@ -309,8 +323,19 @@ class Worker:
         # once more, so nothing that was due when we checked is left behind.
         entries = await fetch.fetch(self, self._free_slots())
         if entries:
+            if self.limits:
+                entries = await limits.admit(self, entries)
             self._accept(entries)
             return False
+        if self.limits:
+            # Parked tasks are queued, waiting for a token or a slot: not drained yet.
+            _, now, next_due, due = await limits.report(self)
+            if due:
+                await limits.report(self, due)  # type: ignore[arg-type]
+                return False
+            if isinstance(next_due, int) and isinstance(now, int) and next_due >= 0:
+                await asyncio.sleep(min(0.1, max(0.001, (next_due - now) / 1000)))
+                return False
         # Nothing waiting and nothing due: what a dead worker left pending past its lease
         # is all that can still be ours. Take it over before calling the queue drained, or
         # it would sit there after every burst worker exited. Entries a live worker keeps

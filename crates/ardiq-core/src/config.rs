@@ -1,5 +1,6 @@
 //! What one worker process is told to do: the queue, its lanes, its limits and its crons.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,6 +67,20 @@ pub struct Config {
     /// History entries and `P stats` fields older than this are trimmed, about once a
     /// minute.
     pub history_ttl_ms: i64,
+    /// Task name -> its rate limit and concurrency cap (PROTOCOL.md, Limits). Empty: the
+    /// engine never calls `admit` or `unpark`, so a worker without limits pays nothing.
+    pub limits: HashMap<String, TaskLimit>,
+}
+
+/// One task's flow control, enforced in Redis by the `admit` script across every worker.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskLimit {
+    /// Starts allowed per millisecond (0: no rate limit).
+    pub rate_per_ms: f64,
+    /// Starts that may be spent at once (at least 1 with a rate limit).
+    pub burst: f64,
+    /// Attempts running at once across all workers (0: no cap).
+    pub max_concurrency: u32,
 }
 
 impl Config {
@@ -94,6 +109,7 @@ impl Config {
             max_payload_bytes: 16 * 1024 * 1024,
             history: 0,
             history_ttl_ms: 86_400_000,
+            limits: HashMap::new(),
         }
     }
 
@@ -143,6 +159,14 @@ impl Config {
         if self.heartbeat_interval.is_zero() || self.command_timeout.is_zero() {
             return bad("heartbeat_interval and command_timeout must be positive");
         }
+        for (name, l) in &self.limits {
+            let rate_ok = l.rate_per_ms == 0.0 || (l.rate_per_ms.is_finite() && l.rate_per_ms > 0.0 && l.burst >= 1.0 && l.burst.is_finite());
+            if !rate_ok || (l.rate_per_ms == 0.0 && l.max_concurrency == 0) {
+                return Err(EngineError::Config(format!(
+                    "task `{name}` has an invalid limit: {l:?}"
+                )));
+            }
+        }
         for c in &self.crons {
             if c.name.is_empty() || c.fn_name.is_empty() {
                 return bad("a cron entry has an empty name or task name");
@@ -186,6 +210,7 @@ impl fmt::Debug for Config {
             .field("max_payload_bytes", &self.max_payload_bytes)
             .field("history", &self.history)
             .field("history_ttl_ms", &self.history_ttl_ms)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }

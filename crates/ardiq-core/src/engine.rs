@@ -27,9 +27,10 @@ use crate::fetch::{self, BlockingReader, ReadOutcome};
 use crate::finish;
 use crate::heartbeat;
 use crate::lease;
+use crate::limits;
 use crate::metrics::{self, Phase};
 use crate::progress;
-use crate::promote;
+use crate::promote::{self, Mover};
 use crate::reclaim;
 use crate::report::{Counter, Counters, RunReport, StopReason};
 use crate::scheduler;
@@ -126,6 +127,9 @@ impl Engine {
         let mut serving = Tasks::default();
         serving.spawn(reclaim::run(ctx.clone()));
         serving.spawn(promote::run(ctx.clone()));
+        if !config.limits.is_empty() {
+            serving.spawn(promote::run_mover(ctx.clone(), Mover::Unpark));
+        }
         serving.spawn(heartbeat::run(ctx.clone()));
         if !config.burst {
             for cron in &config.crons {
@@ -398,6 +402,17 @@ impl Dispatcher {
         if entries.is_empty() {
             return;
         }
+        // Limited tasks are admitted (or parked: no longer ours) before anything else
+        // (PROTOCOL.md, Limits). Without limits this is one emptiness check.
+        let entries = if self.ctx.config.limits.is_empty() {
+            entries
+        } else {
+            let admitted = limits::admit(&self.ctx, entries, &self.stop_rx).await;
+            if admitted.is_empty() {
+                return;
+            }
+            admitted
+        };
         self.ctx
             .counters
             .add(Counter::Delivered, entries.len() as u64);
@@ -648,6 +663,24 @@ impl Dispatcher {
         self.fetch(free).await;
         if self.fetch_retry_at.is_some() || self.ctx.held().total() != 0 {
             return false;
+        }
+        if !self.ctx.config.limits.is_empty() {
+            // Parked tasks are queued, waiting for a token or a slot: not drained yet.
+            match promote::round_of(&self.ctx, Mover::Unpark).await {
+                Ok(r) if r.last.next_due_ms.is_none() && r.last.moved == 0 => {}
+                Ok(r) => {
+                    if r.last.moved == 0 {
+                        tokio::time::sleep(promote::next_sleep(&r)).await;
+                    }
+                    self.maybe_more = true;
+                    return false;
+                }
+                Err(e) => {
+                    warn!(error = %e, "unparking failed, retrying");
+                    self.fetch_retry_at = Some(Instant::now() + self.fetch_backoff.next_delay());
+                    return false;
+                }
+            }
         }
         // Nothing waiting and nothing due: the last thing that can still be ours is what
         // a dead worker left pending past its lease. Take it over before calling the

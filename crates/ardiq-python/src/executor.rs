@@ -455,6 +455,8 @@ mod tests {
             expire_ms: 0,
             reclaims: 0,
             live_job: None,
+            limit_key: None,
+            holds_token: false,
         }
     }
 

@@ -89,7 +89,14 @@ fn print_text(s: &QueueStats, url: &str) {
             l.running
         );
     }
-    println!("  scheduled {}, dead {}", s.scheduled, s.dead);
+    if s.parked > 0 {
+        println!(
+            "  scheduled {}, parked {}, dead {}",
+            s.scheduled, s.parked, s.dead
+        );
+    } else {
+        println!("  scheduled {}, dead {}", s.scheduled, s.dead);
+    }
     let alive = s.workers.iter().filter(|w| w.alive).count();
     println!("  workers: {alive} alive, {} gone", s.workers.len() - alive);
     for w in &s.workers {
@@ -124,6 +131,7 @@ struct QueueJson<'a> {
     queue: &'a str,
     server_ms: i64,
     scheduled: u64,
+    parked: u64,
     dead: u64,
     lanes: Vec<LaneJson<'a>>,
     workers: Vec<WorkerJson<'a>>,
@@ -157,6 +165,7 @@ impl<'a> From<&'a QueueStats> for QueueJson<'a> {
             queue: &s.queue,
             server_ms: s.server_ms,
             scheduled: s.scheduled,
+            parked: s.parked,
             dead: s.dead,
             lanes: s.lanes.iter().map(LaneJson::from).collect(),
             workers: s.workers.iter().map(WorkerJson::from).collect(),

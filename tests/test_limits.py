@@ -163,3 +163,29 @@ async def test_a_burst_worker_waits_for_parked_tasks(
     for job in jobs:
         r = await job.result()
         assert r is not None and r.success
+
+
+async def test_a_signing_worker_refuses_a_changed_limit_key(
+    start_worker: Callable[..., WorkerProcess], make_app: Callable[..., Ardiq], ledger: Ledger
+) -> None:
+    """The key is sealed with the payload (`ardiq.lk`): an entry whose `lk` was rewritten
+    (to slip under another customer's limit) fails with `limit key mismatch`; an intact
+    one runs."""
+    key = "s" * 32
+    producer = make_app(signing_key=key)
+    per = producer.ref("per_customer", limit_key="customer")
+    bad = await per.enqueue(customer="mallory", i=0)
+    good = await per.enqueue(customer="alice", i=1)
+    r = ledger.client
+    stream = producer.keys.stream(producer.default_priority)
+    ((eid, fields), _) = await r.xrange(stream)
+    await r.xdel(stream, eid)
+    fields[b"lk"] = b"victim"
+    new = await r.xadd(stream, fields)
+    await r.hset(producer.keys.job(bad.id), "e", new)
+    worker = start_worker(TARGET, env={"ARDIQ_SIGNING_KEY": key})
+    res = await bad.result(timeout=15)
+    assert res is not None and not res.success and "limit key mismatch" in str(res.value)
+    ok = await good.result(timeout=15)
+    assert ok is not None and ok.success, ok
+    assert stop_code(worker) == 0, worker.output()

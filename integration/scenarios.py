@@ -8,6 +8,7 @@ test`, FULL for `make reliability`) and a directory for the processes' logs.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import signal
 import time
@@ -734,7 +735,7 @@ async def limits(kind: str, scale: Scale, logs: Path) -> Report:
             by_key.setdefault(key, []).append(float(g))
         for key, grants_of in by_key.items():
             grants_of.sort()
-            if any(b - a < 999 for a, b in zip(grants_of, grants_of[1:], strict=False)):
+            if any(b - a < 999 for a, b in itertools.pairwise(grants_of)):
                 rep.problems.append(f"key {key}: two starts granted less than a second apart")
         firsts = [min(v) for v in by_key.values()]
         rep.notes.append(

@@ -5,6 +5,7 @@ recording what they saw in a ledger."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -112,7 +113,7 @@ async def test_a_per_key_limit_lets_other_keys_flow(
     assert len(busy_done) < 5
     await ledger.wait_for("done", 35, timeout=15)
     busy = sorted(float(a.split(":")[1]) for a in await ledger.items("at") if a.startswith("busy"))
-    assert all(b - a >= 0.9 for a, b in zip(busy, busy[1:], strict=False)), busy
+    assert all(b - a >= 0.9 for a, b in itertools.pairwise(busy)), busy
     assert stop_code(worker) == 0, worker.output()
 
 

@@ -5,6 +5,7 @@ scripts (`inspect`, `queue_size`, `abort`, `purge`) see parked tasks."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -139,7 +140,7 @@ async def test_waiters_of_a_full_cap_are_spaced_one_at_a_time(setup: Any) -> Non
     got = await deliver(admin, keys, "low", 4)
     assert await admit(broker, app, "low", got, cap=1) == [1, 0, 0, 0]
     dues = [s for _, s in await admin.zrange(keys.parked, 0, -1, withscores=True)]
-    assert [round(b - a) for a, b in zip(dues, dues[1:], strict=False)] == [10, 10]
+    assert [round(b - a) for a, b in itertools.pairwise(dues)] == [10, 10]
 
 
 async def test_per_key_limits_are_separate_and_keyless_entries_use_the_task_bucket(

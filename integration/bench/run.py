@@ -133,7 +133,7 @@ QUEUES = [
         "ardiq-native-limit",
         "ardiq-native",
         "ardiq_adapter.py",
-        "`ardiq run`, noop declared with `rate_limit=\"1000000/s\"` (noop only: a limit "
+        '`ardiq run`, noop declared with `rate_limit="1000000/s"` (noop only: a limit '
         "that never binds, what admission costs)",
         pure_python=False,
         only=frozenset({"noop"}),

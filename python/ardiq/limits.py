@@ -15,7 +15,11 @@ from typing import Any
 
 __all__ = [
     "LIMIT_KEY_HEADER",
-    "MAX_LIMIT_KEY_BYTES", "TaskLimits", "limit_key_text", "parse_limits"]
+    "MAX_LIMIT_KEY_BYTES",
+    "TaskLimits",
+    "limit_key_text",
+    "parse_limits",
+]
 
 MAX_LIMIT_KEY_BYTES = 200
 LIMIT_KEY_HEADER = "ardiq.lk"

@@ -236,9 +236,12 @@ class Task(Generic[P, R]):
         if arg in bound.arguments:
             value = bound.arguments[arg]
         else:
-            extra = next(
-                (v for k, v in bound.arguments.items() if sig.parameters[k].kind is
-                 inspect.Parameter.VAR_KEYWORD),
+            extra: dict[str, Any] = next(
+                (
+                    v
+                    for k, v in bound.arguments.items()
+                    if sig.parameters[k].kind is inspect.Parameter.VAR_KEYWORD
+                ),
                 {},
             )
             if arg not in extra:

@@ -301,6 +301,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn refuses_limits_that_cannot_work() {
+        let mut c = Config::new("redis://localhost", "q");
+        let limit = |rate_per_ms, burst, max_concurrency| TaskLimit {
+            rate_per_ms,
+            burst,
+            max_concurrency,
+        };
+        c.limits.insert("a".into(), limit(0.02, 20.0, 0));
+        c.limits.insert("b".into(), limit(0.0, 0.0, 2));
+        assert!(c.validate().is_ok());
+        for bad in [
+            limit(0.0, 0.0, 0),
+            limit(-1.0, 1.0, 0),
+            limit(f64::NAN, 1.0, 0),
+            limit(0.01, 0.5, 0),
+            limit(0.01, f64::INFINITY, 0),
+        ] {
+            c.limits.insert("c".into(), bad.clone());
+            assert!(c.validate().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn masks_passwords() {
         assert_eq!(
             mask_url("redis://localhost:6379/0"),

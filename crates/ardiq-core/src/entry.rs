@@ -145,6 +145,25 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_limit_fields() {
+        let base = [("id", "t1"), ("fn", "send"), ("p", "")];
+        let Parsed::Task(d) = parse_fields("1-1".into(), "high", &fields(&base)) else {
+            panic!("should parse");
+        };
+        assert_eq!((d.limit_key, d.holds_token), (None, false));
+        let f = fields(&[base[0], base[1], base[2], ("lk", "acme"), ("ad", "1")]);
+        let Parsed::Task(d) = parse_fields("1-1".into(), "high", &f) else {
+            panic!("should parse");
+        };
+        assert_eq!((d.limit_key.as_deref(), d.holds_token), (Some("acme"), true));
+        let f = fields(&[base[0], base[1], base[2], ("lk", ""), ("ad", "0")]);
+        let Parsed::Task(d) = parse_fields("1-1".into(), "high", &f) else {
+            panic!("should parse");
+        };
+        assert_eq!((d.limit_key, d.holds_token), (None, false));
+    }
+
+    #[test]
     fn parses_a_full_entry() {
         let f = fields(&[
             ("id", "t1"),

@@ -50,11 +50,6 @@ pub enum Mover {
     Unpark,
 }
 
-/// Calls `promote` with `ids` (empty: just report what is due).
-pub async fn promote(ctx: &Ctx, ids: &[String]) -> Result<Promoted> {
-    call(ctx, Mover::Promote, ids).await
-}
-
 /// Calls `promote` or `unpark` with `ids` (empty: just report what is due).
 pub async fn call(ctx: &Ctx, mover: Mover, ids: &[String]) -> Result<Promoted> {
     let keys = &ctx.keys;

@@ -25,6 +25,8 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local HOUR = 3600000
 local out = {}
+local tats, ttls = {}, {} -- per limit key: its `tat` and TTL, written once at the end
+local swept = {} -- limit keys whose stale holders this call already dropped
 
 local function fmt(x) return string.format('%.3f', x) end
 
@@ -64,7 +66,9 @@ for i = 0, n - 1 do
       -- Every field but `tat` and `cw` is a holder.
       local count = redis.call('HLEN', lim) - redis.call('HEXISTS', lim, 'tat')
         - redis.call('HEXISTS', lim, 'cw')
-      if count >= cap then
+      -- At most one sweep per key and call: what it finds live stays live meanwhile.
+      if count >= cap and not swept[lim] then
+        swept[lim] = true
         for _, field in ipairs(redis.call('HKEYS', lim)) do
           local li, he = string.match(field, '^h:(%d+):(.+)$')
           local hs = li and KEYS[tonumber(li) + 1]
@@ -87,9 +91,11 @@ for i = 0, n - 1 do
     end
     if verdict == 1 and rate > 0 and not ad then
       local interval = 1 / rate
-      local tat = tonumber(redis.call('HGET', lim, 'tat')) or 0
+      -- One read and one write of `tat` per key and call, however many entries share it.
+      local tat = tats[lim]
+      if tat == nil then tat = tonumber(redis.call('HGET', lim, 'tat')) or 0 end
       local next_tat = math.max(tat, now) + interval
-      redis.call('HSET', lim, 'tat', fmt(next_tat))
+      tats[lim] = next_tat
       ttl = math.max(ttl, math.ceil(next_tat - now) + HOUR)
       if next_tat - now > burst * interval then
         local due = next_tat - burst * interval
@@ -100,8 +106,10 @@ for i = 0, n - 1 do
       end
     end
     if verdict == 1 and cap > 0 then redis.call('HSET', lim, holder, 1) end
-    redis.call('PEXPIRE', lim, ttl)
+    if ttl > (ttls[lim] or 0) then ttls[lim] = ttl end
   end
   out[#out + 1] = verdict
 end
+for lim, tat in pairs(tats) do redis.call('HSET', lim, 'tat', fmt(tat)) end
+for lim, ttl in pairs(ttls) do redis.call('PEXPIRE', lim, ttl) end
 return out

@@ -272,12 +272,9 @@ class Worker:
                 await backoff.wait(exc)
                 continue
             if entries:
-                fetched = len(entries)
                 if self.limits:
                     entries = await limits.admit(self, entries)
                 self._accept(entries)
-                if len(entries) < fetched:
-                    self.changed.set()  # parked ones freed their slots: fetch again
                 continue
             if app.burst:
                 if self.held:
@@ -331,9 +328,9 @@ class Worker:
             # Parked tasks are queued, waiting for a token or a slot: not drained yet.
             _, now, next_due, due = await limits.report(self)
             if due:
-                await limits.report(self, due)  # type: ignore[arg-type]
+                await limits.report(self, due)
                 return False
-            if isinstance(next_due, int) and isinstance(now, int) and next_due >= 0:
+            if next_due >= 0:
                 await asyncio.sleep(min(0.1, max(0.001, (next_due - now) / 1000)))
                 return False
         # Nothing waiting and nothing due: what a dead worker left pending past its lease

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("ardiq")
 
 Entry = tuple[str, str, dict[bytes, bytes]]
+# Unparking looks at least this often (sooner when the next due time is sooner), as
+# promotion does.
+UNPARK_MAX_SLEEP_S = 0.1
 
 
 async def admit(w: Worker, entries: list[Entry]) -> list[Entry]:
@@ -76,15 +79,15 @@ async def admit(w: Worker, entries: list[Entry]) -> list[Entry]:
     return [e for i, e in enumerate(entries) if i not in parked]
 
 
-async def report(w: Worker, ids: list[str] | None = None) -> list[object]:
-    """One `unpark` call: without ids it reports the due ids; with ids it moves them."""
+async def report(w: Worker, ids: list[str] | None = None) -> tuple[int, int, int, list[str]]:
+    """One `unpark` call: without ids it reports the due ids; with ids it moves them.
+    Returns (moved, server now ms, next due ms or -1, due ids not yet moved)."""
     k = w.app.keys
     ids = ids or []
     keys = [k.parked, *w.streams, *(k.job(i) for i in ids)]
     args: list[str | int] = [len(w.lanes), *w.lanes, 200, *ids]
-    reply = list(await w.broker.script("unpark", keys, args))
-    reply[3] = [i.decode() for i in reply[3]]
-    return reply
+    reply = await w.broker.script("unpark", keys, args)
+    return int(reply[0]), int(reply[1]), int(reply[2]), [i.decode() for i in reply[3]]
 
 
 async def run(w: Worker) -> None:
@@ -94,13 +97,13 @@ async def run(w: Worker) -> None:
     while not w.closing:
         try:
             _, now, next_due, due = await report(w)
-            if due and (await report(w, due))[0]:  # type: ignore[arg-type]
+            if due and (await report(w, due))[0]:
                 continue
             backoff.reset()
         except ArdiqError as exc:
             await backoff.wait(exc)
             continue
-        pause = 0.1
-        if isinstance(next_due, int) and isinstance(now, int) and next_due >= 0 and not due:
+        pause = UNPARK_MAX_SLEEP_S
+        if next_due >= 0 and not due:
             pause = min(pause, max(0.001, (next_due - now) / 1000))
         await asyncio.sleep(pause)

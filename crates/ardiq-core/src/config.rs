@@ -160,7 +160,11 @@ impl Config {
             return bad("heartbeat_interval and command_timeout must be positive");
         }
         for (name, l) in &self.limits {
-            let rate_ok = l.rate_per_ms == 0.0 || (l.rate_per_ms.is_finite() && l.rate_per_ms > 0.0 && l.burst >= 1.0 && l.burst.is_finite());
+            let rate_ok = l.rate_per_ms == 0.0
+                || (l.rate_per_ms.is_finite()
+                    && l.rate_per_ms > 0.0
+                    && l.burst >= 1.0
+                    && l.burst.is_finite());
             if !rate_ok || (l.rate_per_ms == 0.0 && l.max_concurrency == 0) {
                 return Err(EngineError::Config(format!(
                     "task `{name}` has an invalid limit: {l:?}"

@@ -155,7 +155,10 @@ mod tests {
         let Parsed::Task(d) = parse_fields("1-1".into(), "high", &f) else {
             panic!("should parse");
         };
-        assert_eq!((d.limit_key.as_deref(), d.holds_token), (Some("acme"), true));
+        assert_eq!(
+            (d.limit_key.as_deref(), d.holds_token),
+            (Some("acme"), true)
+        );
         let f = fields(&[base[0], base[1], base[2], ("lk", ""), ("ad", "0")]);
         let Parsed::Task(d) = parse_fields("1-1".into(), "high", &f) else {
             panic!("should parse");

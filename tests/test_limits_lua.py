@@ -191,3 +191,28 @@ async def test_abort_and_purge_finalize_a_parked_task(setup: Any) -> None:
     assert again.id == jobs[2].id
     assert await admin.xlen(keys.stream("low")) == 1
     assert await app.queue_size() == 1
+
+
+async def test_ops_count_and_purge_parked_tasks(setup: Any, redis_url: str) -> None:
+    """`ardiq info` shows the parked count; `ardiq purge` finalizes parked tasks."""
+    import json
+
+    from support.ops_cli import ardiq, env_for
+
+    app, broker, admin = setup
+    keys = app.keys
+    jobs = [await app.ref("api").enqueue() for _ in range(3)]
+    got = await deliver(admin, keys, "low", 3)
+    assert await admit(broker, app, "low", got, rate=0.001, burst=1) == [1, 0, 0]
+    args = ("--queue", app.queue_name, "--lanes", ",".join(app.priorities), "--json")
+    env = env_for(redis_url, app.queue_name)
+    info = ardiq("info", *args, env=env)
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["queues"][0]["parked"] == 2
+    purge = ardiq("purge", "--yes", *args, env=env)
+    assert purge.returncode == 0, purge.stderr
+    assert json.loads(purge.stdout)["queued"] == 2
+    assert await admin.zcard(keys.parked) == 0
+    for job in jobs[1:]:
+        r = await job.result()
+        assert r is not None and r.aborted and r.value == "purged"

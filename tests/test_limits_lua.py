@@ -216,3 +216,14 @@ async def test_ops_count_and_purge_parked_tasks(setup: Any, redis_url: str) -> N
     for job in jobs[1:]:
         r = await job.result()
         assert r is not None and r.aborted and r.value == "purged"
+
+
+async def test_an_entry_whose_abort_was_requested_is_not_parked(setup: Any) -> None:
+    """Its worker finishes it as aborted; parked, it would run after the request."""
+    app, broker, admin = setup
+    keys = app.keys
+    jobs = [await app.ref("api").enqueue() for _ in range(2)]
+    got = await deliver(admin, keys, "low", 2)
+    assert await jobs[1].abort() is True  # delivered: flagged for its worker
+    assert await admit(broker, app, "low", got, rate=0.001, burst=1) == [1, 1]
+    assert await admin.zcard(keys.parked) == 0

@@ -58,8 +58,11 @@ for i = 0, n - 1 do
   local stream = KEYS[lane + 1]
   local verdict = 1
   -- Nothing to park an entry in without its job (or when the job names another entry:
-  -- a stale copy the worker refuses on its own): admitted as it is.
-  if stream and job_field(job, 'e') == eid then
+  -- a stale copy the worker refuses on its own): admitted as it is. So is a task whose
+  -- abort was requested: the worker that holds it finishes it as aborted at once.
+  local jf = redis.pcall('HMGET', job, 'e', 'a')
+  if type(jf) == 'table' and jf.err then jf = {} end
+  if stream and jf[1] == eid and jf[2] ~= '1' then
     local ttl = HOUR
     local holder = 'h:' .. lane .. ':' .. eid
     if cap > 0 then

@@ -251,6 +251,8 @@ struct Dispatcher {
     fetch_throttle: LogThrottle,
     /// `started` calls in flight for reclaimed deliveries (see [`started`]).
     marking: Vec<JoinHandle<()>>,
+    /// `admit` parked an entry of the last batch accepted (a burst run is not drained).
+    parked: bool,
 }
 
 impl Drop for Dispatcher {
@@ -282,6 +284,7 @@ impl Dispatcher {
             read_backoff: Backoff::redis(),
             fetch_throttle: LogThrottle::default(),
             marking: Vec::new(),
+            parked: false,
         }
     }
 
@@ -407,7 +410,9 @@ impl Dispatcher {
         let entries = if self.ctx.config.limits.is_empty() {
             entries
         } else {
+            let delivered = entries.len();
             let admitted = limits::admit(&self.ctx, entries, &self.stop_rx).await;
+            self.parked = admitted.len() < delivered;
             if admitted.is_empty() {
                 return;
             }
@@ -659,13 +664,9 @@ impl Dispatcher {
             self.fetch_retry_at = Some(Instant::now() + self.fetch_backoff.next_delay());
             return false;
         }
-        let free = self.free();
-        self.fetch(free).await;
-        if self.fetch_retry_at.is_some() || self.ctx.held().total() != 0 {
-            return false;
-        }
         if !self.ctx.config.limits.is_empty() {
             // Parked tasks are queued, waiting for a token or a slot: not drained yet.
+            // Before the fetch, so what the unpark loop moved meanwhile is fetched below.
             match promote::round_of(&self.ctx, Mover::Unpark).await {
                 Ok(r) if r.last.next_due_ms.is_none() && r.last.moved == 0 => {}
                 Ok(r) => {
@@ -681,6 +682,12 @@ impl Dispatcher {
                     return false;
                 }
             }
+        }
+        self.parked = false;
+        let free = self.free();
+        self.fetch(free).await;
+        if self.fetch_retry_at.is_some() || self.ctx.held().total() != 0 || self.parked {
+            return false;
         }
         // Nothing waiting and nothing due: the last thing that can still be ours is what
         // a dead worker left pending past its lease. Take it over before calling the

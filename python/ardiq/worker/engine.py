@@ -316,6 +316,17 @@ class Worker:
         report = await promote.report(self)
         if report[3] and (await promote.report(self, report[3]))[0]:
             return False  # moved due tasks to the streams: read them next
+        if self.limits:
+            # Parked tasks are queued, waiting for a token or a slot: not drained yet.
+            # Before the fetch, so what the unpark loop moved meanwhile is read below (a
+            # fetch that parks anything returns False there).
+            _, now, next_due, due = await limits.report(self)
+            if due:
+                await limits.report(self, due)
+                return False
+            if next_due >= 0:
+                await asyncio.sleep(min(0.1, max(0.001, (next_due - now) / 1000)))
+                return False
         # The promoter may have moved a due task into a stream since our last fetch: read
         # once more, so nothing that was due when we checked is left behind.
         entries = await fetch.fetch(self, self._free_slots())
@@ -324,15 +335,6 @@ class Worker:
                 entries = await limits.admit(self, entries)
             self._accept(entries)
             return False
-        if self.limits:
-            # Parked tasks are queued, waiting for a token or a slot: not drained yet.
-            _, now, next_due, due = await limits.report(self)
-            if due:
-                await limits.report(self, due)
-                return False
-            if next_due >= 0:
-                await asyncio.sleep(min(0.1, max(0.001, (next_due - now) / 1000)))
-                return False
         # Nothing waiting and nothing due: what a dead worker left pending past its lease
         # is all that can still be ours. Take it over before calling the queue drained, or
         # it would sit there after every burst worker exited. Entries a live worker keeps

@@ -227,3 +227,27 @@ async def test_an_entry_whose_abort_was_requested_is_not_parked(setup: Any) -> N
     assert await jobs[1].abort() is True  # delivered: flagged for its worker
     assert await admit(broker, app, "low", got, rate=0.001, burst=1) == [1, 1]
     assert await admin.zcard(keys.parked) == 0
+
+
+async def test_handback_keeps_the_limit_key_and_drops_the_token(setup: Any) -> None:
+    """A re-queue keeps `lk` (the task stays under its key's limit) but not `ad` (the
+    token was spent on the lost delivery: the next one is charged again)."""
+    app, broker, admin = setup
+    keys = app.keys
+    ref = app.ref("per", limit_key="customer")
+    job = await ref.enqueue(customer="acme")
+    (got,) = await deliver(admin, keys, "low", 1)
+    assert got[1]["id"] == job.id
+    assert await admit(broker, app, "low", [got], rate=0.001, burst=1) == [1]
+    await ref.enqueue(customer="acme")
+    second = await deliver(admin, keys, "low", 1)
+    assert await admit(broker, app, "low", second, rate=0.001, burst=1) == [0]
+    await admin.zadd(keys.parked, {second[0][1]["id"]: 0})
+    assert await unpark(broker, app) == 1
+    (back,) = await deliver(admin, keys, "low", 1)
+    assert (back[1]["lk"], back[1]["ad"]) == ("acme", "1")
+    stream = keys.stream("low")
+    n = await broker.script("handback", [stream, keys.job(back[1]["id"])], [GROUP, "w1", back[0]])
+    assert int(n) == 1
+    (again,) = await deliver(admin, keys, "low", 1)
+    assert again[1]["lk"] == "acme" and "ad" not in again[1]

@@ -23,9 +23,11 @@ import redis
 
 # Keys a drained queue may keep: streams (empty), results, dead letters, bookkeeping.
 ALLOWED = ("stream:", "result:", "dead", "workers", "crons", "history", "stats")
+# A parked task left behind is a lost one: `parked` is not allowed to remain.
 # Kept with a completed task's result, so they must expire as it does: one without a TTL
 # once every task completed is a leak.
-EXPIRING = ("attempts:", "progress:")
+# Limit state (PROTOCOL.md, Limits) expires on its own too.
+EXPIRING = ("attempts:", "progress:", "limit:")
 
 
 def ms() -> int:

@@ -8,6 +8,7 @@ test`, FULL for `make reliability`) and a directory for the processes' logs.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import signal
 import time
@@ -746,6 +747,110 @@ async def recycle_memory(kind: str, scale: Scale, logs: Path) -> Report:
         await env.close()
 
 
+# ---------------------------------------------------------------- 11. limits
+def _max_in_window(times: list[float], window_ms: float) -> int:
+    times = sorted(times)
+    best, j = 0, 0
+    for i, t in enumerate(times):
+        while times[j] < t - window_ms:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def _max_overlap(spans: list[tuple[int, int]]) -> int:
+    events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
+    best = cur = 0
+    for _, d in events:
+        cur += d
+        best = max(best, cur)
+    return best
+
+
+async def limits(kind: str, scale: Scale, logs: Path) -> Report:
+    """Rate limit 20/s (burst 5), a concurrency cap of 2 and a per-key limit over 3
+    workers, with a worker SIGKILLed while it holds a capped task (replaced at once):
+    nothing lost, starts granted within burst + 20 x T in every window T (Redis's grant
+    times), never three capped bodies running, and keyed tasks of other keys unhindered."""
+    env = Env(kind, logs, idle_ms=LEASE_MS, concurrency=8)
+    try:
+        for w in [env.start_worker() for _ in range(3)]:
+            await env.wait_ready(w)
+        n_rated = 60 if scale.name == "fast" else 400
+        n_capped = 30 if scale.name == "fast" else 200
+        ids = await env.enqueue("capped", [(300,)] * n_capped, prefix="c")
+        ids += await env.enqueue("rated", [(5,)] * n_rated, prefix="r")
+        keys = [f"k{i}" for i in range(40)]
+        keyed = env.app.ref("keyed", limit_key="key")
+        kids = [f"k{i}-{k}" for i, k in enumerate(keys * 3)]
+        await env.app.enqueue_many(
+            keyed.options(task_id=tid).prepare(key=k, sleep_ms=5)
+            for tid, k in zip(kids, keys * 3, strict=True)
+        )
+        env.ledger.enqueued(kids)
+        ids += kids
+        await asyncio.sleep(1.0)
+        # Kill a worker that holds a capped task right now (look for one for a while).
+        victims: list[Any] = []
+        deadline = time.monotonic() + 15
+        while not victims and time.monotonic() < deadline:
+            running = {
+                x.pid
+                for tid, ex in env.ledger.executions().items()
+                if tid.startswith("c")
+                for x in ex
+                if x.finish is None
+            }
+            victims = [w for w in env.workers if w.alive() and w.pid in running]
+            if not victims:
+                await asyncio.sleep(0.05)
+        rep_note = "no capped holder found to kill" if not victims else ""
+        killed_at: dict[int, int] = {}
+        if victims:
+            killed_at[victims[0].pid] = ms()
+            env.ledger.fault("sigkill", victims[0].pid)
+            victims[0].kill()
+            env.start_worker()
+        rep = await _finish(env, "limits (rate, cap, per key) + SIGKILL", ids, 600)
+        if rep_note:
+            rep.problems.append(rep_note)
+        grants = [float(g) for g in env.ledger.r.lrange("lg:grant", 0, -1)]
+        worst = 0.0
+        for window in (0, 100, 500, 1000, 5000):
+            seen = _max_in_window(grants, window)
+            bound = 5 + 20 * (window + 1) / 1000
+            worst = max(worst, seen / bound)
+            if seen > bound:
+                rep.problems.append(f"{seen} rated starts granted within {window} ms > {bound}")
+        spans = [
+            (x.start, x.finish if x.finish is not None else killed_at.get(x.pid, x.start))
+            for tid, ex in env.ledger.executions().items()
+            if tid.startswith("c")
+            for x in ex
+        ]
+        cap_seen = _max_overlap(spans)
+        if cap_seen > 2:
+            rep.problems.append(f"{cap_seen} capped bodies ran at once (cap 2)")
+        by_key: dict[str, list[float]] = {}
+        for raw in env.ledger.r.lrange("lg:kgrant", 0, -1):
+            key, g = raw.decode().split(" ")
+            by_key.setdefault(key, []).append(float(g))
+        for key, grants_of in by_key.items():
+            grants_of.sort()
+            if any(b - a < 999 for a, b in itertools.pairwise(grants_of)):
+                rep.problems.append(f"key {key}: two starts granted less than a second apart")
+        firsts = [min(v) for v in by_key.values()]
+        rep.notes.append(
+            f"grants {len(grants)}, worst window at {worst:.0%} of the bound; capped "
+            f"overlap max {cap_seen}; first starts of {len(keys)} keys (x3 each) spread over "
+            f"{(max(firsts) - min(firsts)) if firsts else 0:.0f} ms; "
+            f"{len(killed_at)} holder SIGKILLed"
+        )
+        return rep
+    finally:
+        await env.close()
+
+
 # The binary, `app.run()` on the Rust engine, `app.run()` on the pure-Python loop.
 ALL_KINDS = ("native", "inproc", "incode")
 
@@ -769,4 +874,5 @@ SCENARIOS: dict[str, tuple[Scenario, tuple[str, ...], bool]] = {
     # `ardiq run` options: the binary only.
     "recycle_tasks": (recycle_tasks, ("native",), True),
     "recycle_memory": (recycle_memory, ("native",), False),
+    "limits": (limits, ALL_KINDS, False),
 }

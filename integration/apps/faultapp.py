@@ -80,6 +80,39 @@ async def kill_before_ack() -> int:
     return PID
 
 
+_queue_redis = redis.Redis.from_url(app.redis_url)
+
+
+def _grant(where: str = "lg:grant", prefix: str = "") -> None:
+    """The Redis server time `admit` granted this attempt's rate token (job `g`)."""
+    task = me()
+    g = _queue_redis.hget(app.keys.job(task.task_id), "g")
+    _ledger.rpush(where, prefix + (g or b"0").decode())
+
+
+@app.task(max_retries=0, rate_limit=os.environ.get("FAULT_RATE", "20/s"), burst=5)
+async def rated(sleep_ms: int) -> int:
+    """Rate-limited (scenario `limits`): records its grant time."""
+    _grant()
+    await asyncio.sleep(sleep_ms / 1000)
+    return PID
+
+
+@app.task(max_retries=0, max_concurrency=2)
+async def capped(sleep_ms: int) -> int:
+    """At most two running across every worker (scenario `limits`)."""
+    await asyncio.sleep(sleep_ms / 1000)
+    return PID
+
+
+@app.task(max_retries=0, rate_limit="1/s", burst=1, limit_key="key")
+async def keyed(key: str, sleep_ms: int) -> int:
+    """One start a second per key (scenario `limits`)."""
+    _grant("lg:kgrant", f"{key} ")
+    await asyncio.sleep(sleep_ms / 1000)
+    return PID
+
+
 @app.task(max_retries=0)
 def hold_gil(n: int) -> int:
     """One long C call: the GIL is held the whole time."""

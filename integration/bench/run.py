@@ -87,6 +87,7 @@ class Queue:
     workers: int = 1
     engine: str | None = None  # ARDIQ_ENGINE for `await app.run()`: native or python
     worker_args: tuple[str, ...] = ()  # more options for `ardiq run`
+    extra_env: tuple[tuple[str, str], ...] = ()  # more environment for the worker
 
     @property
     def ours(self) -> bool:
@@ -129,6 +130,25 @@ QUEUES = [
         worker_args=("--history", "1000"),
     ),
     Queue(
+        "ardiq-native-limit",
+        "ardiq-native",
+        "ardiq_adapter.py",
+        '`ardiq run`, noop declared with `rate_limit="1000000/s"` (noop only: a limit '
+        "that never binds, what admission costs)",
+        pure_python=False,
+        only=frozenset({"noop"}),
+        extra_env=(("ARDIQ_BENCH_LIMIT", "1000000/s"),),
+    ),
+    Queue(
+        "ardiq-incode-limit",
+        "ardiq-incode",
+        "ardiq_adapter.py",
+        "`await app.run()` pure loop, noop with a limit that never binds (noop only)",
+        only=frozenset({"noop"}),
+        engine="python",
+        extra_env=(("ARDIQ_BENCH_LIMIT", "1000000/s"),),
+    ),
+    Queue(
         "ardiq-inproc",
         "ardiq-incode",
         "ardiq_adapter.py",
@@ -160,7 +180,15 @@ QUEUES = [
 ]
 BY_NAME = {q.name: q for q in QUEUES}
 OURS = frozenset(
-    {"ardiq-native", "ardiq-native-w2", "ardiq-native-hist", "ardiq-inproc", "ardiq-incode"}
+    {
+        "ardiq-native",
+        "ardiq-native-w2",
+        "ardiq-native-hist",
+        "ardiq-native-limit",
+        "ardiq-inproc",
+        "ardiq-incode",
+        "ardiq-incode-limit",
+    }
 )
 ENGINE_THREAD = "ardiq-engine"  # the thread the extension serves on (crates/ardiq-native)
 
@@ -574,6 +602,8 @@ class Bench:
             env["PYTHONPATH"] = os.pathsep.join([str(ADAPTERS), str(ROOT / "python")])
         if q is not None and q.engine:
             env["ARDIQ_ENGINE"] = q.engine
+        if q is not None:
+            env.update(q.extra_env)
         return env
 
     def log(self, q: Queue, what: str) -> Path:

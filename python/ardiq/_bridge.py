@@ -47,7 +47,9 @@ log = logging.getLogger("ardiq")
 
 # (entry_id, lane, task_id, name, payload, tries, enqueue_ms, expire_ms, reclaims,
 #  job_entry, job_nonce): the fields of runtime.Delivery, in order
-DeliveryTuple = tuple[str, str, str, str, bytes, int, int, int, int, str | None, str | None]
+DeliveryTuple = tuple[
+    str, str, str, str, bytes, int, int, int, int, str | None, str | None, str | None
+]
 # (entry_id, task_id, kind, value, tries, enqueue_ms, start_ms, lane, delay_ms,
 #  retry_payload): the fields of runtime.Outcome, in order
 OutcomeTuple = tuple[str, str, str, bytes, int, int, int, str, int, bytes]

@@ -23,6 +23,7 @@ from .jobs import (
     decode_result,
 )
 from .lifespan import State, lifespan_factory
+from .limits import LIMIT_KEY_HEADER
 from .progress import Progress
 from .progress import decode as decode_progress
 from .protocol import Keys
@@ -454,6 +455,10 @@ class Ardiq:
         priority: str | None = None,
         unique: bool = False,
         isolated: bool = False,
+        rate_limit: str | None = None,
+        burst: float | None = None,
+        max_concurrency: int | None = None,
+        limit_key: str | None = None,
     ) -> _TaskDecorator: ...
 
     def task(
@@ -467,15 +472,27 @@ class Ardiq:
         priority: str | None = None,
         unique: bool = False,
         isolated: bool = False,
+        rate_limit: str | None = None,
+        burst: float | None = None,
+        max_concurrency: int | None = None,
+        limit_key: str | None = None,
     ) -> Any:
         """Register a task (``async def`` or plain ``def``): ``@app.task`` or
         ``@app.task(name=..., max_retries=3, backoff_ms=0, timeout=None, priority=None,
-        unique=False, isolated=False)``.
+        unique=False, isolated=False, rate_limit=None, burst=None, max_concurrency=None,
+        limit_key=None)``.
 
         ``isolated=True`` (sync ``def`` bodies defined at module level only, TypeError
         otherwise) runs each attempt in a child process of the worker: a timeout or an
         abort kills it, and a crash fails the attempt, not the worker (README, Isolated
-        tasks)."""
+        tasks).
+
+        ``rate_limit`` (``"N/s"``, ``"N/m"``, ``"N/h"``) bounds the starts of this task
+        across every worker of the queue to ``burst`` (default: one second's worth, at
+        least 1) plus the rate times any window; ``max_concurrency`` bounds the attempts
+        running at once across every worker. ``limit_key`` names an argument whose value
+        (an int or a str) applies the limits per value: per customer, tenant or token.
+        A task over its limit waits, parked in Redis, without counting an attempt."""
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
             return self._register(
@@ -487,6 +504,10 @@ class Ardiq:
                 priority=priority,
                 unique=unique,
                 isolated=isolated,
+                rate_limit=rate_limit,
+                burst=burst,
+                max_concurrency=max_concurrency,
+                limit_key=limit_key,
             )
 
         return register if fn is None else register(fn)
@@ -527,6 +548,9 @@ class Ardiq:
         priority: str | None = None,
         isolated: bool = False,
         tz: str | None = None,
+        rate_limit: str | None = None,
+        burst: float | None = None,
+        max_concurrency: int | None = None,
     ) -> Callable[[Callable[[], Any]], Task[[], Any]]:
         """Run a function with no arguments on a 5-field cron ``spec`` or ``every=``
         seconds (or a timedelta), once per occurrence across all workers.
@@ -535,7 +559,8 @@ class Ardiq:
         ``ValueError`` for an unknown zone). Across daylight-saving changes each matching
         wall time fires once: one the clocks skip fires at the first instant after the
         gap, one they repeat fires at its first instance. ``every=`` ignores ``tz``.
-        ``isolated=True`` runs it in a child process, as for :meth:`task`.
+        ``isolated=True`` runs it in a child process, and ``rate_limit``, ``burst`` and
+        ``max_concurrency`` work, as on :meth:`task`.
         """
         from .cron import parse_schedule  # only apps with crons pay for the cron parser
 
@@ -552,6 +577,9 @@ class Ardiq:
                 priority=priority,
                 unique=False,
                 isolated=isolated,
+                rate_limit=rate_limit,
+                burst=burst,
+                max_concurrency=max_concurrency,
             )
             self._crons[task.name] = CronJob(task.name, schedule, task)
             return task
@@ -585,12 +613,25 @@ class Ardiq:
         return fn
 
     def ref(
-        self, name: str, *, priority: str | None = None, unique: bool = False
+        self,
+        name: str,
+        *,
+        priority: str | None = None,
+        unique: bool = False,
+        limit_key: str | None = None,
     ) -> Task[..., Any]:
-        """A handle on a task by name, for producers that do not import its module."""
+        """A handle on a task by name, for producers that do not import its module.
+        ``limit_key`` names the keyword argument whose value is the task's limit key
+        (the task is declared with the same ``limit_key``): each call must pass it by
+        keyword."""
         if not isinstance(name, str) or not name:
             raise ValueError("a task name must be a non-empty string")
-        return Task(self, None, name, priority=priority, unique=unique)
+        task: Task[..., Any] = Task(self, None, name, priority=priority, unique=unique)
+        if limit_key is not None:
+            if not isinstance(limit_key, str) or not limit_key.isidentifier():
+                raise ValueError(f"limit_key must name a keyword argument, got {limit_key!r}")
+            task.limit_key = limit_key
+        return task
 
     # ------------------------------------------------------------------ clients
     def _client(self) -> RedisClient:
@@ -661,6 +702,10 @@ class Ardiq:
                     task_id = entropy[32 * index : 32 * index + 32]
                     fresh = True
             headers = await self._run_enqueue_hooks(p, task_id) if self._enqueue_hooks else None
+            if p.limit_key is not None and signer.enabled:
+                # Sealed with the payload, so a worker can tell the entry's `lk` was not
+                # changed (PROTOCOL.md, Limits); old v2 workers verify the seal unchanged.
+                headers = {**(headers or {}), LIMIT_KEY_HEADER: p.limit_key}
             try:
                 payload = self._serializer([list(p.args), p.kwargs, headers])
             except Exception as exc:
@@ -689,6 +734,7 @@ class Ardiq:
                     p.expire_ms,
                     1 if fresh else 0,
                     nonce,
+                    p.limit_key or "",
                 )
             )
         return encoded

@@ -111,6 +111,8 @@ class EncodedTask:
     or RESEND (sent again after a lost reply: skipped when its job or result exists)."""
     nonce: str = ""
     """The nonce sealed in the payload (hex), kept as the job's `n`; "" when unsigned."""
+    limit_key: str = ""
+    """The call's limit key (entry and job `lk`, PROTOCOL.md, Limits); "" when none."""
 
 
 ADDED = ord("1")  # the enqueue script's per-task flag for "added"
@@ -154,6 +156,7 @@ def pack_tasks(tasks: Sequence[EncodedTask]) -> bytes:
                 t.expire_ms,
                 t.mode,
                 t.nonce,
+                t.limit_key,
             )
             for t in tasks
         ],
@@ -340,15 +343,18 @@ class RedisClient:
         k = self.keys
         reply = await self.broker.batch.script(
             "abort",
-            [k.delayed, k.job(task_id), k.wait(task_id), k.result(task_id), *streams],
+            [k.delayed, k.job(task_id), k.wait(task_id), k.result(task_id), *streams, k.parked],
             [k.prefix, "ardiq", self.result_ttl_ms, task_id, *lane_args],
         )
         return int(reply) > 0
 
     async def queue_size(self) -> int:
+        streams = self.broker.lane_streams()
         return int(
             await self.broker.script(
-                "queue_size", [self.keys.delayed, *self.broker.lane_streams()], ["ardiq"]
+                "queue_size",
+                [self.keys.delayed, *streams, self.keys.parked],
+                ["ardiq", len(streams)],
             )
         )
 

@@ -18,6 +18,7 @@ PROTOCOL_VERSION = 1
 
 SCRIPT_NAMES = (
     "abort",
+    "admit",
     "cron",
     "delete_dead",
     "enqueue",
@@ -35,6 +36,7 @@ SCRIPT_NAMES = (
     "retire",
     "run_now",
     "started",
+    "unpark",
     "wait",
 )
 
@@ -153,6 +155,17 @@ class Keys:
     @property
     def delayed(self) -> str:
         return f"{self.prefix}delayed"
+
+    @property
+    def parked(self) -> str:
+        """Tasks parked by a rate limit or concurrency cap (PROTOCOL.md, Limits)."""
+        return f"{self.prefix}parked"
+
+    def limit(self, task: str, limit_key: str | None = None) -> str:
+        """A task's limit hash, per limit key when it has one (PROTOCOL.md, Limits)."""
+        if limit_key is None:
+            return f"{self.prefix}limit:{task}"
+        return f"{self.prefix}limit:{task}:{limit_key}"
 
     @property
     def dead(self) -> str:

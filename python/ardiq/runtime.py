@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from .context import ErrorContext, TaskContext, _current
 from .errors import Retry
+from .limits import LIMIT_KEY_HEADER
 from .progress import ProgressWriter, Reporter, encode
 from .serializers import msgpack_dumps, msgpack_loads
 from .signing import EXPIRED as SIGNATURE_EXPIRED
@@ -75,6 +76,9 @@ class Delivery:
     delivery, PROTOCOL.md "Signed payloads"); "" when no job; None when not checked."""
     job_nonce: str | None = None
     """The live job's `n`, read with `job_entry`."""
+    limit_key: str | None = None
+    """The entry's limit key (`lk`, PROTOCOL.md, Limits); a signing worker checks it
+    against the one sealed in the headers."""
 
 
 @dataclass(slots=True)
@@ -359,6 +363,10 @@ class Runtime:
                 await self._on_error(d, exc, tries, will_retry=False)
                 return self._outcome(d, tries, start, FAIL, error)
 
+            if app._signer.enabled and headers.get(LIMIT_KEY_HEADER) != d.limit_key:
+                # The entry's `lk` is not the sealed one: someone moved the task under
+                # another limit (PROTOCOL.md, Limits).
+                return self._refuse(d, "limit key mismatch", start)
             ctx = TaskContext(
                 d.task_id, d.name, tries, headers=headers, lane=d.lane, enqueue_ms=d.enqueue_ms
             )

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from .limits import TaskLimits, limit_key_text, parse_limits
 from .settings import check_int, check_lane
 
 if TYPE_CHECKING:
@@ -35,6 +36,9 @@ class PreparedTask:
     expire_ms: int = 0
     unique: bool = False
     task: Task[Any, Any] | None = field(default=None, repr=False, compare=False)
+    limit_key: str | None = None
+    """The call's limit key (PROTOCOL.md, Limits), computed from the argument the task's
+    ``limit_key`` names; None when the task has none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,10 @@ class Task(Generic[P, R]):
         priority: str | None = None,
         unique: bool = False,
         isolated: bool = False,
+        rate_limit: str | None = None,
+        burst: float | None = None,
+        max_concurrency: int | None = None,
+        limit_key: str | None = None,
     ) -> None:
         check_int("max_retries", max_retries)
         if max_retries < 0:
@@ -86,6 +94,12 @@ class Task(Generic[P, R]):
         self.timeout = timeout
         self.priority = check_lane(priority, app.priorities) if priority else app.default_priority
         self.unique = unique
+        self.limits: TaskLimits | None = parse_limits(
+            name, fn, rate_limit, burst, max_concurrency, limit_key
+        )
+        # The argument whose value keys the limits (a ref may name it without limits: the
+        # producer passes the key on, the workers hold the limits).
+        self.limit_key: str | None = limit_key
         self.is_async = fn is not None and _is_async_callable(fn)
         self.isolated = bool(isolated)
         if isolated:
@@ -194,6 +208,7 @@ class Task(Generic[P, R]):
         self, opts: EnqueueOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> PreparedTask:
         self.bind(args, kwargs)
+        key = None if self.limit_key is None else self._limit_key_of(args, kwargs)
         return PreparedTask(
             name=self.name,
             args=tuple(args),
@@ -205,7 +220,38 @@ class Task(Generic[P, R]):
             expire_ms=opts.expire_ms,
             unique=self.unique if opts.unique is None else opts.unique,
             task=self,
+            limit_key=key,
         )
+
+    def _limit_key_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        """This call's limit key: the value of the argument ``limit_key`` names (bound with
+        the signature; a ref without a function takes it from the keywords)."""
+        arg = self.limit_key
+        assert arg is not None
+        sig = self.signature
+        if sig is None:
+            if arg not in kwargs:
+                raise TypeError(
+                    f"task {self.name!r} is limited per {arg!r}: pass {arg}=... by keyword"
+                )
+            return limit_key_text(self.name, arg, kwargs[arg])
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        if arg in bound.arguments:
+            value = bound.arguments[arg]
+        else:
+            extra: dict[str, Any] = next(
+                (
+                    v
+                    for k, v in bound.arguments.items()
+                    if sig.parameters[k].kind is inspect.Parameter.VAR_KEYWORD
+                ),
+                {},
+            )
+            if arg not in extra:
+                raise TypeError(f"task {self.name!r} is limited per {arg!r}, which was not passed")
+            value = extra[arg]
+        return limit_key_text(self.name, arg, value)
 
 
 class BoundTask(Generic[P, R]):

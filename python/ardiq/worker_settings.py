@@ -31,6 +31,20 @@ class CronSetting:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitSetting:
+    """One task's rate limit and concurrency cap, as the workers pass them to ``admit``
+    (PROTOCOL.md, Limits)."""
+
+    name: str
+    rate_per_ms: float
+    """Tokens per millisecond (0: no rate limit)."""
+    burst: float
+    """Tokens that may be spent at once."""
+    max_concurrency: int
+    """0: no cap."""
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerOverrides:
     """Settings the command line may change (``None``: keep the app's)."""
 
@@ -79,6 +93,9 @@ class WorkerSettings:
     max_memory_per_child: int | None = None
     """Isolated tasks: a child above this many MB of resident memory after a task is
     replaced (None: never)."""
+    limits: tuple[LimitSetting, ...] = ()
+    """The tasks with a rate limit or a concurrency cap. Empty: the worker never calls
+    ``admit`` or ``unpark`` (its hot path is unchanged)."""
 
     @classmethod
     def of(
@@ -162,4 +179,9 @@ class WorkerSettings:
             max_memory_per_child=app.max_memory_per_child
             if o.max_memory_per_child is None
             else check_optional_positive_int("max_memory_per_child", o.max_memory_per_child),
+            limits=tuple(
+                LimitSetting(t.name, t.limits.rate_per_ms, t.limits.burst, t.limits.max_concurrency)
+                for t in app._tasks.values()
+                if t.limits is not None
+            ),
         )

@@ -1,5 +1,6 @@
 //! What one worker process is told to do: the queue, its lanes, its limits and its crons.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +75,20 @@ pub struct Config {
     /// then drains as on a stop request and returns [`crate::StopReason::Recycle`], for
     /// its supervisor to start a fresh process. `None`: no limit (and no cost).
     pub max_tasks: Option<u64>,
+    /// Task name -> its rate limit and concurrency cap (PROTOCOL.md, Limits). Empty: the
+    /// engine never calls `admit` or `unpark`, so a worker without limits pays nothing.
+    pub limits: HashMap<String, TaskLimit>,
+}
+
+/// One task's flow control, enforced in Redis by the `admit` script across every worker.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskLimit {
+    /// Starts allowed per millisecond (0: no rate limit).
+    pub rate_per_ms: f64,
+    /// Starts that may be spent at once (at least 1 with a rate limit).
+    pub burst: f64,
+    /// Attempts running at once across all workers (0: no cap).
+    pub max_concurrency: u32,
 }
 
 impl Config {
@@ -104,6 +119,7 @@ impl Config {
             history: 0,
             history_ttl_ms: 86_400_000,
             max_tasks: None,
+            limits: HashMap::new(),
         }
     }
 
@@ -161,6 +177,18 @@ impl Config {
         if self.heartbeat_interval.is_zero() || self.command_timeout.is_zero() {
             return bad("heartbeat_interval and command_timeout must be positive");
         }
+        for (name, l) in &self.limits {
+            let rate_ok = l.rate_per_ms == 0.0
+                || (l.rate_per_ms.is_finite()
+                    && l.rate_per_ms > 0.0
+                    && l.burst >= 1.0
+                    && l.burst.is_finite());
+            if !rate_ok || (l.rate_per_ms == 0.0 && l.max_concurrency == 0) {
+                return Err(EngineError::Config(format!(
+                    "task `{name}` has an invalid limit: {l:?}"
+                )));
+            }
+        }
         for c in &self.crons {
             if c.name.is_empty() || c.fn_name.is_empty() {
                 return bad("a cron entry has an empty name or task name");
@@ -206,6 +234,7 @@ impl fmt::Debug for Config {
             .field("history", &self.history)
             .field("history_ttl_ms", &self.history_ttl_ms)
             .field("max_tasks", &self.max_tasks)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -294,6 +323,29 @@ fn mask_query(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refuses_limits_that_cannot_work() {
+        let mut c = Config::new("redis://localhost", "q");
+        let limit = |rate_per_ms, burst, max_concurrency| TaskLimit {
+            rate_per_ms,
+            burst,
+            max_concurrency,
+        };
+        c.limits.insert("a".into(), limit(0.02, 20.0, 0));
+        c.limits.insert("b".into(), limit(0.0, 0.0, 2));
+        assert!(c.validate().is_ok());
+        for bad in [
+            limit(0.0, 0.0, 0),
+            limit(-1.0, 1.0, 0),
+            limit(f64::NAN, 1.0, 0),
+            limit(0.01, 0.5, 0),
+            limit(0.01, f64::INFINITY, 0),
+        ] {
+            c.limits.insert("c".into(), bad.clone());
+            assert!(c.validate().is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn masks_passwords() {

@@ -27,10 +27,11 @@ use crate::fetch::{self, BlockingReader, ReadOutcome};
 use crate::finish;
 use crate::heartbeat;
 use crate::lease;
+use crate::limits;
 use crate::metrics::{self, Phase};
 use crate::pause;
 use crate::progress;
-use crate::promote;
+use crate::promote::{self, Mover};
 use crate::reclaim;
 use crate::report::{Counter, Counters, RunReport, StopReason};
 use crate::scheduler;
@@ -133,6 +134,9 @@ impl Engine {
         serving.spawn(pause::run(ctx.clone()));
         serving.spawn(reclaim::run(ctx.clone()));
         serving.spawn(promote::run(ctx.clone()));
+        if !config.limits.is_empty() {
+            serving.spawn(promote::run_mover(ctx.clone(), Mover::Unpark));
+        }
         serving.spawn(heartbeat::run(ctx.clone()));
         if !config.burst {
             for cron in &config.crons {
@@ -279,6 +283,8 @@ struct Dispatcher {
     /// Lane weights' running credit per lane (smooth weighted round-robin, carried from
     /// one fetch to the next; see [`fetch::quotas`]).
     credit: Vec<i64>,
+    /// `admit` parked an entry of the last batch accepted (a burst run is not drained).
+    parked: bool,
 }
 
 impl Drop for Dispatcher {
@@ -317,6 +323,7 @@ impl Dispatcher {
             all_lanes,
             pause_generation: 0,
             credit,
+            parked: false,
         }
     }
 
@@ -498,6 +505,19 @@ impl Dispatcher {
         if entries.is_empty() {
             return;
         }
+        // Limited tasks are admitted (or parked: no longer ours) before anything else
+        // (PROTOCOL.md, Limits). Without limits this is one emptiness check.
+        let entries = if self.ctx.config.limits.is_empty() {
+            entries
+        } else {
+            let delivered = entries.len();
+            let admitted = limits::admit(&self.ctx, entries, &self.stop_rx).await;
+            self.parked = admitted.len() < delivered;
+            if admitted.is_empty() {
+                return;
+            }
+            admitted
+        };
         self.ctx
             .counters
             .add(Counter::Delivered, entries.len() as u64);
@@ -769,9 +789,29 @@ impl Dispatcher {
             self.fetch_retry_at = Some(Instant::now() + self.fetch_backoff.next_delay());
             return false;
         }
+        if !self.ctx.config.limits.is_empty() {
+            // Parked tasks are queued, waiting for a token or a slot: not drained yet.
+            // Before the fetch, so what the unpark loop moved meanwhile is fetched below.
+            match promote::round_of(&self.ctx, Mover::Unpark).await {
+                Ok(r) if r.last.next_due_ms.is_none() && r.last.moved == 0 => {}
+                Ok(r) => {
+                    if r.last.moved == 0 {
+                        tokio::time::sleep(promote::next_sleep(&r)).await;
+                    }
+                    self.maybe_more = true;
+                    return false;
+                }
+                Err(e) => {
+                    warn!(error = %e, "unparking failed, retrying");
+                    self.fetch_retry_at = Some(Instant::now() + self.fetch_backoff.next_delay());
+                    return false;
+                }
+            }
+        }
+        self.parked = false;
         let free = self.free();
         self.fetch(free).await;
-        if self.fetch_retry_at.is_some() || self.ctx.held().total() != 0 {
+        if self.fetch_retry_at.is_some() || self.ctx.held().total() != 0 || self.parked {
             return false;
         }
         // Nothing waiting and nothing due: the last thing that can still be ours is what

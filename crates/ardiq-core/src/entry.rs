@@ -57,6 +57,8 @@ pub fn parse_fields(entry_id: String, lane: &str, fields: &Value) -> Parsed {
     let mut fn_name = None;
     let mut payload = None;
     let (mut tries, mut enq, mut expire, mut reclaims) = (0i64, 0i64, 0i64, 0i64);
+    let mut limit_key = None;
+    let mut holds_token = false;
     for (k, v) in reply::pairs(fields).unwrap_or_default() {
         match reply::bytes(k) {
             // Never a lossy conversion: a task must not run (nor its result be stored)
@@ -68,6 +70,9 @@ pub fn parse_fields(entry_id: String, lane: &str, fields: &Value) -> Parsed {
             Some(b"enq") => enq = reply::int(v).unwrap_or(0),
             Some(b"x") => expire = reply::int(v).unwrap_or(0),
             Some(b"r") => reclaims = reply::int(v).unwrap_or(0),
+            // A limit key that is not UTF-8 keys no limit of ours: the task-wide one.
+            Some(b"lk") => limit_key = exact_string(v).filter(|k| !k.is_empty()),
+            Some(b"ad") => holds_token = reply::bytes(v) == Some(b"1"),
             _ => {}
         }
     }
@@ -92,6 +97,8 @@ pub fn parse_fields(entry_id: String, lane: &str, fields: &Value) -> Parsed {
                 expire_ms: expire,
                 reclaims: clamp(reclaims),
                 live_job: None,
+                limit_key,
+                holds_token,
             })
         }
         (Some(None), Some(_), Some(_)) => malformed(BAD_ID_REASON),
@@ -135,6 +142,28 @@ mod tests {
 
     fn fields(kv: &[(&str, &str)]) -> Value {
         Value::Array(kv.iter().flat_map(|(k, v)| [bs(k), bs(v)]).collect())
+    }
+
+    #[test]
+    fn reads_the_limit_fields() {
+        let base = [("id", "t1"), ("fn", "send"), ("p", "")];
+        let Parsed::Task(d) = parse_fields("1-1".into(), "high", &fields(&base)) else {
+            panic!("should parse");
+        };
+        assert_eq!((d.limit_key, d.holds_token), (None, false));
+        let f = fields(&[base[0], base[1], base[2], ("lk", "acme"), ("ad", "1")]);
+        let Parsed::Task(d) = parse_fields("1-1".into(), "high", &f) else {
+            panic!("should parse");
+        };
+        assert_eq!(
+            (d.limit_key.as_deref(), d.holds_token),
+            (Some("acme"), true)
+        );
+        let f = fields(&[base[0], base[1], base[2], ("lk", ""), ("ad", "0")]);
+        let Parsed::Task(d) = parse_fields("1-1".into(), "high", &f) else {
+            panic!("should parse");
+        };
+        assert_eq!((d.limit_key, d.holds_token), (None, false));
     }
 
     #[test]

@@ -44,6 +44,11 @@ pub struct Delivery {
     /// names this entry and holds the nonce sealed in its payload (PROTOCOL.md, Signed
     /// payloads). `None` when no check was made.
     pub live_job: Option<LiveJob>,
+    /// The entry's limit key (`lk`, PROTOCOL.md, Limits): a signing executor checks it
+    /// against the one sealed in the payload's headers (`ardiq.lk`).
+    pub limit_key: Option<String>,
+    /// `ad` = 1: the entry already holds its rate token (it was parked and came back).
+    pub holds_token: bool,
 }
 
 /// The job record's view of a task, read just before it starts.
@@ -134,6 +139,8 @@ impl fmt::Debug for Delivery {
             .field("expire_ms", &self.expire_ms)
             .field("reclaims", &self.reclaims)
             .field("live_job", &self.live_job)
+            .field("limit_key", &self.limit_key)
+            .field("holds_token", &self.holds_token)
             .finish()
     }
 }

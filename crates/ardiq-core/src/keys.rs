@@ -111,6 +111,19 @@ impl Keys {
         format!("{}delayed", self.prefix)
     }
 
+    /// `P parked`: tasks parked by a rate limit or concurrency cap (PROTOCOL.md, Limits).
+    pub fn parked(&self) -> String {
+        format!("{}parked", self.prefix)
+    }
+
+    /// `P limit:<task>[:<limit key>]`: a task's rate-limit and concurrency-cap state.
+    pub fn limit(&self, task: &str, limit_key: Option<&str>) -> String {
+        match limit_key {
+            Some(k) => format!("{}limit:{task}:{k}", self.prefix),
+            None => format!("{}limit:{task}", self.prefix),
+        }
+    }
+
     /// `P crons`
     pub fn crons(&self) -> String {
         format!("{}crons", self.prefix)

@@ -32,6 +32,8 @@
 //! * `reclaim`: XAUTOCLAIM with a kept cursor, then `reclaim`.
 //! * `started`: marks reclaimed deliveries (`started`) before they run.
 //! * `promote`: moves due delayed tasks (`promote`, two steps).
+//! * `limits`: flow control: `admit` after every delivery of a limited task, `unpark`
+//!   (two steps, like `promote`) for parked ones; never called without limits.
 //! * `scheduler`: fires cron occurrences (`cron`); [`cron`] computes them.
 //! * `abort`: the `P abort` subscription.
 //! * `heartbeat`: `ZADD P workers`.
@@ -86,6 +88,7 @@ mod heartbeat;
 mod history;
 pub mod keys;
 mod lease;
+mod limits;
 pub mod metrics;
 pub mod ops;
 mod pause;
@@ -102,7 +105,7 @@ pub mod sign;
 mod started;
 mod state;
 
-pub use config::{mask_url, Config, CronEntry};
+pub use config::{mask_url, Config, CronEntry, TaskLimit};
 pub use cron::{CronError, CronSchedule, CronSpec, Every};
 pub use engine::Engine;
 pub use error::EngineError;

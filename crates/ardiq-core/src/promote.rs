@@ -40,11 +40,24 @@ pub struct Promoted {
     pub due: Vec<String>,
 }
 
-/// Calls `promote` with `ids` (empty: just report what is due).
-pub async fn promote(ctx: &Ctx, ids: &[String]) -> Result<Promoted> {
+/// Which set a two-step move empties: `P delayed` (`promote`) or `P parked` (`unpark`,
+/// PROTOCOL.md, Limits). Both scripts take the same arguments and reply alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mover {
+    /// `promote`: delays, schedules and retry backoffs.
+    Promote,
+    /// `unpark`: entries parked by a rate limit or a concurrency cap.
+    Unpark,
+}
+
+/// Calls `promote` or `unpark` with `ids` (empty: just report what is due).
+pub async fn call(ctx: &Ctx, mover: Mover, ids: &[String]) -> Result<Promoted> {
     let keys = &ctx.keys;
-    let mut inv = scripts::PROMOTE.prepare_invoke();
-    inv.key(keys.delayed());
+    let (mut inv, set, script) = match mover {
+        Mover::Promote => (scripts::PROMOTE.prepare_invoke(), keys.delayed(), "promote"),
+        Mover::Unpark => (scripts::UNPARK.prepare_invoke(), keys.parked(), "unpark"),
+    };
+    inv.key(set);
     for lane in 0..keys.lanes().len() {
         inv.key(keys.stream(lane));
     }
@@ -63,7 +76,7 @@ pub async fn promote(ctx: &Ctx, ids: &[String]) -> Result<Promoted> {
     let value: Value = inv.invoke_async(&mut conn).await?;
     let parts = reply::array(&value).unwrap_or_default();
     let bad = || EngineError::Protocol {
-        script: "promote",
+        script,
         detail: "expected {promoted, now, next_due, ids}".to_owned(),
     };
     if parts.len() < 4 {
@@ -80,7 +93,7 @@ pub async fn promote(ctx: &Ctx, ids: &[String]) -> Result<Promoted> {
             .collect(),
     };
     ctx.observe_server_time(out.server_now_ms);
-    if out.moved > 0 {
+    if out.moved > 0 && mover == Mover::Promote {
         ctx.counters.add(Counter::Promoted, out.moved);
     }
     Ok(out)
@@ -98,13 +111,18 @@ pub struct Round {
 /// Checks, then promotes what is due, until nothing due is left that this worker can
 /// move.
 pub async fn round(ctx: &Ctx) -> Result<Round> {
-    let mut r = promote(ctx, &[]).await?;
+    round_of(ctx, Mover::Promote).await
+}
+
+/// [`round`] for either set.
+pub async fn round_of(ctx: &Ctx, mover: Mover) -> Result<Round> {
+    let mut r = call(ctx, mover, &[]).await?;
     for _ in 0..MAX_CALLS {
         if r.due.is_empty() {
             break;
         }
         let ids = std::mem::take(&mut r.due);
-        r = promote(ctx, &ids).await?;
+        r = call(ctx, mover, &ids).await?;
         // Nothing moved: the remaining due ids belong to lanes we do not serve. Leave them
         // to the workers that do instead of spinning on them.
         if r.moved == 0 {
@@ -131,20 +149,29 @@ pub fn next_sleep(round: &Round) -> Duration {
 
 /// Promotes until aborted by the engine.
 pub async fn run(ctx: Arc<Ctx>) {
+    run_mover(ctx, Mover::Promote).await
+}
+
+/// Promotes (or unparks) until aborted by the engine.
+pub async fn run_mover(ctx: Arc<Ctx>, mover: Mover) {
     let mut backoff = Backoff::redis();
     let mut throttle = LogThrottle::default();
+    let what = match mover {
+        Mover::Promote => "delayed promotion",
+        Mover::Unpark => "unparking limited tasks",
+    };
     loop {
-        let sleep = match round(&ctx).await {
+        let sleep = match round_of(&ctx, mover).await {
             Ok(r) => {
                 backoff.reset();
                 if throttle.success() {
-                    info!("delayed promotion works again");
+                    info!("{what} works again");
                 }
                 next_sleep(&r)
             }
             Err(e) => {
                 if let Some(suppressed) = throttle.failure() {
-                    warn!(error = %e, suppressed, "delayed promotion failed, retrying");
+                    warn!(error = %e, suppressed, "{what} failed, retrying");
                 }
                 backoff.next_delay()
             }

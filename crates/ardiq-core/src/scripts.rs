@@ -34,6 +34,7 @@ macro_rules! sources {
 /// text, and so its name, depends on it).
 const SOURCES: &[(&str, &str)] = sources!(
     "abort",
+    "admit",
     "cron",
     "delete_dead",
     "enqueue",
@@ -51,6 +52,7 @@ const SOURCES: &[(&str, &str)] = sources!(
     "retire",
     "run_now",
     "started",
+    "unpark",
     "wait",
 );
 
@@ -376,6 +378,8 @@ pub static RENEW: LazyLock<ProtocolScript> = lua!("renew");
 pub static RECLAIM: LazyLock<ProtocolScript> = lua!("reclaim");
 /// `promote`: move due delayed tasks to their streams.
 pub static PROMOTE: LazyLock<ProtocolScript> = lua!("promote");
+/// `unpark`: move due parked entries back to their streams (PROTOCOL.md, Limits).
+pub static UNPARK: LazyLock<ProtocolScript> = lua!("unpark");
 /// `handback`: return prefetched entries to their streams when stopping.
 pub static HANDBACK: LazyLock<ProtocolScript> = lua!("handback");
 /// `retire`: leave the groups (where nothing is pending) and drop the heartbeat.
@@ -387,6 +391,8 @@ pub static CRON: LazyLock<ProtocolScript> = lua!("cron");
 pub static ENQUEUE: LazyLock<ProtocolScript> = lua!("enqueue");
 /// `abort`: the producer's abort request. Exposed for tests and tools.
 pub static ABORT: LazyLock<ProtocolScript> = lua!("abort");
+/// `admit`: park the entries over a rate limit or concurrency cap (PROTOCOL.md, Limits).
+pub static ADMIT: LazyLock<ProtocolScript> = lua!("admit");
 /// `inspect`: one task's status and what it is. Used by `ardiq job`.
 pub static INSPECT: LazyLock<ProtocolScript> = lua!("inspect");
 /// `replay`: re-queue a dead letter. Used by `ardiq dlq replay`.
@@ -472,6 +478,8 @@ mod tests {
             &PURGE,
             &QUEUE_SIZE,
             &RUN_NOW,
+            &ADMIT,
+            &UNPARK,
         ] {
             assert!(!s.get_hash().is_empty(), "{}", s.name());
         }

@@ -245,6 +245,8 @@ pub(crate) fn test_delivery(eid: &str, task: &str) -> Delivery {
         expire_ms: 0,
         reclaims: 0,
         live_job: None,
+        limit_key: None,
+        holds_token: false,
     }
 }
 

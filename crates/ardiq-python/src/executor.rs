@@ -307,8 +307,9 @@ impl Take {
 }
 
 /// `(entry_id, lane, task_id, name, payload, tries, enqueue_ms, expire_ms, reclaims,
-/// job_entry, job_nonce)`; the last two are `None` unless the engine checked the live
-/// job (a signing worker: PROTOCOL.md, Signed payloads).
+/// job_entry, job_nonce, limit_key)`; job_entry and job_nonce are `None` unless the
+/// engine checked the live job (a signing worker: PROTOCOL.md, Signed payloads);
+/// limit_key is the entry's `lk` (PROTOCOL.md, Limits).
 fn delivery_tuple<'py>(py: Python<'py>, d: &Delivery) -> PyResult<Bound<'py, PyTuple>> {
     let job = d.live_job.as_ref();
     (
@@ -323,6 +324,7 @@ fn delivery_tuple<'py>(py: Python<'py>, d: &Delivery) -> PyResult<Bound<'py, PyT
         d.reclaims,
         job.map(|j| j.entry_id.as_str()),
         job.map(|j| j.nonce.as_str()),
+        d.limit_key.as_deref(),
     )
         .into_pyobject(py)
 }
@@ -455,6 +457,8 @@ mod tests {
             expire_ms: 0,
             reclaims: 0,
             live_job: None,
+            limit_key: None,
+            holds_token: false,
         }
     }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ardiq_core::{Config, CronEntry, CronSchedule, CronSpec, Every, SigningKey};
+use ardiq_core::{Config, CronEntry, CronSchedule, CronSpec, Every, SigningKey, TaskLimit};
 use pyo3::prelude::*;
 
 /// The longest duration a setting or option takes: a year. Larger values (`1e308`) would
@@ -46,6 +46,18 @@ pub fn read_config(s: &Bound<'_, PyAny>) -> PyResult<Config> {
     c.history = s.getattr("history")?.extract()?;
     c.history_ttl_ms = s.getattr("history_ttl_ms")?.extract()?;
     c.tasks = s.getattr("tasks")?.extract()?;
+    for limit in s.getattr("limits")?.try_iter()? {
+        let limit = limit?;
+        let name: String = limit.getattr("name")?.extract()?;
+        c.limits.insert(
+            name,
+            TaskLimit {
+                rate_per_ms: limit.getattr("rate_per_ms")?.extract()?,
+                burst: limit.getattr("burst")?.extract()?,
+                max_concurrency: limit.getattr("max_concurrency")?.extract()?,
+            },
+        );
+    }
     for cron in s.getattr("crons")?.try_iter()? {
         let cron = cron?;
         let name: String = cron.getattr("name")?.extract()?;

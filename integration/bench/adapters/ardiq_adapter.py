@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from typing import Any
 
@@ -17,7 +18,9 @@ from ardiq import Ardiq
 app = Ardiq(redis_url=bc.REDIS_URL, queue_name="bench", concurrency=bc.CONCURRENCY)
 
 
-@app.task
+# ARDIQ_BENCH_LIMIT (rows ardiq-*-limit): noop under a rate limit that never binds, to
+# measure what admission costs (README, "Rate limits and concurrency caps").
+@app.task(rate_limit=os.environ.get("ARDIQ_BENCH_LIMIT") or None)
 async def noop() -> None:
     bc.noop_body()
 

@@ -25,10 +25,24 @@ local function read_entry(stream, eid)
   return to_map(r[1][2])
 end
 
--- Append a task entry to a work stream; returns the new entry id.
-local function add_entry(stream, id, fn, payload, tries, enq, expire, reclaims)
-  return redis.call('XADD', stream, '*', 'id', id, 'fn', fn, 'p', payload,
-    't', tries, 'enq', enq, 'x', expire, 'r', reclaims)
+-- Append a task entry to a work stream; returns the new entry id. `lk` (the limit key)
+-- and `ad` (the entry holds its rate token: `unpark` only) are written when set.
+local function add_entry(stream, id, fn, payload, tries, enq, expire, reclaims, lk, ad)
+  if (lk == nil or lk == false or lk == '') and not ad then
+    return redis.call('XADD', stream, '*', 'id', id, 'fn', fn, 'p', payload,
+      't', tries, 'enq', enq, 'x', expire, 'r', reclaims)
+  end
+  local args = {'XADD', stream, '*', 'id', id, 'fn', fn, 'p', payload,
+    't', tries, 'enq', enq, 'x', expire, 'r', reclaims}
+  if lk and lk ~= '' then
+    args[#args + 1] = 'lk'
+    args[#args + 1] = lk
+  end
+  if ad then
+    args[#args + 1] = 'ad'
+    args[#args + 1] = '1'
+  end
+  return redis.call(unpack(args))
 end
 
 -- A field of a job record; nil when the record is missing or is not a hash. What someone
@@ -85,6 +99,7 @@ end
 local function bury(dead_index, dead_key, id, fields, lane, err, tries, now)
   redis.call('HSET', dead_key, 'fn', fields['fn'] or '', 'p', fields['p'] or '',
     'l', lane, 'err', err, 't', tries, 'enq', fields['enq'] or 0, 'fail', now)
+  if fields['lk'] then redis.call('HSET', dead_key, 'lk', fields['lk']) end
   redis.call('ZADD', dead_index, now, id)
 end
 

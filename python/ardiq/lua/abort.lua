@@ -3,6 +3,7 @@
 -- its worker told on the abort channel; the worker finalizes it.
 -- KEYS[1..4]    delayed set, job hash, wait key, result key
 -- KEYS[5..4+L]  the lanes' streams
+-- KEYS[5+L]     parked set (optional; v2, flow control)
 -- ARGV          key prefix, group, result ttl ms, task id, L, lane names
 -- Returns       0 unknown or finished, 1 aborted now, 2 abort signalled to its worker
 local delayed, job, wait, result = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -13,8 +14,12 @@ for i = 1, nl do lanes[ARGV[5 + i]] = KEYS[4 + i] end
 local f = to_map(redis.call('HGETALL', job))
 if not f['s'] then return 0 end
 local blob = result_blob(false, 'aborted', f['t'], f['enq'], 0, now_ms(), true)
-if f['s'] == 'd' then
-  redis.call('ZREM', delayed, id)
+if f['s'] == 'd' or f['s'] == 'k' then
+  if f['s'] == 'd' then
+    redis.call('ZREM', delayed, id)
+  elseif KEYS[5 + nl] then
+    redis.call('ZREM', KEYS[5 + nl], id)
+  end
   finalize(prefix, job, wait, result, id, blob, ttl)
   return 1
 end

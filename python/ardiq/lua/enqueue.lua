@@ -10,7 +10,7 @@
 --           result can hold it: the EXISTS and DEL of the id are skipped; 2: a resend
 --           after a lost reply, the first call may have landed: skip the task when its
 --           job *or its result* exists), nonce (optional: stored as job `n`; signing
---           apps)]
+--           apps), limit key (optional, v2 flow control: entry and job `lk`)]
 --           One blob instead of eleven arguments per task: encoding arguments one by one
 --           was most of a producer's cost per task (PROTOCOL.md, "enqueue").
 -- Returns   a string with one character per task: '1' added, '0' a live task already
@@ -25,7 +25,7 @@ local out = {}
 for i = 1, #tasks do
   local t = tasks[i]
   local id, fn, payload, lane = t[1], t[2], t[3], t[4]
-  local due, delay, expire, mode, nonce = t[5], t[6], t[7], t[8], t[9]
+  local due, delay, expire, mode, nonce, lk = t[5], t[6], t[7], t[8], t[9], t[10]
   local fresh = mode == 1
   local job = prefix .. 'job:' .. id
   if due == 0 and delay > 0 then due = now + delay end
@@ -46,11 +46,13 @@ for i = 1, #tasks do
         'x', expire_s, 'at', due_s, 'p', payload)
       redis.call('ZADD', delayed, due_s, id)
     else
-      local eid = add_entry(prefix .. 'stream:' .. lane, id, fn, payload, '0', now_s, expire_s, '0')
+      local eid = add_entry(prefix .. 'stream:' .. lane, id, fn, payload, '0', now_s, expire_s, '0',
+        lk)
       redis.call('HSET', job, 'fn', fn, 'l', lane, 's', 'q', 't', '0', 'enq', now_s,
         'x', expire_s, 'e', eid)
     end
     if nonce and nonce ~= '' then redis.call('HSET', job, 'n', nonce) end
+    if lk and lk ~= '' then redis.call('HSET', job, 'lk', lk) end
     out[i] = '1'
   end
 end

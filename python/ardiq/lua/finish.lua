@@ -128,13 +128,14 @@ local function finish_all()
         if payload and payload ~= '' then fields['p'] = payload end
         if delay <= 0 then
           local new = add_entry(stream, id, fields['fn'] or '', fields['p'] or '', tries,
-            fields['enq'] or enq, fields['x'] or 0, 0)
+            fields['enq'] or enq, fields['x'] or 0, 0, fields['lk'])
           redis.call('HSET', job, 's', 'q', 'e', new, 't', tries)
         else
           -- The task name and times too: a lean job record (PROTOCOL.md) has none.
           redis.call('HSET', job, 's', 'd', 't', tries, 'at', now + delay,
             'p', fields['p'] or '', 'fn', fields['fn'] or '', 'enq', fields['enq'] or enq,
             'x', fields['x'] or 0)
+          if fields['lk'] then redis.call('HSET', job, 'lk', fields['lk']) end
           redis.call('HDEL', job, 'e')
           redis.call('ZADD', delayed, now + delay, id)
         end

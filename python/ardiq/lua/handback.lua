@@ -14,7 +14,7 @@ for a = 3, #ARGV do
     redis.call('XDEL', stream, eid)
     if f and f['id'] then
       local new = add_entry(stream, f['id'], f['fn'] or '', f['p'] or '', f['t'] or 0,
-        f['enq'] or 0, f['x'] or 0, f['r'] or 0)
+        f['enq'] or 0, f['x'] or 0, f['r'] or 0, f['lk'])
       if redis.call('HGET', job, 'e') == eid then redis.call('HSET', job, 'e', new) end
       count = count + 1
     end

@@ -14,7 +14,9 @@ if not f['s'] then
   return {'not_found'}
 end
 local status, payload = 'scheduled', f['p'] or ''
-if f['s'] == 'q' then
+if f['s'] == 'k' then
+  status = 'queued' -- parked by a limit (PROTOCOL.md, Limits): waiting for its turn
+elseif f['s'] == 'q' then
   status = 'queued'
   local stream = lanes[f['l']]
   if stream and f['e'] then

@@ -17,12 +17,12 @@ for i = 3 + nl, #ARGV do
   local id, job = ARGV[i], KEYS[i - 1]
   local score = redis.call('ZSCORE', delayed, id)
   if score and tonumber(score) <= now then
-    local f = redis.call('HMGET', job, 'fn', 'p', 'l', 't', 'enq', 'x')
+    local f = redis.call('HMGET', job, 'fn', 'p', 'l', 't', 'enq', 'x', 'lk')
     if not f[1] then
       redis.call('ZREM', delayed, id) -- its job hash is gone: nothing to run
     elseif lanes[f[3]] then
       local eid = add_entry(lanes[f[3]], id, f[1], f[2] or '', f[4] or 0, f[5] or now,
-        f[6] or 0, 0)
+        f[6] or 0, 0, f[7])
       redis.call('HSET', job, 's', 'q', 'e', eid)
       redis.call('HDEL', job, 'p', 'at')
       redis.call('ZREM', delayed, id)

@@ -1,11 +1,12 @@
 -- purge: drop queued and scheduled tasks without running them; each is finalized as
 -- aborted with the error `purged` (so waiters wake). A delivered task held by a worker
 -- whose heartbeat is recent is skipped unless `force`: that worker would still ack it.
--- The caller lists candidate ids (stream entries and `P delayed`) and calls this in
+-- The caller lists candidate ids (stream entries, `P delayed` and `P parked`) and calls this in
 -- chunks; every id is checked again here, atomically.
 -- KEYS[1..2]    delayed set, workers set
 -- KEYS[3..2+L]  the lanes' streams
--- KEYS[3+L..]   per task: job hash, wait key, result key
+-- KEYS[3+L]     parked set (v2, flow control: tasks parked by a limit count as queued)
+-- KEYS[4+L..]   per task: job hash, wait key, result key
 -- ARGV          key prefix, group, result ttl ms, alive-after ms (a heartbeat at or after
 --               it is a live worker), force (0/1), L, lane names, then the task ids
 -- Returns       {queued purged, scheduled purged, delivered purged, skipped (held by a
@@ -21,7 +22,7 @@ local queued, scheduled, delivered, skipped, gone = 0, 0, 0, 0, 0
 local now = now_ms()
 for i = first_id, #ARGV do
   local id = ARGV[i]
-  local k = 2 + nl + (i - first_id) * 3
+  local k = 3 + nl + (i - first_id) * 3
   local job, wait, result = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   local f = to_map(redis.call('HGETALL', job))
   local blob = result_blob(false, 'purged', f['t'], f['enq'], 0, now, true)
@@ -29,6 +30,10 @@ for i = first_id, #ARGV do
     redis.call('ZREM', delayed, id)
     finalize(prefix, job, wait, result, id, blob, ttl)
     scheduled = scheduled + 1
+  elseif f['s'] == 'k' then
+    redis.call('ZREM', KEYS[3 + nl], id)
+    finalize(prefix, job, wait, result, id, blob, ttl)
+    queued = queued + 1
   elseif f['s'] == 'q' then
     local stream = lanes[f['l']]
     local eid = f['e']

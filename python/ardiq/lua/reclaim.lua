@@ -67,7 +67,7 @@ for i = 0, n - 1 do
         end
       else
         local new = add_entry(stream, f['id'], f['fn'], f['p'], tries, f['enq'] or now,
-          f['x'] or 0, deliveries)
+          f['x'] or 0, deliveries, f['lk'])
         if job_field(job, 'e') == eid then
           redis.call('HSET', job, 'e', new)
           -- The next delivery starts afresh, without the lost one's progress (whose

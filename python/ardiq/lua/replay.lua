@@ -19,10 +19,11 @@ local stream = lanes[f['l']]
 if not stream then return -2 end
 if payload == '' then payload = f['p'] or '' end
 local now = now_ms()
-local eid = add_entry(stream, id, f['fn'], payload, 0, now, 0, 0)
+local eid = add_entry(stream, id, f['fn'], payload, 0, now, 0, 0, f['lk'])
 redis.call('HSET', job, 'fn', f['fn'], 'l', f['l'], 's', 'q', 't', 0, 'enq', now,
   'x', 0, 'e', eid)
 if nonce ~= '' then redis.call('HSET', job, 'n', nonce) end
+if f['lk'] then redis.call('HSET', job, 'lk', f['lk']) end
 -- The failed run's progress goes with its result (the queue's prefix is the result
 -- key's, PROTOCOL.md).
 local progress = string.sub(result, 1, #result - #('result:' .. id)) .. 'progress:' .. id

@@ -11,7 +11,7 @@ local id, nl = ARGV[1], tonumber(ARGV[2])
 local lanes = {}
 for i = 1, nl do lanes[ARGV[2 + i]] = KEYS[2 + i] end
 if not redis.call('ZSCORE', delayed, id) then return 0 end
-local f = redis.call('HMGET', job, 'fn', 'p', 'l', 't', 'enq', 'x', 's')
+local f = redis.call('HMGET', job, 'fn', 'p', 'l', 't', 'enq', 'x', 's', 'lk')
 if not f[1] or f[7] ~= 'd' then
   if not f[1] then redis.call('ZREM', delayed, id) end -- its job hash is gone
   return 0
@@ -19,7 +19,8 @@ end
 local stream = lanes[f[3]]
 if not stream then return -2 end
 local now = now_ms()
-local eid = add_entry(stream, id, f[1], f[2] or '', f[4] or 0, f[5] or now, f[6] or 0, 0)
+local eid = add_entry(stream, id, f[1], f[2] or '', f[4] or 0, f[5] or now, f[6] or 0, 0,
+  f[8])
 redis.call('HSET', job, 's', 'q', 'e', eid)
 redis.call('HDEL', job, 'p', 'at')
 redis.call('ZREM', delayed, id)

@@ -40,6 +40,7 @@ from . import (
     finish,
     heartbeat,
     lease,
+    limits,
     pause,
     promote,
     reclaim,
@@ -76,6 +77,9 @@ class Worker:
         # Lanes `P paused` names (all of them when the whole queue is): not read.
         self.paused: set[str] = set()
         self.runtime = Runtime(app, self.worker_id)
+        # Tasks with a rate limit or concurrency cap, by name: their entries go through
+        # `admit` before the buffer (PROTOCOL.md, Limits). Empty: no call is ever made.
+        self.limits = {lim.name: lim for lim in self.settings.limits}
         self.held: dict[Ref, Delivery] = {}  # every entry we hold: buffered, running, finishing
         # When the last renewal round that succeeded began (time.monotonic()).
         self.renewed_at = time.monotonic()
@@ -200,6 +204,8 @@ class Worker:
         ]
         if self.app.crons and not self.app.burst:
             duties.append(scheduler.run)
+        if self.limits:
+            duties.append(limits.run)
         return duties
 
     def _spawn(self, duty: Callable[[Worker], Awaitable[None]]) -> asyncio.Task[None]:
@@ -282,6 +288,8 @@ class Worker:
                 await backoff.wait(exc)
                 continue
             if entries:
+                if self.limits:
+                    entries = await limits.admit(self, entries)
                 self._accept(entries)
                 continue
             if app.burst:
@@ -295,7 +303,10 @@ class Worker:
                     await backoff.wait(exc)
                     continue
             try:
-                self._accept(await fetch.block_read(self))
+                entries = await fetch.block_read(self)
+                if self.limits and entries:
+                    entries = await limits.admit(self, entries)
+                self._accept(entries)
                 backoff.reset()
             except ArdiqError as exc:
                 await backoff.wait(exc)
@@ -321,10 +332,23 @@ class Worker:
         report = await promote.report(self)
         if report[3] and (await promote.report(self, report[3]))[0]:
             return False  # moved due tasks to the streams: read them next
+        if self.limits:
+            # Parked tasks are queued, waiting for a token or a slot: not drained yet.
+            # Before the fetch, so what the unpark loop moved meanwhile is read below (a
+            # fetch that parks anything returns False there).
+            _, now, next_due, due = await limits.report(self)
+            if due:
+                await limits.report(self, due)
+                return False
+            if next_due >= 0:
+                await asyncio.sleep(min(0.1, max(0.001, (next_due - now) / 1000)))
+                return False
         # The promoter may have moved a due task into a stream since our last fetch: read
         # once more, so nothing that was due when we checked is left behind.
         entries = await fetch.fetch(self, self._free_slots())
         if entries:
+            if self.limits:
+                entries = await limits.admit(self, entries)
             self._accept(entries)
             return False
         # Nothing waiting and nothing due: what a dead worker left pending past its lease

@@ -67,7 +67,18 @@ def parse_entry(lane: str, eid: str, fields: Mapping[bytes, bytes]) -> Delivery 
         enqueue_ms=number(b"enq"),
         expire_ms=number(b"x"),
         reclaims=count(b"r"),
+        limit_key=_limit_key(fields.get(b"lk")),
     )
+
+
+def _limit_key(raw: bytes | None) -> str | None:
+    """The entry's `lk` (None: absent, empty or not UTF-8, as the engine reads it)."""
+    if not raw:
+        return None
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return None
 
 
 _ENTRY_INT = re.compile(rb"[+-]?[0-9]+")

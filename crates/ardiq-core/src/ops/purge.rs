@@ -32,9 +32,14 @@ impl Client {
                 }
             }
         }
-        let delayed: Vec<String> = self
+        let mut delayed: Vec<String> = self
             .query(redis::cmd("ZRANGE").arg(keys.delayed()).arg(0).arg(-1))
             .await?;
+        // Tasks parked by a limit (PROTOCOL.md, Limits) are queued too.
+        let parked: Vec<String> = self
+            .query(redis::cmd("ZRANGE").arg(keys.parked()).arg(0).arg(-1))
+            .await?;
+        delayed.extend(parked);
         for id in delayed {
             if seen.insert(id.clone()) {
                 ids.push(id);
@@ -48,6 +53,7 @@ impl Client {
             for i in 0..keys.lanes().len() {
                 inv.key(keys.stream(i));
             }
+            inv.key(keys.parked());
             for id in chunk {
                 inv.key(keys.job(id))
                     .key(keys.wait(id))

@@ -17,6 +17,7 @@ impl Client {
     pub async fn queue_stats(&mut self, keys: &Keys) -> Result<QueueStats, OpsError> {
         let now = self.server_ms().await?;
         let scheduled: u64 = self.query(redis::cmd("ZCARD").arg(keys.delayed())).await?;
+        let parked: u64 = self.query(redis::cmd("ZCARD").arg(keys.parked())).await?;
         let dead: u64 = self
             .query(redis::cmd("ZCARD").arg(keys.dead_index()))
             .await?;
@@ -43,6 +44,7 @@ impl Client {
             server_ms: now,
             lanes,
             scheduled,
+            parked,
             dead,
             workers,
             paused,
@@ -161,6 +163,9 @@ pub struct QueueStats {
     pub lanes: Vec<LaneStats>,
     /// Tasks in `P delayed` (delay, schedule, retry backoff).
     pub scheduled: u64,
+    /// Tasks in `P parked`: queued, waiting for a rate-limit token or a concurrency slot
+    /// (PROTOCOL.md, Limits).
+    pub parked: u64,
     /// Dead letters kept.
     pub dead: u64,
     /// Workers with a heartbeat (and consumers holding entries without one), alive

@@ -90,7 +90,14 @@ fn print_text(s: &QueueStats, url: &str) {
             l.running
         );
     }
-    println!("  scheduled {}, dead {}", s.scheduled, s.dead);
+    if s.parked > 0 {
+        println!(
+            "  scheduled {}, parked {}, dead {}",
+            s.scheduled, s.parked, s.dead
+        );
+    } else {
+        println!("  scheduled {}, dead {}", s.scheduled, s.dead);
+    }
     if s.queue_paused() {
         println!("  paused: the whole queue (`ardiq resume` resumes it)");
     }
@@ -128,6 +135,7 @@ struct QueueJson<'a> {
     queue: &'a str,
     server_ms: i64,
     scheduled: u64,
+    parked: u64,
     dead: u64,
     /// The whole queue is paused (`ardiq pause` without `--lane`).
     paused: bool,
@@ -165,6 +173,7 @@ impl<'a> From<&'a QueueStats> for QueueJson<'a> {
             queue: &s.queue,
             server_ms: s.server_ms,
             scheduled: s.scheduled,
+            parked: s.parked,
             dead: s.dead,
             paused: s.queue_paused(),
             lanes: s

@@ -216,6 +216,11 @@ pub(super) fn render(e: &Endpoint, stats: Option<&QueueStats>) -> String {
             count(s.scheduled),
         );
         r.register(
+            "ardiq_queue_parked",
+            "Tasks parked by a rate limit or a concurrency cap, waiting for a token or a slot",
+            count(s.parked),
+        );
+        r.register(
             "ardiq_queue_dead_letters",
             "Dead letters kept",
             count(s.dead),
@@ -260,6 +265,7 @@ mod tests {
                 ..Default::default()
             }],
             scheduled: 4,
+            parked: 2,
             ..Default::default()
         };
         let text = render(&e, Some(&stats));
@@ -268,6 +274,7 @@ mod tests {
             text.contains("ardiq_queue_oldest_waiting_seconds{queue=\"q\",lane=\"default\"} 1.5\n")
         );
         assert!(text.contains("ardiq_queue_scheduled{queue=\"q\"} 4\n"));
+        assert!(text.contains("ardiq_queue_parked{queue=\"q\"} 2\n"));
     }
 
     #[test]

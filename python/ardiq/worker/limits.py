@@ -4,13 +4,13 @@ Limits). A worker whose app declares no limit never calls either."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING
 
 from ..errors import ArdiqError
 from ..protocol import GROUP
 from .backoff import Backoff
+from .promote import move_due
 
 if TYPE_CHECKING:
     from .engine import Worker
@@ -93,17 +93,4 @@ async def report(w: Worker, ids: list[str] | None = None) -> tuple[int, int, int
 async def run(w: Worker) -> None:
     """Move parked entries back to their streams when due, as promotion does for delayed
     ones: sleep until the next due time, at most 100 ms."""
-    backoff = Backoff("unparking limited tasks")
-    while not w.closing:
-        try:
-            _, now, next_due, due = await report(w)
-            if due and (await report(w, due))[0]:
-                continue
-            backoff.reset()
-        except ArdiqError as exc:
-            await backoff.wait(exc)
-            continue
-        pause = UNPARK_MAX_SLEEP_S
-        if next_due >= 0 and not due:
-            pause = min(pause, max(0.001, (next_due - now) / 1000))
-        await asyncio.sleep(pause)
+    await move_due(w, report, "unparking limited tasks", UNPARK_MAX_SLEEP_S)

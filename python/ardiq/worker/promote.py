@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ArdiqError
@@ -31,10 +32,20 @@ async def report(w: Worker, ids: list[str] | None = None) -> list[Any]:
 
 
 async def run(w: Worker) -> None:
-    backoff = Backoff("promoting delayed tasks")
+    await move_due(w, report, "promoting delayed tasks", PROMOTE_MAX_SLEEP_S)
+
+
+Report = Callable[["Worker", "list[str] | None"], Awaitable[Sequence[Any]]]
+
+
+async def move_due(w: Worker, report: Report, what: str, max_sleep_s: float) -> None:
+    """The loop shared by `promote` and `unpark` (two-step scripts of the same shape):
+    ask for the due ids, move them, and sleep until the next due time, at most
+    `max_sleep_s`."""
+    backoff = Backoff(what)
     while not w.closing:
         try:
-            _, now, next_due, due = await report(w)
+            _, now, next_due, due = await report(w, None)
             # Go again at once only while ids move: a due id this worker cannot move
             # (its lane is not one of ours) must not make the loop spin.
             if due and (await report(w, due))[0]:
@@ -43,7 +54,7 @@ async def run(w: Worker) -> None:
         except ArdiqError as exc:
             await backoff.wait(exc)
             continue
-        pause = PROMOTE_MAX_SLEEP_S
+        pause = max_sleep_s
         if next_due >= 0 and not due:
             pause = min(pause, max(0.001, (next_due - now) / 1000))
         await asyncio.sleep(pause)

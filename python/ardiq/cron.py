@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import calendar
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -175,24 +176,23 @@ class CronSpec:
         if self.zone is not None:
             return self._next_in_zone(self.zone, epoch_ms)
         start = datetime.fromtimestamp(epoch_ms // 60000 * 60 + 60, UTC)
-        day = start.replace(hour=0, minute=0)
-        for offset in range(_HORIZON_DAYS):
-            current = day + timedelta(days=offset)
-            if not self._day_matches(current):
-                continue
-            for hour in sorted(self.hours):
-                for minute in sorted(self.minutes):
-                    when = current.replace(hour=hour, minute=minute)
-                    if when >= start:
-                        return calendar.timegm(when.timetuple()) * 1000
-        return None
+        when = next(self._wall_times_from(start), None)
+        return None if when is None else calendar.timegm(when.timetuple()) * 1000
 
     def _next_in_zone(self, zone: ZoneInfo, epoch_ms: int) -> int | None:
         # Wall times map to instants in order (a gap's all map to its end, an overlap's
         # to their first instance), so the walk starts at the wall minute of `epoch_ms`
         # and returns the first matching wall time whose instant is after it.
         local = datetime.fromtimestamp(epoch_ms // 1000, zone).replace(tzinfo=None)
-        start = local.replace(second=0, microsecond=0)
+        for wall in self._wall_times_from(local.replace(second=0, microsecond=0)):
+            when = _resolve(zone, wall)
+            if when > epoch_ms:
+                return when
+        return None
+
+    def _wall_times_from(self, start: datetime) -> Iterator[datetime]:
+        """The matching wall times from `start` (a whole minute) on, in order, within the
+        search horizon: the walk both the UTC and the time-zone schedules share."""
         day = start.replace(hour=0, minute=0)
         for offset in range(_HORIZON_DAYS):
             current = day + timedelta(days=offset)
@@ -201,12 +201,8 @@ class CronSpec:
             for hour in sorted(self.hours):
                 for minute in sorted(self.minutes):
                     wall = current.replace(hour=hour, minute=minute)
-                    if wall < start:
-                        continue
-                    when = _resolve(zone, wall)
-                    if when > epoch_ms:
-                        return when
-        return None
+                    if wall >= start:
+                        yield wall
 
 
 @dataclass(frozen=True, slots=True)

@@ -161,24 +161,9 @@ impl CronSchedule for CronSpec {
             return self.next_in_zone(tz, epoch_ms);
         }
         let first = epoch_ms.div_euclid(60_000).checked_add(1)?;
-        let mut day = first.div_euclid(1440);
-        let mut from = first.rem_euclid(1440);
-        for _ in 0..SEARCH_DAYS {
-            if self.day_matches(day) {
-                for hour in from / 60..24 {
-                    if self.hours & (1 << hour) == 0 {
-                        continue;
-                    }
-                    let start = if hour == from / 60 { from % 60 } else { 0 };
-                    if let Some(minute) = (start..60).find(|m| self.minutes & (1 << m) != 0) {
-                        return Some((day * 1440 + hour * 60 + minute) * 60_000);
-                    }
-                }
-            }
-            day += 1;
-            from = 0;
-        }
-        None
+        self.wall_minutes_from(first)
+            .next()
+            .map(|(day, hour, minute)| (day * 1440 + hour * 60 + minute) * 60_000)
     }
 }
 
@@ -190,27 +175,34 @@ impl CronSpec {
         let second = epoch_ms.div_euclid(1000);
         let offset = tz.to_offset(Timestamp::from_second(second).ok()?).seconds();
         let local = (second + i64::from(offset)).div_euclid(60);
-        let mut day = local.div_euclid(1440);
-        let mut from = local.rem_euclid(1440);
-        for _ in 0..SEARCH_DAYS {
-            if self.day_matches(day) {
-                for hour in from / 60..24 {
-                    if self.hours & (1 << hour) == 0 {
-                        continue;
-                    }
-                    let start = if hour == from / 60 { from % 60 } else { 0 };
-                    for minute in (start..60).filter(|m| self.minutes & (1 << m) != 0) {
-                        let when = resolve(tz, day, hour, minute)?;
-                        if when > epoch_ms {
-                            return Some(when);
-                        }
-                    }
-                }
+        for (day, hour, minute) in self.wall_minutes_from(local) {
+            let when = resolve(tz, day, hour, minute)?;
+            if when > epoch_ms {
+                return Some(when);
             }
-            day += 1;
-            from = 0;
         }
         None
+    }
+
+    /// The matching wall minutes (day since the epoch, hour, minute) from the wall minute
+    /// `first` (minutes since the epoch) on, in order, within the search horizon: the
+    /// walk both the UTC and the time-zone schedules share.
+    fn wall_minutes_from(&self, first: i64) -> impl Iterator<Item = (i64, i64, i64)> + '_ {
+        let first_day = first.div_euclid(1440);
+        let from = first.rem_euclid(1440);
+        (first_day..first_day + SEARCH_DAYS)
+            .filter(|&day| self.day_matches(day))
+            .flat_map(move |day| {
+                let from = if day == first_day { from } else { 0 };
+                (from / 60..24)
+                    .filter(|&hour| self.hours & (1 << hour) != 0)
+                    .flat_map(move |hour| {
+                        let start = if hour == from / 60 { from % 60 } else { 0 };
+                        (start..60)
+                            .filter(move |&m| self.minutes & (1 << m) != 0)
+                            .map(move |minute| (day, hour, minute))
+                    })
+            })
     }
 }
 

@@ -22,6 +22,7 @@ import redis as sync_redis
 from ardiq import ArdiqError, BrokerError
 from harness import Env, Worker
 from ledger import Report, ms
+from support.windows import max_in_window, max_overlap
 
 
 @dataclass(frozen=True)
@@ -748,25 +749,6 @@ async def recycle_memory(kind: str, scale: Scale, logs: Path) -> Report:
 
 
 # ---------------------------------------------------------------- 11. limits
-def _max_in_window(times: list[float], window_ms: float) -> int:
-    times = sorted(times)
-    best, j = 0, 0
-    for i, t in enumerate(times):
-        while times[j] < t - window_ms:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
-
-
-def _max_overlap(spans: list[tuple[int, int]]) -> int:
-    events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
-    best = cur = 0
-    for _, d in events:
-        cur += d
-        best = max(best, cur)
-    return best
-
-
 async def limits(kind: str, scale: Scale, logs: Path) -> Report:
     """Rate limit 20/s (burst 5), a concurrency cap of 2 and a per-key limit over 3
     workers, with a worker SIGKILLed while it holds a capped task (replaced at once):
@@ -817,7 +799,7 @@ async def limits(kind: str, scale: Scale, logs: Path) -> Report:
         grants = [float(g) for g in env.ledger.r.lrange("lg:grant", 0, -1)]
         worst = 0.0
         for window in (0, 100, 500, 1000, 5000):
-            seen = _max_in_window(grants, window)
+            seen = max_in_window(grants, window)
             bound = 5 + 20 * (window + 1) / 1000
             worst = max(worst, seen / bound)
             if seen > bound:
@@ -828,7 +810,7 @@ async def limits(kind: str, scale: Scale, logs: Path) -> Report:
             if tid.startswith("c")
             for x in ex
         ]
-        cap_seen = _max_overlap(spans)
+        cap_seen = max_overlap(spans)
         if cap_seen > 2:
             rep.problems.append(f"{cap_seen} capped bodies ran at once (cap 2)")
         by_key: dict[str, list[float]] = {}

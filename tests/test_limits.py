@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from apps.ledger import Ledger, stop_code, wait_until
 from ardiq import Ardiq, Status
+from support.windows import max_in_window
 from support.workers import WorkerProcess
 
 TARGET = "apps.limits_app:app"
@@ -27,17 +28,6 @@ async def ledger(redis_url: str, queue: str) -> AsyncIterator[Ledger]:
 @pytest.fixture
 def producer(make_app: Callable[..., Ardiq]) -> Ardiq:
     return make_app()
-
-
-def max_in_window(times: list[float], window_ms: float) -> int:
-    """The most of `times` (ms) within any closed window of `window_ms`."""
-    times = sorted(times)
-    best, j = 0, 0
-    for i, t in enumerate(times):
-        while times[j] < t - window_ms:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
 
 
 async def test_a_rate_limit_holds_across_three_workers(

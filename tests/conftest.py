@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from ardiq import Ardiq
 from support.redis_server import RedisServer
+from support.topology import Cluster, SentinelSetup
 from support.workers import WorkerProcess, native_binary, native_extension_error
 
 # Behaviour tests run against every worker kind: the binary (`native`), `app.run()` on the
@@ -31,6 +32,22 @@ def redis_server() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Cluster]:
+    """A Redis Cluster of six nodes (three masters, three replicas) for the session."""
+    cluster = Cluster().start()
+    yield cluster
+    cluster.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[SentinelSetup]:
+    """One master, one replica and three sentinels for the session."""
+    setup = SentinelSetup().start()
+    yield setup
+    setup.cleanup()
 
 
 @pytest.fixture

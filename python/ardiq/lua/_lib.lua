@@ -74,6 +74,16 @@ local function result_blob(ok, value, tries, enq, start, fin, aborted)
     tonumber(start) or 0, tonumber(fin) or 0, aborted})
 end
 
+-- Wake the listeners of `channel` (PROTOCOL.md, "Pub/sub"). Cluster clients listen with
+-- SSUBSCRIBE, which only SPUBLISH reaches and which stays on the queue's shard; clients of
+-- one Redis (and older versions) listen with SUBSCRIBE, reached by PUBLISH. Broadcast only
+-- when no sharded listener heard it, so a cluster does not carry every wake-up to every
+-- node. A pcall: a user whose ACL predates SPUBLISH still gets the PUBLISH.
+local function notify(channel, message)
+  local heard = redis.pcall('SPUBLISH', channel, message)
+  if type(heard) ~= 'number' or heard == 0 then redis.call('PUBLISH', channel, message) end
+end
+
 -- Retire a live task: drop its job record, store its result (ttl > 0: for that long,
 -- 0: not at all, < 0: forever), keep its progress as long as the result, and wake result
 -- waiters if one registered. `progress` false: the caller knows no progress was
@@ -92,7 +102,7 @@ local function finalize(prefix, job, wait, result, id, blob, ttl, progress)
       redis.call('DEL', prefix .. 'progress:' .. id)
     end
   end
-  if waited then redis.call('PUBLISH', prefix .. 'done', id) end
+  if waited then notify(prefix .. 'done', id) end
 end
 
 -- Keep a dead letter: its record and its place in the index (newest first by score).

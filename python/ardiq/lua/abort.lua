@@ -30,5 +30,5 @@ if stream and f['e'] and not is_pending(stream, group, f['e'], nil) then
   return 1
 end
 redis.call('HSET', job, 'a', '1')
-redis.call('PUBLISH', prefix .. 'abort', id)
+notify(prefix .. 'abort', id)
 return 2
